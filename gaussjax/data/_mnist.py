@@ -1,0 +1,99 @@
+"""MNIST from the files a user already has: the four IDX files (plain or .gz) or `mnist.npz`."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from gaussjax._checks import check_choice, check_positive_int
+from gaussjax.data._dataset import Dataset
+from gaussjax.data._files import find_file, read_bytes, resolve_root
+from gaussjax.data._pixels import to_signed_unit
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); data is big-endian.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_PREFIX = {"train": "train", "test": "t10k"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (plain or gzip) into a NumPy array of its declared shape and type.
+
+    Raises `ValueError` on a wrong magic number or a size that disagrees with the header.
+    """
+    data = read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path} is truncated: its header declares {ndim} dimensions")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        kind = "truncated" if len(data) < expected else "longer than its header says"
+        raise ValueError(f"{path} is {kind}: header shape {shape} needs {expected} bytes, file has {len(data)}")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_candidates(split: str, kind: str) -> list[str]:
+    stem = {"images": "images-idx3-ubyte", "labels": "labels-idx1-ubyte"}[kind]
+    names = [f"{_PREFIX[split]}-{stem}", f"{_PREFIX[split]}-{stem.replace('-idx', '.idx')}"]
+    return [name + suffix for name in names for suffix in ("", ".gz")]
+
+
+def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    keys = (f"x_{split}", f"y_{split}")
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [k for k in keys if k not in archive.files]
+        if missing:
+            raise ValueError(f"{path} lacks arrays {missing}; a Keras-style mnist.npz holds {sorted(archive.files)}")
+        return archive[keys[0]], archive[keys[1]]
+
+
+def _missing_message(root: Path, directories: list[Path], split: str) -> str:
+    expected = ", ".join(f"{_idx_candidates(split, k)[0]}[.gz]" for k in ("images", "labels"))
+    searched = ", ".join(str(d) for d in directories)
+    return (
+        f"MNIST {split} files not found in {searched}: put {expected} there, "
+        f"or a Keras-style mnist.npz (arrays x_train, y_train, x_test, y_test) at {root / 'mnist.npz'}"
+    )
+
+
+def load_mnist(root=None, split: str = "train", *, pad_to: int | None = None) -> Dataset:
+    """MNIST as `(N, 28, 28, 1)` in [-1, 1] with labels 0-9 (60,000 train / 10,000 test).
+
+    Args:
+        root: a directory holding the IDX files (`train-images-idx3-ubyte[.gz]`, ...,
+            also looked for under `root/MNIST/raw`) or `mnist.npz`; or the path of an
+            `.npz` file itself.
+        split: `"train"` or `"test"`.
+        pad_to: zero-pad each image symmetrically to `pad_to x pad_to` pixels (pad
+            value: black, i.e. -1), e.g. `32` for the paper's mini-EDM setting.
+    """
+    check_choice("split", split, tuple(_PREFIX))
+    root = resolve_root("mnist", root)
+    if root.is_file():
+        images, labels = _read_npz(root, split)
+    else:
+        directories = [root, root / "MNIST" / "raw"]
+        image_file = find_file(directories, _idx_candidates(split, "images"))
+        label_file = find_file(directories, _idx_candidates(split, "labels"))
+        if image_file and label_file:
+            images, labels = read_idx(image_file), read_idx(label_file)
+        elif (npz := find_file(directories, ["mnist.npz"])) is not None:
+            images, labels = _read_npz(npz, split)
+        else:
+            raise FileNotFoundError(_missing_message(root, directories, split))
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"MNIST images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"MNIST has {images.shape[0]} images but labels of shape {labels.shape}")
+    if pad_to is not None:
+        pad_to = check_positive_int("pad_to", pad_to)
+        extra = pad_to - images.shape[1]
+        if extra < 0 or pad_to - images.shape[2] != extra:
+            raise ValueError(f"`pad_to` must be >= the image size {images.shape[1:]}, got {pad_to}")
+        images = np.pad(images, ((0, 0), (extra // 2, extra - extra // 2), (extra // 2, extra - extra // 2)))
+    return Dataset("mnist", to_signed_unit(images[..., None], (0.0, 255.0), name="MNIST images"), labels, split)
