@@ -1,0 +1,1 @@
+"""Analysis command line: `python -m analysis COMMAND ...` (see `python -m analysis --help`)."""

@@ -1,0 +1,1 @@
+"""EDM training with score-structure probes at checkpoints (`python -m train`)."""
