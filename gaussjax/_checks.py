@@ -38,3 +38,81 @@ def check_value_range(name: str, value: Any) -> tuple[float, float]:
     if not low < high:
         raise ValueError(f"`{name}` must satisfy low < high, got ({low}, {high})")
     return low, high
+
+
+def is_concrete(*arrays) -> bool:
+    """Whether all `arrays` hold values (not JAX tracers), so value checks can run now.
+
+    Under `jax.jit`/`vmap`/`grad` only shapes are checked; values are checked when
+    a public function is called eagerly.
+    """
+    import jax
+
+    return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_finite(name: str, array) -> None:
+    """Raise if a concrete `array` holds NaN or infinite values."""
+    import numpy as np
+
+    if is_concrete(array) and not np.all(np.isfinite(np.asarray(array))):
+        raise ValueError(f"`{name}` contains NaN or infinite values")
+
+
+def check_data_matrix(name: str, X):
+    """Return `X` as a float array `(N, D)` with N >= 1, finite, or raise naming `name`."""
+    import jax.numpy as jnp
+
+    X = jnp.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"`{name}` must have shape (N, D), got {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty (N = 0)")
+    if not jnp.issubdtype(X.dtype, jnp.floating):
+        X = X.astype(jnp.result_type(float))
+    check_finite(name, X)
+    return X
+
+
+def check_float_array(name: str, value, *, ndim: int | None = None):
+    """Return `value` as a floating JAX array (ints are promoted), checking `ndim` and finiteness."""
+    import jax.numpy as jnp
+
+    array = jnp.asarray(value)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(jnp.result_type(float))
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"`{name}` must be a {ndim}-D array, got shape {array.shape}")
+    check_finite(name, array)
+    return array
+
+
+def check_query(x, sigma, dim: int):
+    """Validate a query `x (..., dim)` and noise level `sigma`; return them with `sigma` broadcast.
+
+    `sigma` may be a scalar or any shape that broadcasts against `x.shape[:-1]`; it is
+    returned with shape `x.shape[:-1]` and `x`'s dtype. Concrete inputs must be finite,
+    with `sigma > 0`.
+    """
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    if x.ndim == 0 or x.shape[-1] != dim:
+        raise ValueError(f"`x` must have shape (..., D) with D = {dim} (the model's dimension), got {x.shape}")
+    sigma = jnp.asarray(sigma, dtype=x.dtype)
+    try:
+        sigma = jnp.broadcast_to(sigma, x.shape[:-1])
+    except ValueError:
+        raise ValueError(
+            f"`sigma` must be a scalar or broadcast against x.shape[:-1] = {x.shape[:-1]}, got shape {sigma.shape}"
+        ) from None
+    check_finite("x", x)
+    if is_concrete(sigma):
+        import numpy as np
+
+        values = np.asarray(sigma)
+        if not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise ValueError(f"`sigma` must be finite and > 0, got min {values.min() if values.size else None}")
+    return x, sigma

@@ -1,0 +1,40 @@
+"""Immutable dataclasses that are JAX pytrees.
+
+`@pytree_dataclass` makes a frozen dataclass and registers it with JAX. Array fields
+are leaves; fields declared with `static_field()` are hashable metadata (they select
+shapes and code paths, so changing them recompiles). Unflattening bypasses
+`__init__`/`__post_init__`, so input validation in `__post_init__` runs when a user
+constructs a model, never on the tracers JAX passes around inside `jit`/`vmap`/`grad`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+
+def static_field(**kwargs):
+    """A dataclass field stored as pytree metadata rather than as a leaf."""
+    return dataclasses.field(metadata={"static": True}, **kwargs)
+
+
+def pytree_dataclass(cls):
+    """Decorator: a frozen dataclass registered as a JAX pytree (see module docstring)."""
+    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+    fields = dataclasses.fields(cls)
+    leaves = tuple(f.name for f in fields if not f.metadata.get("static"))
+    static = tuple(f.name for f in fields if f.metadata.get("static"))
+
+    def flatten_with_keys(obj):
+        children = tuple((jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in leaves)
+        return children, tuple(getattr(obj, n) for n in static)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for name, value in zip(leaves + static, tuple(children) + tuple(aux)):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten)
+    return cls

@@ -1,0 +1,111 @@
+"""The Gaussian score in eigenbasis form, full or low rank (paper Eq. 5-6, 12-13)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussjax._checks import check_float_array, is_concrete
+from gaussjax._pytree import pytree_dataclass
+from gaussjax.scores._base import AnalyticModel
+
+
+def check_eigenbasis(eigvals, eigvecs, *, batch_ndim: int = 0, dim: int | None = None):
+    """Validate eigenpairs `eigvals (..., r) >= 0` and orthonormal `eigvecs (..., D, r)`, r <= D.
+
+    `batch_ndim` leading axes (e.g. one for mixture components) must agree.
+    Orthonormality is checked to a tolerance suited to the dtype.
+    """
+    eigvals = check_float_array("eigvals", eigvals, ndim=batch_ndim + 1)
+    eigvecs = check_float_array("eigvecs", eigvecs, ndim=batch_ndim + 2)
+    D, r = eigvecs.shape[-2:]
+    if dim is not None and D != dim:
+        raise ValueError(f"`eigvecs` must have shape (..., D, r) with D = {dim} (from the mean), got {eigvecs.shape}")
+    if eigvals.shape != eigvecs.shape[:-2] + (r,):
+        raise ValueError(f"`eigvals` shape {eigvals.shape} does not match `eigvecs` shape {eigvecs.shape} (..., D, r)")
+    if r > D:
+        raise ValueError(f"rank r = {r} exceeds the dimension D = {D}: `eigvecs` must be (D, r) with r <= D")
+    if is_concrete(eigvals, eigvecs):
+        if np.any(np.asarray(eigvals) < 0):
+            raise ValueError("`eigvals` must be >= 0 (covariance eigenvalues)")
+        vecs = np.asarray(eigvecs, dtype=np.float64)
+        gram = np.swapaxes(vecs, -1, -2) @ vecs
+        error = float(np.max(np.abs(gram - np.eye(r)))) if r else 0.0
+        tolerance = 1e-3 if eigvecs.dtype == jnp.float32 else 1e-8
+        if error > tolerance:
+            raise ValueError(f"`eigvecs` columns must be orthonormal (max |U^T U - I| = {error:.2e} > {tolerance:g})")
+    return eigvals, eigvecs
+
+
+@pytree_dataclass
+class Gaussian(AnalyticModel):
+    """N(mean, U diag(eigvals) U^T): the Gaussian model, noised N(mean, Sigma + sigma^2 I).
+
+    With `lambda_k = eigvals[k]`, `u_k = eigvecs[:, k]` (Eq. 12-13):
+
+        D(x, sigma) = mean + sum_k lambda_k / (lambda_k + sigma^2) [u_k . (x - mean)] u_k
+        s(x, sigma) = sum_k [u_k . (mean - x)] / (lambda_k + sigma^2) u_k
+                      + (I - U U^T)(mean - x) / sigma^2
+
+    Costs O(D r) per query; no D x D matrix and no inverse is ever formed. For
+    rank r < D the covariance is zero off the span of `eigvecs`.
+
+    Args:
+        mean: `(D,)`.
+        eigvals: `(r,)` covariance eigenvalues, >= 0 (any order; `fit_gaussian` gives them descending).
+        eigvecs: `(D, r)` orthonormal eigenvectors, `r <= D`.
+    """
+
+    mean: jax.Array
+    eigvals: jax.Array
+    eigvecs: jax.Array
+
+    def __post_init__(self):
+        mean = check_float_array("mean", self.mean, ndim=1)
+        eigvals, eigvecs = check_eigenbasis(self.eigvals, self.eigvecs, dim=mean.shape[0])
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "eigvals", eigvals)
+        object.__setattr__(self, "eigvecs", eigvecs)
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[-1]
+
+    @property
+    def rank(self) -> int:
+        return self.eigvecs.shape[-1]
+
+    @property
+    def covariance(self) -> jax.Array:
+        """The dense `(D, D)` covariance `U diag(lambda) U^T` (for inspection; never used internally)."""
+        return (self.eigvecs * self.eigvals) @ self.eigvecs.T
+
+    def _denoise(self, x, sigma):
+        coords = (x - self.mean[None, :]) @ self.eigvecs  # (B, r)
+        shrink = self.eigvals[None, :] / (self.eigvals[None, :] + jnp.square(sigma)[:, None])
+        return self.mean[None, :] + (shrink * coords) @ self.eigvecs.T
+
+    def _score(self, x, sigma):
+        variance = jnp.square(sigma)[:, None]
+        offset = self.mean[None, :] - x
+        coords = offset @ self.eigvecs
+        score = (coords / (self.eigvals[None, :] + variance)) @ self.eigvecs.T
+        if self.rank < self.dim:  # the complement of span(U) has variance sigma^2 only
+            score = score + (offset - coords @ self.eigvecs.T) / variance
+        return score
+
+    def _log_density(self, x, sigma):
+        variance = jnp.square(sigma)
+        offset = x - self.mean[None, :]
+        coords = offset @ self.eigvecs
+        mode_variance = self.eigvals[None, :] + variance[:, None]
+        quadratic = jnp.sum(jnp.square(coords) / mode_variance, axis=-1)
+        log_det = jnp.sum(jnp.log(mode_variance), axis=-1)
+        if self.rank < self.dim:
+            residual = offset - coords @ self.eigvecs.T
+            quadratic = quadratic + jnp.sum(jnp.square(residual), axis=-1) / variance
+            log_det = log_det + (self.dim - self.rank) * jnp.log(variance)
+        return -0.5 * (quadratic + log_det + self.dim * math.log(2 * math.pi))

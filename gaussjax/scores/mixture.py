@@ -1,0 +1,105 @@
+"""The Gaussian-mixture score with low-rank components (paper Eq. 7-8; App. D.5 Eq. 138)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussjax._checks import check_float_array, is_concrete
+from gaussjax._pytree import pytree_dataclass
+from gaussjax.scores import _softmax
+from gaussjax.scores._base import AnalyticModel
+from gaussjax.scores.gaussian import check_eigenbasis
+
+
+@pytree_dataclass
+class GaussianMixture(AnalyticModel):
+    """sum_k pi_k N(mu_k, U_k diag(lambda_k) U_k^T): K Gaussian modes of common rank r.
+
+    Noised by sigma, each mode becomes N(mu_k, Sigma_k + sigma^2 I), and (Eq. 7-8)
+
+        D(x, sigma) = sum_k w_k(x, sigma) [mu_k + U_k diag(lambda_k / (lambda_k + sigma^2)) U_k^T (x - mu_k)]
+        w_k(x, sigma) = softmax_k(log pi_k + log N(x; mu_k, Sigma_k + sigma^2 I))
+
+    with the low-rank log-determinant `sum_j log(lambda_kj + sigma^2) + (D - r) log sigma^2`.
+    The projections `U_k^T x` of all modes are one matmul and the weighted
+    reconstruction another, O(K D r) per query; no (queries x K x D) tensor is formed.
+    Rank 0 gives a mixture of isotropic modes (the delta mixture, with equal weights).
+
+    Args:
+        weights: `(K,)` mixture weights pi_k > 0 (normalized here if they do not sum to 1).
+        means: `(K, D)`.
+        eigvals: `(K, r)` per-mode covariance eigenvalues, >= 0.
+        eigvecs: `(K, D, r)` per-mode orthonormal eigenvectors.
+    """
+
+    weights: jax.Array
+    means: jax.Array
+    eigvals: jax.Array
+    eigvecs: jax.Array
+
+    def __post_init__(self):
+        weights = check_float_array("weights", self.weights, ndim=1)
+        means = check_float_array("means", self.means, ndim=2)
+        if means.shape[0] != weights.shape[0]:
+            raise ValueError(f"`means` must have shape (K, D) with K = {weights.shape[0]} (from `weights`), got {means.shape}")
+        eigvals, eigvecs = check_eigenbasis(self.eigvals, self.eigvecs, batch_ndim=1, dim=means.shape[1])
+        if eigvals.shape[0] != weights.shape[0]:
+            raise ValueError(f"`eigvals` must have K = {weights.shape[0]} rows (one per mode), got {eigvals.shape}")
+        if is_concrete(weights):
+            if np.any(np.asarray(weights) <= 0):
+                raise ValueError("`weights` must be > 0")
+            weights = weights / jnp.sum(weights)
+        for name, value in (("weights", weights), ("means", means), ("eigvals", eigvals), ("eigvecs", eigvecs)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[-1]
+
+    @property
+    def rank(self) -> int:
+        return self.eigvecs.shape[-1]
+
+    @property
+    def num_components(self) -> int:
+        return self.weights.shape[0]
+
+    def _responsibility_logits(self, x, variance):
+        """Per-mode log pi_k + log N(x; mu_k, Sigma_k + sigma^2 I) and the mode coordinates.
+
+        `x (B, D)`, `variance (B,)` -> logits `(B, K)`, coords `U_k^T (x - mu_k)` `(B, K, r)`.
+        """
+        coords = jnp.einsum("bd,kdr->bkr", x, self.eigvecs) - jnp.einsum("kd,kdr->kr", self.means, self.eigvecs)[None]
+        distance2 = (
+            jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+            - 2 * x @ self.means.T
+            + jnp.sum(jnp.square(self.means), axis=-1)[None, :]
+        )  # (B, K) ||x - mu_k||^2 by the matmul expansion
+        mode_variance = self.eigvals[None] + variance[:, None, None]  # (B, K, r)
+        in_span = jnp.sum(jnp.square(coords), axis=-1)
+        quadratic = jnp.sum(jnp.square(coords) / mode_variance, axis=-1)
+        log_det = jnp.sum(jnp.log(mode_variance), axis=-1)
+        if self.rank < self.dim:
+            off_span = jnp.maximum(distance2 - in_span, 0.0)
+            quadratic = quadratic + off_span / variance[:, None]
+            log_det = log_det + (self.dim - self.rank) * jnp.log(variance)[:, None]
+        logits = jnp.log(self.weights)[None, :] - 0.5 * (quadratic + log_det + self.dim * math.log(2 * math.pi))
+        return logits, coords, mode_variance
+
+    def _denoise(self, x, sigma):
+        logits, coords, mode_variance = self._responsibility_logits(x, jnp.square(sigma))
+        shrunk = coords * (self.eigvals[None] / mode_variance)  # (B, K, r)
+
+        def weigh(p):  # sum_k p_k [mu_k + U_k shrunk_k]
+            return p @ self.means + jnp.einsum("bkr,kdr->bd", p[..., None] * shrunk, self.eigvecs)
+
+        total = _softmax.accumulate(_softmax.empty(x.shape[0], self.dim, logits.dtype), logits, weigh)
+        return _softmax.weighted_mean(total)
+
+    def _log_density(self, x, sigma):
+        logits, _, _ = self._responsibility_logits(x, jnp.square(sigma))
+        return jax.nn.logsumexp(logits, axis=-1)
