@@ -1,0 +1,56 @@
+import jax
+import numpy as np
+import pytest
+
+from gaussjax.data import load_dataset
+from gaussjax.evaluation import compare_scores, format_table, noised_data, pure_noise
+from gaussjax.scores import DeltaMixture, Gaussian, Isotropic
+
+
+@pytest.fixture(scope="module")
+def digits_models():
+    points = load_dataset("digits").flat
+    mean = points.mean(axis=0)
+    eigvals, eigvecs = np.linalg.eigh(np.cov(points.astype(np.float64), rowvar=False, bias=True))
+    return points, DeltaMixture(points), {"isotropic": Isotropic(mean), "gaussian": Gaussian(mean, eigvals.clip(0), eigvecs)}
+
+
+def test_rows_match_a_direct_computation(digits_models, key):
+    points, delta, candidates = digits_models
+    sigmas = [0.1, 1.0, 10.0]
+    rows = compare_scores(delta, candidates, noised_data(points), sigmas, key=key, num_queries=64)
+    assert [(r["sigma"], r["candidate"]) for r in rows] == [(s, c) for s in sigmas for c in candidates]
+    queries = noised_data(points).sample(key, np.array(sigmas), 64)
+    for row in rows:
+        x = np.asarray(queries[sigmas.index(row["sigma"])], np.float64)
+        ref_score = np.asarray(delta.score(x.astype(np.float32), row["sigma"]), np.float64)
+        approx_score = np.asarray(candidates[row["candidate"]].score(x.astype(np.float32), row["sigma"]))
+        expected = np.sum((ref_score - approx_score) ** 2) / np.sum(ref_score**2)
+        assert row["fuv_score"] == pytest.approx(expected, rel=1e-3)
+        assert row["fuv_denoiser"] >= 0
+
+
+def test_paper_ordering_gaussian_beats_isotropic_and_far_field(digits_models, key):
+    points, delta, candidates = digits_models
+    rows = compare_scores(delta, candidates, noised_data(points), [0.5, 5.0, 50.0], key=key, num_queries=128)
+    fuv = {(r["sigma"], r["candidate"]): r["fuv_score"] for r in rows}
+    for sigma in (0.5, 5.0, 50.0):
+        assert fuv[(sigma, "gaussian")] < fuv[(sigma, "isotropic")]
+    assert fuv[(50.0, "gaussian")] < 1e-6 < fuv[(0.5, "gaussian")]
+    assert "gaussian" in format_table(rows)
+
+
+def test_pure_noise_queries(key):
+    sample = pure_noise(3).sample(key, np.array([1.0, 10.0]), 4000)
+    assert sample.shape == (2, 4000, 3)
+    np.testing.assert_allclose(np.std(sample, axis=(1, 2)), [1.0, 10.0], rtol=0.05)
+
+
+def test_errors(digits_models, key):
+    points, delta, candidates = digits_models
+    with pytest.raises(ValueError, match="`sigmas`"):
+        compare_scores(delta, candidates, noised_data(points), [0.0], key=key)
+    with pytest.raises(ValueError, match="`candidates` is empty"):
+        compare_scores(delta, {}, noised_data(points), [1.0], key=key)
+    with pytest.raises(ValueError, match="`dim`"):
+        pure_noise(0)
