@@ -1,0 +1,123 @@
+"""A Gaussian mixture with one component per cluster or class (paper App. A.5, Eq. 41)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussjax._checks import check_finite, check_positive_int
+from gaussjax.fit._kmeans import kmeans
+from gaussjax.fit._moments import as_data_matrix, covariance_eigenpairs, moments, resolve_rank
+from gaussjax.scores.mixture import GaussianMixture
+
+
+def _check_floor(eigval_floor: Any) -> float:
+    if isinstance(eigval_floor, bool) or not isinstance(eigval_floor, numbers.Real):
+        raise TypeError(f"`eigval_floor` must be a number >= 0, got {type(eigval_floor).__name__} {eigval_floor!r}")
+    if not (np.isfinite(eigval_floor) and eigval_floor >= 0):
+        raise ValueError(f"`eigval_floor` must be finite and >= 0, got {eigval_floor}")
+    return float(eigval_floor)
+
+
+def _class_indices(labels: Any, n_points: int, n_components: int) -> np.ndarray:
+    """Map integer `labels (N,)` to component indices `0..K-1` in sorted label order, or raise."""
+    if isinstance(labels, jax.core.Tracer):
+        raise TypeError("`labels` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
+    labels = np.asarray(labels)
+    if labels.shape != (n_points,):
+        raise ValueError(f"`labels` must have shape (N,) = ({n_points},) to match X, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"`labels` must be integers, got dtype {labels.dtype}")
+    classes, index = np.unique(labels, return_inverse=True)
+    if len(classes) != n_components:
+        raise ValueError(
+            f"`labels` has {len(classes)} distinct classes but `n_components` = {n_components}; they must be equal"
+        )
+    return index.reshape(n_points)
+
+
+def fit_gmm(
+    X: Any,
+    n_components: int,
+    rank: int | None = None,
+    *,
+    key: jax.Array | None = None,
+    labels: Any = None,
+    eigval_floor: float = 0.0,
+) -> GaussianMixture:
+    """Fit `sum_i (N_i / N) N(x; mu_i, Sigma_i)` with one component per cluster (paper Eq. 41).
+
+    Exactly one of `key` and `labels` selects the partition of the data:
+
+    - `key`: clusters of `kmeans(X, n_components, key=key)` (full-batch Lloyd; for
+      the paper's mini-batch clustering, run `kmeans(..., batch_size=2048)` yourself
+      and pass its labels);
+    - `labels`: given integer classes `(N,)`, e.g. CIFAR-10's 10 classes for the
+      paper's per-class GMM (Sec. 4.2); component `i` is the `i`-th smallest label,
+      and `n_components` must equal the number of distinct labels.
+
+    Args:
+        X: data `(N, D)`.
+        n_components: number of components `K`, `1 <= K <= N`.
+        rank: number `r` of covariance eigenpairs kept per component, in `[1, D]`;
+            default `D`. All components share `r`, so the arrays are rectangular.
+        key: PRNG key for k-means.
+        labels: integer class labels `(N,)`.
+        eigval_floor: lower bound applied to every kept eigenvalue (default 0.0).
+
+    Returns:
+        `GaussianMixture(weights (K,), means (K, D), eigvals (K, r), eigvecs (K, D, r))`
+        with weights `N_i / N`, the cluster means, and the top-`r` eigenpairs of the
+        cluster covariances (1/N_i normalisation, as in `fit_gaussian`), computed in
+        float64 and returned in JAX's default float dtype. Eigenvalues are
+        descending, clipped below at `eigval_floor`.
+
+    A cluster of `N_i < r + 1` points has a covariance of rank at most `N_i - 1`,
+    so it cannot determine `r` eigenpairs: its surplus eigenvalues are zero up to
+    rounding (then clipped to `eigval_floor`) and the corresponding eigenvectors are
+    an arbitrary orthonormal completion. With the default floor 0, a 1-point
+    cluster is a delta component at its point: the score of the noised mixture is
+    still finite at every `sigma > 0` (the paper's reference code divides by
+    `N_i - 1` there and fails). A positive floor gives every component full width
+    in its `r` kept directions.
+
+    Raises TypeError/ValueError when neither or both of `key` and `labels` are
+    given, for `labels` of the wrong shape, dtype or number of classes, `rank`
+    outside `[1, D]`, a negative `eigval_floor`, `n_components > N`, bad `X`, or if
+    k-means leaves a cluster empty (fewer distinct points than `n_components`).
+    """
+    if (key is None) == (labels is None):
+        raise ValueError("pass exactly one of `key` (cluster with k-means) and `labels` (given classes)")
+    X = as_data_matrix("X", X)
+    check_finite("X", X)
+    n_points, dim = X.shape
+    n_components = check_positive_int("n_components", n_components)
+    if n_components > n_points:
+        raise ValueError(f"`n_components` = {n_components} exceeds the number of points N = {n_points} (K > N)")
+    rank = resolve_rank(rank, dim)
+    eigval_floor = _check_floor(eigval_floor)
+    if labels is not None:
+        index = _class_indices(labels, n_points, n_components)
+    else:
+        index = np.asarray(kmeans(X, n_components, key=key)[1])
+
+    counts = np.bincount(index, minlength=n_components)
+    if np.any(counts == 0):
+        raise ValueError(
+            f"k-means left {int(np.sum(counts == 0))} of {n_components} clusters empty "
+            "(X has fewer distinct points than `n_components`?)"
+        )
+    order = np.argsort(index, kind="stable")
+    means = np.empty((n_components, dim))
+    eigvals = np.empty((n_components, rank))
+    eigvecs = np.empty((n_components, dim, rank))
+    for i, rows in enumerate(np.split(order, np.cumsum(counts)[:-1])):
+        means[i], cov, _ = moments(X[rows])
+        values, eigvecs[i] = covariance_eigenpairs(cov, rank)
+        eigvals[i] = np.maximum(values, eigval_floor)
+    weights = counts / n_points
+    return GaussianMixture(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(eigvals), jnp.asarray(eigvecs))
