@@ -7,7 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from gaussjax._checks import check_data_matrix, check_positive_int
 from gaussjax._pytree import pytree_dataclass, static_field
@@ -23,7 +23,8 @@ def auto_chunk_size(num_points: int, dim: int) -> int:
     """Points per chunk: about `CHUNK_ELEMENTS / D`, evened out so padding is at most 7 rows."""
     target = min(max(CHUNK_ELEMENTS // dim, MIN_CHUNK), MAX_CHUNK)
     num_chunks = -(-num_points // target)
-    return -(-num_points // num_chunks + 7) // 8 * 8 if num_points > 8 else num_points
+    per_chunk = -(-num_points // num_chunks)
+    return min(-(-per_chunk // 8) * 8, num_points)
 
 
 def _sharded_axis(points) -> tuple | None:
@@ -68,6 +69,9 @@ class DeltaMixture(AnalyticModel):
 
     def __init__(self, points, chunk_size: int | None = None):
         sharded = _sharded_axis(points)
+        if sharded is None and isinstance(getattr(points, "sharding", None), NamedSharding):
+            # replicated, or a one-device mesh: an ordinary array on one of its devices
+            points = jax.device_put(points, SingleDeviceSharding(min(points.sharding.device_set, key=lambda d: d.id)))
         points = check_data_matrix("points", points)
         num_points, dim = points.shape
         if chunk_size is None:
