@@ -11,6 +11,10 @@ import numbers
 from collections.abc import Collection
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 
 def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     """Return `value` as an `int`, or raise if it is not an integer `>= minimum`."""
@@ -46,23 +50,17 @@ def is_concrete(*arrays) -> bool:
     Under `jax.jit`/`vmap`/`grad` only shapes are checked; values are checked when
     a public function is called eagerly.
     """
-    import jax
-
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 def check_finite(name: str, array) -> None:
     """Raise if a concrete `array` holds NaN or infinite values."""
-    import numpy as np
-
     if is_concrete(array) and not np.all(np.isfinite(np.asarray(array))):
         raise ValueError(f"`{name}` contains NaN or infinite values")
 
 
 def check_data_matrix(name: str, X):
     """Return `X` as a float array `(N, D)` with N >= 1, finite, or raise naming `name`."""
-    import jax.numpy as jnp
-
     X = jnp.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"`{name}` must have shape (N, D), got {X.shape}")
@@ -76,8 +74,6 @@ def check_data_matrix(name: str, X):
 
 def check_float_array(name: str, value, *, ndim: int | None = None):
     """Return `value` as a floating JAX array (ints are promoted), checking `ndim` and finiteness."""
-    import jax.numpy as jnp
-
     array = jnp.asarray(value)
     if not jnp.issubdtype(array.dtype, jnp.floating):
         array = array.astype(jnp.result_type(float))
@@ -94,8 +90,6 @@ def check_query(x, sigma, dim: int):
     returned with shape `x.shape[:-1]` and `x`'s dtype. Concrete inputs must be finite,
     with `sigma > 0`.
     """
-    import jax.numpy as jnp
-
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
@@ -110,9 +104,30 @@ def check_query(x, sigma, dim: int):
         ) from None
     check_finite("x", x)
     if is_concrete(sigma):
-        import numpy as np
-
         values = np.asarray(sigma)
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
             raise ValueError(f"`sigma` must be finite and > 0, got min {values.min() if values.size else None}")
     return x, sigma
+
+
+def check_nonnegative_real(name: str, value: Any) -> float:
+    """Return `value` as a float, or raise unless it is a finite real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number >= 0, got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be finite and >= 0, got {value}")
+    return float(value)
+
+
+def check_key(key: Any):
+    """Return `key` as a typed PRNG key (legacy uint32 `(2,)` keys are wrapped), or raise."""
+    if key is None:
+        raise TypeError("`key` is required: pass a PRNG key such as jax.random.key(0)")
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"`key` must be a single PRNG key (shape ()), got shape {key.shape}")
+        return key
+    if isinstance(key, (np.ndarray, jax.Array)) and key.dtype == np.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+    raise TypeError(f"`key` must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}")

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax._checks import check_finite, check_positive_int
+from gaussjax._checks import check_finite, check_nonnegative_real, check_positive_int
 from gaussjax.fit._kmeans import kmeans
 from gaussjax.fit._moments import as_data_matrix, covariance_eigenpairs, moments, resolve_rank
 from gaussjax.scores.mixture import GaussianMixture
-
-
-def _check_floor(eigval_floor: Any) -> float:
-    if isinstance(eigval_floor, bool) or not isinstance(eigval_floor, numbers.Real):
-        raise TypeError(f"`eigval_floor` must be a number >= 0, got {type(eigval_floor).__name__} {eigval_floor!r}")
-    if not (np.isfinite(eigval_floor) and eigval_floor >= 0):
-        raise ValueError(f"`eigval_floor` must be finite and >= 0, got {eigval_floor}")
-    return float(eigval_floor)
 
 
 def _class_indices(labels: Any, n_points: int, n_components: int) -> np.ndarray:
@@ -99,7 +90,7 @@ def fit_gmm(
     if n_components > n_points:
         raise ValueError(f"`n_components` = {n_components} exceeds the number of points N = {n_points} (K > N)")
     rank = resolve_rank(rank, dim)
-    eigval_floor = _check_floor(eigval_floor)
+    eigval_floor = check_nonnegative_real("eigval_floor", eigval_floor)
     if labels is not None:
         index = _class_indices(labels, n_points, n_components)
     else:

@@ -9,41 +9,17 @@ batch size 2048. Everything here is jitted, with `n_clusters`, `max_iter` and
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from gaussjax._checks import check_data_matrix, check_positive_int
+from gaussjax._checks import check_data_matrix, check_key, check_nonnegative_real, check_positive_int
 
 # Points are assigned to centers in blocks whose (rows, K) distance matrix holds at
 # most this many entries, so memory stays bounded for any N.
 _ASSIGN_ELEMENTS = 2**22
-
-
-def check_key(key: Any) -> jax.Array:
-    """Return `key` as a typed PRNG key (legacy uint32 `(2,)` keys are wrapped), or raise."""
-    if key is None:
-        raise TypeError("`key` is required: pass a PRNG key such as jax.random.key(0)")
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"`key` must be a single PRNG key (shape ()), got shape {key.shape}")
-        return key
-    if isinstance(key, (np.ndarray, jax.Array)) and key.dtype == np.uint32 and key.shape == (2,):
-        return jax.random.wrap_key_data(key)
-    raise TypeError(f"`key` must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}")
-
-
-def _check_tol(tol: Any) -> float:
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"`tol` must be a number >= 0, got {type(tol).__name__} {tol!r}")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"`tol` must be finite and >= 0, got {tol}")
-    return float(tol)
 
 
 def assign(X: jax.Array, centers: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -248,7 +224,7 @@ def kmeans(
         raise ValueError(f"`n_clusters` = {n_clusters} exceeds the number of points N = {X.shape[0]} (K > N)")
     key = check_key(key)
     max_iter = check_positive_int("max_iter", max_iter)
-    tol = _check_tol(tol)
+    tol = check_nonnegative_real("tol", tol)
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
     return _kmeans(X, key, jnp.asarray(tol, X.dtype), n_clusters=n_clusters, max_iter=max_iter, batch_size=batch_size)
