@@ -81,7 +81,7 @@ class Gaussian(AnalyticModel):
     @property
     def covariance(self) -> jax.Array:
         """The dense `(D, D)` covariance `U diag(lambda) U^T` (for inspection; never used internally)."""
-        return (self.eigvecs * self.eigvals) @ self.eigvecs.T
+        return (self.eigvecs * self.eigvals[None, :]) @ self.eigvecs.T
 
     def _denoise(self, x, sigma):
         coords = (x - self.mean[None, :]) @ self.eigvecs  # (B, r)

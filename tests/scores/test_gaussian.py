@@ -17,6 +17,7 @@ def test_score_and_denoiser_match_dense_formula(x64, rng, rank):
     x = rng.normal(size=(3, 4, dim)) * 2
     sigma = rng.uniform(0.2, 2.0, size=(3, 4))
     cov = (eigvecs * eigvals) @ eigvecs.T
+    np.testing.assert_allclose(model.covariance, cov, rtol=1e-12, atol=1e-14)
     for i in range(3):
         for j in range(4):
             noised = cov + sigma[i, j] ** 2 * np.eye(dim)
