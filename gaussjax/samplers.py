@@ -1,0 +1,323 @@
+"""Fixed-grid samplers for any model with `.denoise(x, sigma)` (EDM convention unless noted).
+
+Every sampler takes the initial state `x_T (..., D)` at `sigmas[0]` (already
+`sigma_max * z`, not unit noise) and a strictly decreasing grid `sigmas`; a trailing
+0 means "finish by denoising at the last positive sigma" (NVlabs/edm). Steps run in
+one `lax.scan` inside `jax.jit`: one compile per shape, whatever the grid's values.
+Each returns a `SamplerOutput` with the number of denoiser evaluations per sample.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gaussjax._checks import check_key, check_nonnegative_real, check_positive_int
+from gaussjax.conventions import vp_denoise
+from gaussjax.solution import teleport
+
+
+class SamplerOutput(NamedTuple):
+    """What a sampler returns.
+
+    Attributes:
+        x: `(..., D)` final samples.
+        nfe: denoiser evaluations per sample.
+        trajectory: `(num_steps + 1, ..., D)` states at every grid point, `x_T` first
+            (only with `return_trajectory=True`).
+        denoised: `(num_steps, ..., D)` the denoiser output of each step's first
+            evaluation (only with `return_trajectory=True`).
+    """
+
+    x: jax.Array
+    nfe: int
+    trajectory: jax.Array | None = None
+    denoised: jax.Array | None = None
+
+
+def check_sigmas(sigmas, name: str = "sigmas") -> np.ndarray:
+    """A concrete noise grid: 1-D, at least 2 values, finite, >= 0, strictly decreasing."""
+    if isinstance(sigmas, jax.core.Tracer):
+        raise TypeError(f"`{name}` must be concrete (samplers jit themselves; pass the grid as an array, not a tracer)")
+    values = np.asarray(sigmas, dtype=np.float64)
+    if values.ndim != 1 or values.size < 2:
+        raise ValueError(f"`{name}` must be a 1-D grid of at least 2 noise levels, got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"`{name}` must be finite and >= 0, got {values}")
+    if np.any(np.diff(values) >= 0):
+        raise ValueError(f"`{name}` must be strictly decreasing (from sigma_max down), got {values}")
+    return values
+
+
+def check_initial_state(model, x_T, dtype=None) -> jax.Array:
+    """`x_T (..., D)` as a float array of `dtype`, its last axis checked against `model.dim` if the model has one."""
+    x_T = jnp.asarray(x_T)
+    dim = getattr(model, "dim", None)
+    if x_T.ndim == 0 or (dim is not None and x_T.shape[-1] != dim):
+        raise ValueError(f"`x_T` must have shape (..., D) with D = {dim} (the model's), got {x_T.shape}")
+    if dtype is not None:
+        if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+            raise ValueError("`dtype=float64` needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+        x_T = x_T.astype(dtype)
+    elif not jnp.issubdtype(x_T.dtype, jnp.floating):
+        x_T = x_T.astype(jnp.result_type(float))
+    return x_T
+
+
+def _denoise(model, x, sigma):
+    return model.denoise(x, jnp.asarray(sigma, x.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("second_order", "stochastic", "trajectory"))
+def _edm_scan(model, x, sigmas, key, churn, *, second_order, stochastic, trajectory):
+    """EDM Alg. 2 (Heun) or its first-order variant (Euler), as one scan over the grid."""
+    S_churn, S_min, S_max, S_noise = churn
+    num_steps = sigmas.shape[0] - 1
+    sigmas = sigmas.astype(x.dtype)
+
+    def step(carry, t):
+        x_cur, key = carry
+        t_cur, t_next = t
+        if stochastic:  # lines 4-6: temporarily raise the noise level to t_hat
+            gamma = jnp.where((S_min <= t_cur) & (t_cur <= S_max), jnp.minimum(S_churn / num_steps, math.sqrt(2) - 1), 0)
+            t_hat = t_cur + gamma * t_cur
+            key, sub = jax.random.split(key)
+            noise = jax.random.normal(sub, x_cur.shape, x_cur.dtype)
+            # sqrt(t_hat^2 - t_cur^2), written so that gamma = 0 gives exactly 0 (no FMA rounding below 0)
+            x_hat = x_cur + t_cur * jnp.sqrt(gamma * (2 + gamma)) * S_noise * noise
+        else:
+            t_hat, x_hat = t_cur, x_cur
+        denoised = _denoise(model, x_hat, t_hat)  # line 7: Euler step
+        d_cur = (x_hat - denoised) / t_hat
+        x_next = x_hat + (t_next - t_hat) * d_cur
+        if second_order:  # lines 9-11: second-order correction, unless t_next = 0
+
+            def correct(x_next):
+                d_prime = (x_next - _denoise(model, x_next, t_next)) / t_next
+                return x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+
+            x_next = jax.lax.cond(t_next > 0, correct, lambda v: v, x_next)
+        return (x_next, key), ((x_next, denoised) if trajectory else None)
+
+    (x_final, _), saved = jax.lax.scan(step, (x, key), (sigmas[:-1], sigmas[1:]))
+    return x_final, saved
+
+
+def _stack_trajectory(x_T, saved):
+    states, denoised = saved
+    return jnp.concatenate([x_T[None], states]), denoised
+
+
+def _edm_sampler(model, x_T, sigmas, *, second_order, S_churn, S_min, S_max, S_noise, key, return_trajectory, dtype):
+    grid = check_sigmas(sigmas)
+    x_T = check_initial_state(model, x_T, dtype)
+    S_churn = check_nonnegative_real("S_churn", S_churn)
+    S_noise = check_nonnegative_real("S_noise", S_noise)
+    stochastic = S_churn > 0
+    if stochastic:
+        key = check_key(key)
+    churn = tuple(jnp.asarray(v, x_T.dtype) for v in (S_churn, S_min, min(S_max, np.finfo(np.float32).max), S_noise))
+    x, saved = _edm_scan(
+        model, x_T, jnp.asarray(grid), key if stochastic else None, churn,
+        second_order=second_order, stochastic=stochastic, trajectory=return_trajectory,
+    )
+    steps = len(grid) - 1
+    nfe = steps + (steps - int(grid[-1] == 0) if second_order else 0)
+    if return_trajectory:
+        return SamplerOutput(x, nfe, *_stack_trajectory(x_T, saved))
+    return SamplerOutput(x, nfe)
+
+
+def heun_sampler(
+    model,
+    x_T,
+    sigmas,
+    *,
+    S_churn: float = 0.0,
+    S_min: float = 0.0,
+    S_max: float = float("inf"),
+    S_noise: float = 1.0,
+    key=None,
+    return_trajectory: bool = False,
+    dtype=None,
+) -> SamplerOutput:
+    """EDM's second-order sampler (Karras et al. 2022, Alg. 2), deterministic by default.
+
+    Args:
+        model: any object with `.denoise(x, sigma)`.
+        x_T: `(..., D)` initial states at `sigmas[0]`.
+        sigmas: `(N + 1,)` strictly decreasing grid, e.g. `karras_sigmas(N)` (trailing 0).
+        S_churn, S_min, S_max, S_noise: EDM's stochastic churn (off when `S_churn = 0`):
+            at steps with `S_min <= sigma <= S_max` the noise level is raised by
+            `gamma = min(S_churn / N, sqrt(2) - 1)` with fresh noise scaled by `S_noise`.
+        key: PRNG key, required when `S_churn > 0`.
+        return_trajectory: also return every state and denoiser output.
+        dtype: state dtype (e.g. `jnp.float64`, as NVlabs/edm; needs x64).
+
+    Returns:
+        `SamplerOutput`; `nfe = 2N - 1` with a trailing 0 (the last step is Euler), else `2N`.
+    """
+    return _edm_sampler(
+        model, x_T, sigmas, second_order=True, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
+        key=key, return_trajectory=return_trajectory, dtype=dtype,
+    )
+
+
+def euler_sampler(
+    model,
+    x_T,
+    sigmas,
+    *,
+    S_churn: float = 0.0,
+    S_min: float = 0.0,
+    S_max: float = float("inf"),
+    S_noise: float = 1.0,
+    key=None,
+    return_trajectory: bool = False,
+    dtype=None,
+) -> SamplerOutput:
+    """First-order Euler steps of the PF-ODE, `x <- x + (t_next - t)(x - D(x, t)) / t`; arguments as `heun_sampler`.
+
+    `nfe = N`.
+    """
+    return _edm_sampler(
+        model, x_T, sigmas, second_order=False, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
+        key=key, return_trajectory=return_trajectory, dtype=dtype,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("trajectory",))
+def _dpmpp_2m_scan(model, x, sigmas, *, trajectory):
+    sigmas = sigmas.astype(x.dtype)
+    log_sigmas = jnp.log(sigmas)  # -inf at a trailing 0
+
+    def step(carry, t):
+        x_cur, old_denoised, h_last = carry
+        t_cur, t_next, log_cur, log_next, first = t
+        denoised = _denoise(model, x_cur, t_cur)
+        h = log_cur - log_next  # step in lambda = -log sigma; +inf when t_next = 0
+        second_order = jnp.logical_not(first) & (t_next > 0)
+        r = jnp.where(second_order, h_last / jnp.where(second_order, h, 1.0), 1.0)
+        corrected = jnp.where(
+            second_order, (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised, denoised
+        )
+        x_next = (t_next / t_cur) * x_cur - jnp.expm1(-h) * corrected
+        return (x_next, denoised, h), ((x_next, denoised) if trajectory else None)
+
+    first = jnp.arange(sigmas.shape[0] - 1) == 0
+    inputs = (sigmas[:-1], sigmas[1:], log_sigmas[:-1], log_sigmas[1:], first)
+    init = (x, jnp.zeros_like(x), jnp.ones((), x.dtype))
+    (x_final, _, _), saved = jax.lax.scan(step, init, inputs)
+    return x_final, saved
+
+
+def dpmpp_2m_sampler(model, x_T, sigmas, *, return_trajectory: bool = False, dtype=None) -> SamplerOutput:
+    """DPM-Solver++(2M) (Lu et al. 2022) in the EDM sigma parameterization (the sampler of the paper's Fig. 10).
+
+    Multistep second order in `lambda = -log sigma`: each step uses the current and the
+    previous denoiser outputs; the first step and a final step to 0 are first order.
+    Arguments as `heun_sampler` (deterministic only). `nfe = N`.
+    """
+    grid = check_sigmas(sigmas)
+    x_T = check_initial_state(model, x_T, dtype)
+    x, saved = _dpmpp_2m_scan(model, x_T, jnp.asarray(grid), trajectory=return_trajectory)
+    if return_trajectory:
+        return SamplerOutput(x, len(grid) - 1, *_stack_trajectory(x_T, saved))
+    return SamplerOutput(x, len(grid) - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("trajectory", "stochastic"))
+def _ddim_scan(model, x, alphas_cumprod, eta, key, *, trajectory, stochastic):
+    alphas_cumprod = alphas_cumprod.astype(x.dtype)
+
+    def step(carry, a):
+        x_cur, key = carry
+        a_cur, a_next = a
+        alpha, sigma = jnp.sqrt(a_cur), jnp.sqrt(1 - a_cur)
+        denoised = vp_denoise(model, x_cur, alpha, sigma)  # x0_hat
+        eps = (x_cur - alpha * denoised) / sigma
+        sigma_eta = eta * jnp.sqrt((1 - a_next) / (1 - a_cur) * (1 - a_cur / a_next))
+        x_next = jnp.sqrt(a_next) * denoised + jnp.sqrt(jnp.maximum(1 - a_next - jnp.square(sigma_eta), 0)) * eps
+        if stochastic:
+            key, sub = jax.random.split(key)
+            x_next = x_next + sigma_eta * jax.random.normal(sub, x_cur.shape, x_cur.dtype)
+        return (x_next, key), ((x_next, denoised) if trajectory else None)
+
+    (x_final, _), saved = jax.lax.scan(step, (x, key), (alphas_cumprod[:-1], alphas_cumprod[1:]))
+    return x_final, saved
+
+
+def ddim_sampler(
+    model, x_T, alphas_cumprod, *, eta: float = 0.0, key=None, return_trajectory: bool = False, dtype=None
+) -> SamplerOutput:
+    """DDIM (Song et al. 2021) for a VP / DDPM state, with any EDM-convention `model`.
+
+    Args:
+        model: any object with `.denoise(x, sigma)` in the EDM convention; the VP endpoint
+            estimate is `model.denoise(x_t / alpha_t, sigma_t / alpha_t)` (App. D.2).
+        x_T: `(..., D)` VP states at `alphas_cumprod[0]`.
+        alphas_cumprod: `(N + 1,)` strictly increasing `alpha_t^2` in (0, 1] (noise
+            decreasing), e.g. `schedule.alphas_cumprod[schedule.timesteps(N)]` with a final
+            1.0 appended to end on the clean estimate.
+        eta: 0 for deterministic DDIM; 1 for DDPM-like ancestral noise.
+        key: PRNG key, required when `eta > 0`.
+
+    Returns:
+        `SamplerOutput` of VP states; `nfe = N`.
+    """
+    grid = np.asarray(alphas_cumprod, dtype=np.float64)
+    if grid.ndim != 1 or grid.size < 2 or np.any(grid <= 0) or np.any(grid > 1) or np.any(np.diff(grid) <= 0):
+        raise ValueError(
+            f"`alphas_cumprod` must be a 1-D strictly increasing grid in (0, 1] of at least 2 values, got {grid}"
+        )
+    if grid[0] >= 1:
+        raise ValueError("`alphas_cumprod[0]` must be < 1: the start must carry noise")
+    x_T = check_initial_state(model, x_T, dtype)
+    eta = check_nonnegative_real("eta", eta)
+    stochastic = eta > 0
+    if stochastic:
+        key = check_key(key)
+    x, saved = _ddim_scan(
+        model, x_T, jnp.asarray(grid), jnp.asarray(eta, x_T.dtype), key if stochastic else None,
+        trajectory=return_trajectory, stochastic=stochastic,
+    )
+    if return_trajectory:
+        return SamplerOutput(x, len(grid) - 1, *_stack_trajectory(x_T, saved))
+    return SamplerOutput(x, len(grid) - 1)
+
+
+def hybrid_sampler(
+    model, gaussian, x_T, sigmas, n_skip: int, sampler: Callable[..., SamplerOutput] = heun_sampler, **kwargs
+) -> SamplerOutput:
+    """Analytical teleportation then any sampler (paper Alg. 1, App. A.7).
+
+    Replaces the first `n_skip` steps of `sampler` on the grid `sigmas` by the exact
+    Gaussian solution: `x_T` is teleported to `sigmas[n_skip]` with `teleport`, and the
+    sampler runs on `sigmas[n_skip:]`. For Heun this saves `2 n_skip` denoiser calls.
+
+    Args:
+        model: the denoiser (neural or analytic).
+        gaussian: `Gaussian` fitted to the training data.
+        x_T: `(..., D)` initial states at `sigmas[0]`.
+        sigmas: the sampler's full grid.
+        n_skip: steps to skip, `0 <= n_skip <= len(sigmas) - 2`.
+        sampler: `heun_sampler` (default), `euler_sampler` or `dpmpp_2m_sampler`.
+        **kwargs: passed to `sampler`.
+
+    Returns:
+        The sampler's `SamplerOutput`, whose `nfe` counts only the sampler's calls (a
+        trajectory then starts at `sigmas[n_skip]`).
+    """
+    grid = check_sigmas(sigmas)
+    n_skip = check_positive_int("n_skip", n_skip, minimum=0)
+    if n_skip > len(grid) - 2:
+        raise ValueError(f"`n_skip` must be in [0, len(sigmas) - 2] = [0, {len(grid) - 2}], got {n_skip}")
+    if n_skip:
+        x_T = teleport(gaussian, x_T, grid[0], grid[n_skip])
+    return sampler(model, x_T, grid[n_skip:], **kwargs)
