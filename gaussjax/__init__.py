@@ -6,21 +6,54 @@ solution, analytical teleportation, and EDM training with score-structure probes
 See `docs/index.md`.
 """
 
-from gaussjax import conventions, data, evaluation, fit, metrics, scores
+from gaussjax import conventions, data, evaluation, fit, metrics, samplers, schedules, scores, solution
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
 from gaussjax.fit import fit_gaussian, fit_gmm, kmeans
 from gaussjax.metrics import fraction_unexplained_variance, per_sample_unexplained_variance
+from gaussjax.samplers import (
+    SamplerOutput,
+    ddim_sampler,
+    dpmpp_2m_sampler,
+    euler_sampler,
+    heun_sampler,
+    hybrid_sampler,
+)
+from gaussjax.schedules import cosine_schedule, ddpm_linear_schedule, karras_sigmas
 from gaussjax.scores import DeltaMixture, Denoiser, Gaussian, GaussianMixture, Isotropic
+from gaussjax.solution import (
+    gaussian_denoiser_trajectory,
+    gaussian_final_state,
+    gaussian_trajectory,
+    gaussian_warm_start,
+    teleport,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SamplerOutput",
     "DeltaMixture",
     "Denoiser",
     "Gaussian",
     "GaussianMixture",
     "Isotropic",
     "compare_scores",
+    "cosine_schedule",
+    "ddim_sampler",
+    "ddpm_linear_schedule",
+    "dpmpp_2m_sampler",
+    "euler_sampler",
+    "gaussian_denoiser_trajectory",
+    "gaussian_final_state",
+    "gaussian_trajectory",
+    "gaussian_warm_start",
+    "heun_sampler",
+    "hybrid_sampler",
+    "karras_sigmas",
+    "samplers",
+    "schedules",
+    "solution",
+    "teleport",
     "conventions",
     "data",
     "evaluation",
