@@ -131,3 +131,46 @@ def check_key(key: Any):
     if isinstance(key, (np.ndarray, jax.Array)) and key.dtype == np.uint32 and key.shape == (2,):
         return jax.random.wrap_key_data(key)
     raise TypeError(f"`key` must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}")
+
+
+def check_sigma_grid(sigmas, name: str = "sigmas"):
+    """A noise grid `(K,)` as a float array: K >= 2, finite, >= 0, strictly decreasing.
+
+    Shapes are always checked; values when concrete (a traced grid passes through).
+    """
+    sigmas = jnp.asarray(sigmas)
+    if not jnp.issubdtype(sigmas.dtype, jnp.floating):
+        sigmas = sigmas.astype(jnp.result_type(float))
+    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+        raise ValueError(f"`{name}` must be a 1-D grid of at least 2 noise levels, got shape {sigmas.shape}")
+    check_finite(name, sigmas)
+    if is_concrete(sigmas):
+        values = np.asarray(sigmas)
+        if np.any(values < 0):
+            raise ValueError(f"`{name}` must be >= 0, got min {values.min()}")
+        steps = np.diff(values)
+        if np.any(steps >= 0):
+            i = int(np.argmax(steps >= 0))
+            raise ValueError(
+                f"`{name}` must be strictly decreasing (from sigma_max down), got {name}[{i}] = {values[i]} "
+                f"and {name}[{i + 1}] = {values[i + 1]}"
+            )
+    return sigmas
+
+
+def check_initial_state(model, x_T, dtype=None):
+    """`x_T (..., D)` as a float array (of `dtype` if given), checked against `model.dim` when the model has one."""
+    if not callable(getattr(model, "denoise", None)):
+        raise TypeError(f"`model` must have a `denoise(x, sigma)` method, got {type(model).__name__}")
+    x_T = jnp.asarray(x_T)
+    dim = getattr(model, "dim", None)
+    if x_T.ndim == 0 or (isinstance(dim, numbers.Integral) and x_T.shape[-1] != dim):
+        raise ValueError(f"`x_T` must have shape (..., D) with D = {dim} (the model's dimension), got {x_T.shape}")
+    if dtype is not None:
+        if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+            raise ValueError("`dtype=float64` needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+        x_T = x_T.astype(dtype)
+    elif not jnp.issubdtype(x_T.dtype, jnp.floating):
+        x_T = x_T.astype(jnp.result_type(float))
+    check_finite("x_T", x_T)
+    return x_T

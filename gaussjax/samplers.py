@@ -18,7 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax._checks import check_key, check_nonnegative_real, check_positive_int
+from gaussjax._checks import (
+    check_initial_state,
+    check_key,
+    check_nonnegative_real,
+    check_positive_int,
+    check_sigma_grid,
+)
 from gaussjax.conventions import vp_denoise
 from gaussjax.solution import teleport
 
@@ -42,32 +48,10 @@ class SamplerOutput(NamedTuple):
 
 
 def check_sigmas(sigmas, name: str = "sigmas") -> np.ndarray:
-    """A concrete noise grid: 1-D, at least 2 values, finite, >= 0, strictly decreasing."""
+    """A concrete noise grid as float64 NumPy (samplers need its values: for NFE and the final step)."""
     if isinstance(sigmas, jax.core.Tracer):
         raise TypeError(f"`{name}` must be concrete (samplers jit themselves; pass the grid as an array, not a tracer)")
-    values = np.asarray(sigmas, dtype=np.float64)
-    if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"`{name}` must be a 1-D grid of at least 2 noise levels, got shape {values.shape}")
-    if not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise ValueError(f"`{name}` must be finite and >= 0, got {values}")
-    if np.any(np.diff(values) >= 0):
-        raise ValueError(f"`{name}` must be strictly decreasing (from sigma_max down), got {values}")
-    return values
-
-
-def check_initial_state(model, x_T, dtype=None) -> jax.Array:
-    """`x_T (..., D)` as a float array of `dtype`, its last axis checked against `model.dim` if the model has one."""
-    x_T = jnp.asarray(x_T)
-    dim = getattr(model, "dim", None)
-    if x_T.ndim == 0 or (dim is not None and x_T.shape[-1] != dim):
-        raise ValueError(f"`x_T` must have shape (..., D) with D = {dim} (the model's), got {x_T.shape}")
-    if dtype is not None:
-        if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
-            raise ValueError("`dtype=float64` needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
-        x_T = x_T.astype(dtype)
-    elif not jnp.issubdtype(x_T.dtype, jnp.floating):
-        x_T = x_T.astype(jnp.result_type(float))
-    return x_T
+    return np.asarray(check_sigma_grid(np.asarray(sigmas, dtype=np.float64), name))
 
 
 def _denoise(model, x, sigma):
