@@ -123,6 +123,12 @@ def _levels(sigma, alpha):
     return sigma, alpha, scalar
 
 
+def _along_axes(weights, coords, eigvecs):
+    """`sum_k weights[s, k] c[b, k] u_k` for every level s and sample b, as one `(S*B, r) @ (r, D)` product."""
+    scaled = weights[:, None, :] * coords[None, :, :]  # (S, B, r)
+    return (scaled.reshape(-1, coords.shape[1]) @ eigvecs.T).reshape(weights.shape[0], coords.shape[0], -1)
+
+
 def _restore(out, x_T, scalar: bool):
     out = out.reshape(out.shape[0], *x_T.shape)
     return out[0] if scalar else out
@@ -149,7 +155,7 @@ def gaussian_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_T=1.0, al
     sigma, alpha, scalar = _levels(_check_levels("sigma", sigma, positive=False), alpha)
     coords, perp = _decompose(gaussian, x_T, alpha_T)
     growth = psi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
-    on_manifold = jnp.einsum("sr,br,dr->sbd", growth, coords, gaussian.eigvecs)
+    on_manifold = _along_axes(growth, coords, gaussian.eigvecs)
     out = (
         alpha[:, None, None] * gaussian.mean[None, None, :]
         + (sigma / sigma_T)[:, None, None] * perp[None]
@@ -170,7 +176,7 @@ def gaussian_denoiser_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_
     sigma, alpha, scalar = _levels(_check_levels("sigma", sigma, positive=False), alpha)
     coords, _ = _decompose(gaussian, x_T, alpha_T)
     gain = xi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
-    out = gaussian.mean[None, None, :] + jnp.einsum("sr,br,dr->sbd", gain, coords, gaussian.eigvecs)
+    out = gaussian.mean[None, None, :] + _along_axes(gain, coords, gaussian.eigvecs)
     return _restore(out, x_T, scalar)
 
 
