@@ -6,10 +6,11 @@ solution, analytical teleportation, and EDM training with score-structure probes
 See `docs/index.md`.
 """
 
-from gaussjax import conventions, data, evaluation, fit, metrics, samplers, schedules, scores, solution
+from gaussjax import conventions, data, evaluation, fit, metrics, ode, samplers, schedules, scores, solution
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
 from gaussjax.fit import fit_gaussian, fit_gmm, kmeans
 from gaussjax.metrics import fraction_unexplained_variance, per_sample_unexplained_variance
+from gaussjax.ode import PFODESolution, solve_pf_ode, solve_vp_pf_ode
 from gaussjax.samplers import (
     SamplerOutput,
     ddim_sampler,
@@ -31,6 +32,7 @@ from gaussjax.solution import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "PFODESolution",
     "SamplerOutput",
     "DeltaMixture",
     "Denoiser",
@@ -53,6 +55,8 @@ __all__ = [
     "samplers",
     "schedules",
     "solution",
+    "solve_pf_ode",
+    "solve_vp_pf_ode",
     "teleport",
     "conventions",
     "data",
@@ -63,6 +67,7 @@ __all__ = [
     "fraction_unexplained_variance",
     "kmeans",
     "metrics",
+    "ode",
     "noised_data",
     "per_sample_unexplained_variance",
     "pure_noise",
