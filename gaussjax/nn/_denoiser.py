@@ -1,0 +1,105 @@
+"""A trained network behind the denoiser protocol, so samplers and metrics treat it like an analytic model."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gaussjax._checks import check_query
+from gaussjax._pytree import pytree_dataclass, static_field
+from gaussjax.nn._precond import EDMPrecond
+
+
+@pytree_dataclass
+class NeuralDenoiser:
+    """An `EDMPrecond` network with its parameters, as a `Denoiser`: `denoise(x, sigma)` and `score(x, sigma)`.
+
+    Queries are flat vectors `x (..., D)`, `D = H W C` (the layout of every analytic
+    model, sampler and metric in gaussjax; pixels in row-major HWC order, as
+    `Dataset.flat`), or images `x (..., H, W, C)`; the output has the query's layout.
+    `sigma` is a scalar or broadcasts against the batch axes `(...)`. The network runs
+    in evaluation mode (no dropout). A pytree: `params` (and `class_labels`) are leaves,
+    so the denoiser passes through `jax.jit` as an argument.
+
+    Args:
+        module: the `EDMPrecond` network.
+        params: its variables, as from `module.init` (`{'params': ...}`).
+        image_shape: `(H, W, C)`; default `(R, R, C)` of `module.net`.
+        class_labels: `(label_dim,)` for every query or `(..., label_dim)` per query, for a
+            conditional network; None: zeros (EDM's default).
+    """
+
+    module: EDMPrecond = static_field()
+    params: Any
+    image_shape: tuple = static_field(default=None)
+    class_labels: Any = None
+
+    def __post_init__(self):
+        if not isinstance(self.module, EDMPrecond):
+            raise TypeError(f"`module` must be an EDMPrecond, got {type(self.module).__name__}")
+        net = self.module.net
+        expected = (net.img_resolution, net.img_resolution, net.in_channels)
+        shape = expected if self.image_shape is None else tuple(int(s) for s in self.image_shape)
+        if shape != expected:
+            raise ValueError(f"`image_shape` must be (H, W, C) = {expected} for this network, got {shape}")
+        object.__setattr__(self, "image_shape", shape)
+        if self.class_labels is not None:
+            if not net.label_dim:
+                raise ValueError("`class_labels` given, but the network is unconditional (label_dim = 0)")
+            labels = jnp.asarray(self.class_labels, jnp.float32)
+            if labels.ndim == 0 or labels.shape[-1] != net.label_dim:
+                raise ValueError(f"`class_labels` must have shape (..., {net.label_dim}), got {labels.shape}")
+            object.__setattr__(self, "class_labels", labels)
+
+    @property
+    def dim(self) -> int:
+        """`D = H * W * C`."""
+        h, w, c = self.image_shape
+        return h * w * c
+
+    def denoise(self, x, sigma) -> jax.Array:
+        """`D(x; sigma)`, shape and layout of `x` (`(..., D)` or `(..., H, W, C)`)."""
+        flat, sigma, restore = self._query(x, sigma)
+        return restore(self._denoise(flat, sigma))
+
+    def score(self, x, sigma) -> jax.Array:
+        """`(D(x; sigma) - x) / sigma^2`, shape and layout of `x`."""
+        flat, sigma, restore = self._query(x, sigma)
+        return restore((self._denoise(flat, sigma) - flat) / jnp.square(sigma)[..., None])
+
+    def _query(self, x, sigma):
+        """Validated flat `x (..., D)`, `sigma (...)` and a function restoring `x`'s layout."""
+        x = jnp.asarray(x)
+        if x.ndim >= 3 and x.shape[-3:] == self.image_shape and self.image_shape[-1] != self.dim:
+            batch = x.shape[:-3]
+            x_flat, sigma = check_query(x.reshape(*batch, self.dim), sigma, self.dim)
+            return x_flat, sigma, lambda out: out.reshape(*batch, *self.image_shape)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"`x` must have shape (..., D) with D = {self.dim} or (..., H, W, C) = (..., "
+                f"{', '.join(map(str, self.image_shape))}), got {jnp.shape(x)}"
+            )
+        x_flat, sigma = check_query(x, sigma, self.dim)
+        return x_flat, sigma, lambda out: out
+
+    def _denoise(self, x, sigma):
+        batch = x.shape[:-1]
+        labels = self.class_labels
+        if labels is not None:
+            labels = jnp.broadcast_to(labels, (*batch, labels.shape[-1]) if labels.ndim == 1 else labels.shape)
+            if labels.shape[:-1] != batch:
+                raise ValueError(f"`class_labels` must have shape (label_dim,) or {batch} + (label_dim,), "
+                                 f"got {labels.shape}")
+            labels = labels.reshape(-1, labels.shape[-1])
+        images = x.reshape(-1, *self.image_shape)
+        out = _apply(self.module, self.params, images, sigma.reshape(-1), labels)
+        return out.reshape(x.shape)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(module: EDMPrecond, params, x, sigma, class_labels):
+    """The network in evaluation mode, compiled once per module and shape."""
+    return module.apply(params, x, sigma, class_labels, train=False)
