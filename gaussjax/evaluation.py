@@ -72,6 +72,70 @@ def _denoise(model, x, sigma):
     return model.denoise(x, sigma)
 
 
+def _check_grid(sigmas) -> np.ndarray:
+    sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    if sigmas.size == 0 or not np.all(np.isfinite(sigmas)) or np.any(sigmas <= 0):
+        raise ValueError(f"`sigmas` must be a non-empty sequence of finite values > 0, got {sigmas}")
+    return sigmas
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreProbe:
+    """A fixed query set with the candidates' denoiser outputs computed once.
+
+    Calling it with a reference model costs one reference denoiser call per sigma,
+    which makes repeated comparisons (e.g. a network at every training checkpoint)
+    cheap. Build it with `make_score_probe`.
+
+    Attributes:
+        sigmas: `(S,)` noise levels.
+        queries: `(S, Q, D)` query points per sigma.
+        candidate_outputs: name -> `(S, Q, D)` candidate denoiser outputs.
+    """
+
+    sigmas: np.ndarray
+    queries: jax.Array
+    candidate_outputs: dict
+
+    def __call__(self, reference) -> list[dict]:
+        """Rows `sigma, candidate, fuv_score, fuv_denoiser` of `reference` against every candidate."""
+        rows = []
+        for sigma, x, index in zip(self.sigmas, self.queries, range(len(self.sigmas))):
+            ref = _denoise(reference, x, jnp.asarray(sigma, x.dtype))
+            for name, outputs in self.candidate_outputs.items():
+                approx = outputs[index]
+                rows.append(
+                    {
+                        "sigma": float(sigma),
+                        "candidate": name,
+                        "fuv_score": float(fraction_unexplained_variance(ref - x, approx - x)),
+                        "fuv_denoiser": float(fraction_unexplained_variance(ref, approx)),
+                    }
+                )
+        return rows
+
+
+def make_score_probe(
+    candidates: Mapping[str, object],
+    queries: NoisedData | PureNoise,
+    sigmas: Sequence[float],
+    *,
+    key: jax.Array,
+    num_queries: int = 256,
+) -> ScoreProbe:
+    """Draw the query points and evaluate every candidate on them once (see `compare_scores`)."""
+    sigmas = _check_grid(sigmas)
+    if not candidates:
+        raise ValueError("`candidates` is empty: pass a dict name -> model")
+    num_queries = check_positive_int("num_queries", num_queries)
+    points = queries.sample(key, sigmas, num_queries)
+    outputs = {
+        name: jnp.stack([_denoise(model, x, jnp.asarray(s, x.dtype)) for s, x in zip(sigmas, points)])
+        for name, model in candidates.items()
+    }
+    return ScoreProbe(sigmas, points, outputs)
+
+
 def compare_scores(
     reference,
     candidates: Mapping[str, object],
@@ -95,28 +159,7 @@ def compare_scores(
         A tidy table: one dict per (sigma, candidate) with keys `sigma`, `candidate`,
         `fuv_score`, `fuv_denoiser` (floats), in grid order.
     """
-    sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    if sigmas.size == 0 or not np.all(np.isfinite(sigmas)) or np.any(sigmas <= 0):
-        raise ValueError(f"`sigmas` must be a non-empty sequence of finite values > 0, got {sigmas}")
-    if not candidates:
-        raise ValueError("`candidates` is empty: pass a dict name -> model")
-    num_queries = check_positive_int("num_queries", num_queries)
-    points = queries.sample(key, sigmas, num_queries)
-    rows = []
-    for sigma, x in zip(sigmas, points):
-        sigma_x = jnp.asarray(sigma, x.dtype)
-        ref = _denoise(reference, x, sigma_x)
-        for name, model in candidates.items():
-            approx = _denoise(model, x, sigma_x)
-            rows.append(
-                {
-                    "sigma": float(sigma),
-                    "candidate": name,
-                    "fuv_score": float(fraction_unexplained_variance(ref - x, approx - x)),
-                    "fuv_denoiser": float(fraction_unexplained_variance(ref, approx)),
-                }
-            )
-    return rows
+    return make_score_probe(candidates, queries, sigmas, key=key, num_queries=num_queries)(reference)
 
 
 def format_table(rows: Sequence[dict], column: str = "fuv_score") -> str:
