@@ -5,8 +5,19 @@ arrays of different rank is a bug here). Tests that need float64 take the `x64`
 fixture, which enables it for that test only.
 """
 
+import os
+import tempfile
+
 import jax
 import pytest
+
+# One persistent compilation cache for the whole session, shared with the subprocesses tests
+# start (training runs compile the same programs again and again).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gaussjax-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 @pytest.fixture(autouse=True)

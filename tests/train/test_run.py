@@ -1,0 +1,133 @@
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from train.checkpoints import Checkpointer
+from train.configs import get_config
+from train.run import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def final_params(run_dir):
+    """The EMA and raw parameters of the newest checkpoint, as flat float64 vectors."""
+    checkpointer = Checkpointer(run_dir)
+    step = checkpointer.steps()[-1]
+    state = checkpointer.manager.restore(step)
+    leaves = jax.tree_util.tree_leaves((state["params"], state["ema_params"]))
+    return step, np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
+
+
+COMMAND = [sys.executable, "-m", "train", "--config", "digits-tiny", "--no-progress"]
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted `python -m train --config digits-tiny` run, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    subprocess.run([*COMMAND, "--out", str(run_dir)], cwd=ROOT, env=ENV, check=True, capture_output=True)
+    return run_dir
+
+
+def test_loss_falls_and_files_are_written(tiny_run):
+    losses = [float(r["loss"]) for r in read_csv(tiny_run / "loss.csv")]
+    assert len(losses) == 6  # 60 steps, 10 per dispatch
+    assert np.mean(losses[-2:]) < 0.8 * losses[0]
+    assert (tiny_run / "config.json").exists() and (tiny_run / "analytic_models.npz").exists()
+    assert Checkpointer(tiny_run).steps() == [0, 20, 40, 60]
+
+
+def test_probes_csv_schema_and_values(tiny_run):
+    rows = read_csv(tiny_run / "probes.csv")
+    assert list(rows[0]) == ["step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"]
+    references = {"isotropic", "gaussian", "gmm2", "gmm-class", "delta"}
+    assert {r["reference"] for r in rows} == references
+    assert {r["weights"] for r in rows} == {"raw", "ema"}
+    assert len(rows) == 4 * 3 * len(references) * 2  # checkpoints x sigmas x references x weights
+    values = np.array([[float(r["fuv_score"]), float(r["fuv_denoiser"])] for r in rows])
+    assert np.all(np.isfinite(values)) and np.all(values >= 0)
+    # training moves the network towards the analytic scores at high noise
+    at = {(int(r["step"]), r["reference"], r["weights"], float(r["sigma"])): float(r["fuv_score"]) for r in rows}
+    assert at[(60, "gaussian", "raw", 5.0)] < at[(0, "gaussian", "raw", 5.0)]
+
+
+def test_another_config_in_the_same_directory_is_refused(tiny_run):
+    with pytest.raises(ValueError, match="another configuration .*lr"):
+        train(get_config("digits-tiny").replace(lr=1e-4), tiny_run, progress=False)
+
+
+def test_sigkill_and_resume_give_the_uninterrupted_result(tmp_path, tiny_run):
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*COMMAND, "--out", str(killed)], cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "20" / "commit_success.txt").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    result = subprocess.run([*COMMAND, "--out", str(killed)], cwd=ROOT, env=ENV, check=True, capture_output=True,
+                            text=True)
+    assert "resuming digits-tiny from step" in result.stdout
+    step, resumed = final_params(killed)
+    reference_step, expected = final_params(tiny_run)
+    assert step == reference_step == 60
+    np.testing.assert_array_equal(resumed, expected)
+    steps = [int(r["step"]) for r in read_csv(killed / "probes.csv")]
+    assert sorted(set(steps)) == [0, 20, 40, 60] and steps == sorted(steps)
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, tiny_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    _, expected = final_params(run_dir)
+    for path in (run_dir / "checkpoints" / "60").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "commit" not in path.name:
+            path.write_bytes(b"\0" * 16)  # corrupt every data file of the newest checkpoint
+    with pytest.warns(UserWarning, match="checkpoint at step 60 is unreadable"):
+        train(get_config("digits-tiny"), run_dir, progress=False, log=lambda *a: None)
+    assert (run_dir / "corrupt_checkpoints" / "60").exists()
+    step, params = final_params(run_dir)
+    assert step == 60
+    np.testing.assert_array_equal(params, expected)
+
+
+DATA_PARALLEL = """
+import jax, numpy as np, sys
+from train.configs import get_config
+from train.run import train
+from train.checkpoints import Checkpointer
+assert jax.local_device_count() == int(sys.argv[2])
+config = get_config("digits-tiny").replace(steps=20, probe_queries=8, probe_delta=False)
+train(config, sys.argv[1], progress=False, log=lambda *a: None)
+state = Checkpointer(sys.argv[1]).manager.restore(20)
+np.save(sys.argv[1] + "/params.npy", np.concatenate([np.asarray(x, np.float64).ravel()
+        for x in jax.tree_util.tree_leaves(state["params"])]))
+"""
+
+
+def test_data_parallel_on_four_devices_matches_one(tmp_path):
+    results = {}
+    for devices in (1, 4):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        out = tmp_path / f"d{devices}"
+        run = subprocess.run([sys.executable, "-c", DATA_PARALLEL, str(out), str(devices)], cwd=ROOT, env=env,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[devices] = np.load(out / "params.npy")
+    np.testing.assert_allclose(results[4], results[1], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,123 @@
+"""Score-structure probes at checkpoints (paper Sec. 5, Fig. 12): network vs analytic scores.
+
+At every checkpoint the network's denoiser (raw and EMA weights) is compared, on a
+fixed seeded set of noised training images over a sigma grid, with the isotropic,
+Gaussian, k-means Gaussian-mixture (several K), per-class mixture (when the data has
+labels) and delta (training-set) scores. The analytic models are fitted once per run
+and cached in the run directory; their denoiser outputs on the query set are computed
+once, so a probe costs only the network's forward passes.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import gaussjax as gj
+from gaussjax.evaluation import ScoreProbe, make_score_probe, noised_data
+from train.configs import TrainConfig
+
+PROBE_COLUMNS = ["step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"]
+MODEL_FILE = "analytic_models.npz"
+
+
+def fit_analytic_models(config: TrainConfig, flat: np.ndarray, labels, run_dir: Path) -> dict:
+    """name -> analytic model, fitted to the training set once and cached in `run_dir`."""
+    path = Path(run_dir) / MODEL_FILE
+    if path.exists():
+        with np.load(path) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    else:
+        arrays = {"isotropic/mean": flat.mean(axis=0)}
+        gaussian = gj.fit_gaussian(flat)
+        arrays.update({f"gaussian/{f}": np.asarray(getattr(gaussian, f)) for f in ("mean", "eigvals", "eigvecs")})
+        mixtures = {f"gmm{k}": dict(key=jax.random.key(config.seed + k)) for k in config.probe_gmm_components
+                    if k <= len(flat)}
+        if labels is not None:
+            mixtures["gmm-class"] = dict(labels=labels)
+        for name, how in mixtures.items():
+            count = len(np.unique(labels)) if "labels" in how else int(name[3:])
+            gmm = gj.fit_gmm(flat, count, rank=config.probe_gmm_rank, **how)
+            arrays.update({f"{name}/{f}": np.asarray(getattr(gmm, f)) for f in ("weights", "means", "eigvals", "eigvecs")})
+        np.savez(path, **arrays)
+    models = {"isotropic": gj.Isotropic(arrays["isotropic/mean"])}
+    models["gaussian"] = gj.Gaussian(*(arrays[f"gaussian/{f}"] for f in ("mean", "eigvals", "eigvecs")))
+    for name in sorted({k.split("/")[0] for k in arrays if k.startswith("gmm")}, key=_mixture_order):
+        models[name] = gj.GaussianMixture(*(arrays[f"{name}/{f}"] for f in ("weights", "means", "eigvals", "eigvecs")))
+    if config.probe_delta:
+        models["delta"] = gj.DeltaMixture(flat)
+    return models
+
+
+def _mixture_order(name: str):
+    return (1, 0) if name == "gmm-class" else (0, int(name[3:]))
+
+
+def build_probe(config: TrainConfig, flat: np.ndarray, models: dict) -> ScoreProbe:
+    """The fixed query set (noised training images, seeded) and the analytic outputs on it."""
+    key = jax.random.fold_in(jax.random.key(config.seed), 7)
+    return make_score_probe(models, noised_data(flat), config.probe_sigmas, key=key, num_queries=config.probe_queries)
+
+
+def probe_rows(probe: ScoreProbe, step: int, denoisers: dict) -> list[dict]:
+    """Rows of `probes.csv` for one checkpoint: `denoisers` maps weights name (raw / ema) -> model."""
+    rows = []
+    for weights, denoiser in denoisers.items():
+        for row in probe(denoiser):
+            rows.append({"step": step, "sigma": row["sigma"], "reference": row["candidate"], "weights": weights,
+                         "fuv_score": row["fuv_score"], "fuv_denoiser": row["fuv_denoiser"]})
+    return rows
+
+
+def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Append rows to a CSV, writing the header if the file is new."""
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def truncate_rows(path: Path, max_step: int, columns: list[str]) -> None:
+    """Drop rows past `max_step` and any partly written line (after a crash), keeping the rest."""
+    if not Path(path).exists():
+        return
+    rows = [r for r in read_rows(path) if None not in r.values() and r.get("step", "").isdigit()
+            and int(r["step"]) <= max_step and len(r) == len(columns)]
+    Path(path).unlink()
+    if rows:
+        append_rows(path, rows, columns)
+
+
+def probed_steps(path: Path) -> set[int]:
+    return {int(r["step"]) for r in read_rows(path)}
+
+
+def summary_table(path: Path, num_sigmas: int = 3, weights: str = "ema", column: str = "fuv_score") -> str:
+    """FUV vs step at a few sigmas (low, middle, high of the probe grid), one column per reference."""
+    rows = [r for r in read_rows(path) if r["weights"] == weights]
+    if not rows:
+        return "(no probes yet)"
+    sigmas = sorted({float(r["sigma"]) for r in rows})
+    chosen = [sigmas[i] for i in np.unique(np.linspace(0, len(sigmas) - 1, num_sigmas).round().astype(int))]
+    references = list(dict.fromkeys(r["reference"] for r in rows))
+    value = {(int(r["step"]), float(r["sigma"]), r["reference"]): float(r[column]) for r in rows}
+    steps = sorted({int(r["step"]) for r in rows})
+    lines = []
+    for sigma in chosen:
+        lines.append(f"{column} ({weights} weights) at sigma = {sigma:.3g}")
+        lines.append(f"{'step':>8} " + " ".join(f"{name:>10}" for name in references))
+        for step in steps:
+            lines.append(f"{step:>8} " + " ".join(f"{value.get((step, sigma, n), float('nan')):>10.3g}" for n in references))
+    return "\n".join(lines)
