@@ -108,6 +108,15 @@ def _check_levels(name: str, value, *, positive: bool):
     return value
 
 
+def _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha):
+    """Validated inputs of the trajectory functions; `sigma`, `alpha` as `(S,)` plus a scalar flag."""
+    gaussian = _check_gaussian(gaussian)
+    x_T = _check_state(gaussian, x_T)
+    sigma_T = _check_levels("sigma_T", sigma_T, positive=True)
+    sigma, alpha, scalar = _levels(_check_levels("sigma", sigma, positive=False), alpha)
+    return gaussian, x_T, sigma_T, sigma, alpha, scalar
+
+
 def _decompose(gaussian: Gaussian, x_T, alpha_T):
     """Flatten `x_T` to `(B, D)` and split `x_T - alpha_T mu` into axis coordinates `c (B, r)` and `x_perp (B, D)`."""
     offset = x_T.reshape(-1, gaussian.dim) - alpha_T * gaussian.mean[None, :]
@@ -149,10 +158,7 @@ def gaussian_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_T=1.0, al
         `(..., D)` for scalar `sigma`, else `(S, ..., D)`. Includes the off-manifold term
         `(sigma / sigma_T) x_perp`, which vanishes at `sigma = 0` for rank r < D.
     """
-    gaussian = _check_gaussian(gaussian)
-    x_T = _check_state(gaussian, x_T)
-    sigma_T = _check_levels("sigma_T", sigma_T, positive=True)
-    sigma, alpha, scalar = _levels(_check_levels("sigma", sigma, positive=False), alpha)
+    gaussian, x_T, sigma_T, sigma, alpha, scalar = _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha)
     coords, perp = _decompose(gaussian, x_T, alpha_T)
     growth = psi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
     on_manifold = _along_axes(growth, coords, gaussian.eigvecs)
@@ -170,10 +176,7 @@ def gaussian_denoiser_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_
     Arguments and shapes as `gaussian_trajectory`. The output stays on the data manifold
     `mu + span(U)` at every sigma.
     """
-    gaussian = _check_gaussian(gaussian)
-    x_T = _check_state(gaussian, x_T)
-    sigma_T = _check_levels("sigma_T", sigma_T, positive=True)
-    sigma, alpha, scalar = _levels(_check_levels("sigma", sigma, positive=False), alpha)
+    gaussian, x_T, sigma_T, sigma, alpha, scalar = _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha)
     coords, _ = _decompose(gaussian, x_T, alpha_T)
     gain = xi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
     out = gaussian.mean[None, None, :] + _along_axes(gain, coords, gaussian.eigvecs)
