@@ -2,6 +2,7 @@
 
 Files in the run directory:
     config.json          the resolved config (a different config is refused)
+    network.json         the SongUNet arguments (for `load_denoiser`)
     checkpoints/<step>/  Orbax checkpoints of the full training state
     loss.csv             mean loss per dispatch, overall and per sigma bin
     probes.csv           step, sigma, reference, weights, fuv_score, fuv_denoiser
@@ -21,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from gaussjax._checks import check_choice
 from gaussjax.data import load_dataset
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
 from train import probes
@@ -69,7 +71,11 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
     (run_dir / "config.json").write_text(config.to_json())
     use_compilation_cache(run_dir)
 
-    net = SongUNet(**network_kwargs(config, dataset.image_shape))
+    # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
+    # formulation on every backend (see gaussjax.nn._conv and bench/train_step.py).
+    kwargs = network_kwargs(config, dataset.image_shape)
+    (run_dir / "network.json").write_text(json.dumps(kwargs, indent=2))
+    net = SongUNet(**kwargs, conv_impl="xla")
     precond = EDMPrecond(net=net, sigma_data=config.sigma_data)
     optimizer = make_optimizer(config)
     mesh = make_mesh()
@@ -111,7 +117,7 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
     train_time, probe_time = 0.0, 0.0
     while step < config.steps:
         target = next(s for s in schedule if s > step)
-        count = min(config.steps_per_dispatch, target - step)
+        count = min(config.log_every, target - step)
         tick = time.perf_counter()
         state, metrics = train_loop(state, data, count)
         row = metrics_row(step + count, metrics)  # blocks until the steps are done
@@ -130,3 +136,32 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
     log(f"training {train_time:.1f} s, checkpoints + probes {probe_time:.1f} s")
     log(f"run directory: {run_dir} (config.json, checkpoints/, loss.csv, probes.csv)")
     return run_dir
+
+
+def load_denoiser(run_dir, *, step: int | None = None, weights: str = "ema") -> NeuralDenoiser:
+    """The network of a `python -m train` run as a `NeuralDenoiser`, for samplers, ODE solves and metrics.
+
+    Args:
+        run_dir: the run directory.
+        step: the checkpoint to load; default the newest.
+        weights: `'ema'` (the EMA of the parameters, what EDM samples with) or `'raw'`.
+    """
+    run_dir = Path(run_dir)
+    check_choice("weights", weights, ("ema", "raw"))
+    files = [run_dir / "config.json", run_dir / "network.json"]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} not found: `run_dir` must be a directory written by python -m train")
+    config = TrainConfig.from_json(files[0].read_text())
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(files[1].read_text()).items()}
+    checkpointer = Checkpointer(run_dir)
+    steps = checkpointer.steps()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoints in {run_dir / 'checkpoints'}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"`step` = {step} has no checkpoint in {run_dir}; checkpoints: {steps}")
+    saved = checkpointer.manager.restore(step)
+    params = jax.tree_util.tree_map(jax.numpy.asarray, saved["ema_params" if weights == "ema" else "params"])
+    precond = EDMPrecond(net=SongUNet(**kwargs), sigma_data=config.sigma_data)
+    return NeuralDenoiser(module=precond, params=params)

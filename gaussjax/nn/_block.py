@@ -36,6 +36,7 @@ class UNetBlock(nn.Module):
     resample_filter: tuple = (1, 1)
     resample_proj: bool = False
     adaptive_scale: bool = True
+    conv_impl: str = "auto"  # see gaussjax.nn._conv
 
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool = False) -> jax.Array:
@@ -43,7 +44,7 @@ class UNetBlock(nn.Module):
         orig = x
         x = GroupNorm(eps=self.eps, name="norm0")(x)
         x = Conv2d(out_channels, 3, up=self.up, down=self.down, resample_filter=self.resample_filter,
-                   name="conv0")(jax.nn.silu(x))
+                   conv_impl=self.conv_impl, name="conv0")(jax.nn.silu(x))
         params = nn.Dense(out_channels * (2 if self.adaptive_scale else 1), kernel_init=xavier_uniform(),
                           name="affine")(emb)[:, None, None, :].astype(x.dtype)
         if self.adaptive_scale:
@@ -52,7 +53,7 @@ class UNetBlock(nn.Module):
         else:
             x = jax.nn.silu(GroupNorm(eps=self.eps, name="norm1")(x + params))
         x = nn.Dropout(rate=self.dropout)(x, deterministic=not train)
-        x = Conv2d(out_channels, 3, init_weight=INIT_ZERO, name="conv1")(x)
+        x = Conv2d(out_channels, 3, init_weight=INIT_ZERO, conv_impl=self.conv_impl, name="conv1")(x)
 
         if out_channels != in_channels or self.up or self.down:
             kernel = 1 if self.resample_proj or out_channels != in_channels else 0

@@ -1,4 +1,17 @@
-"""Convolution with optional 2x up/down-sampling (EDM's `Conv2d`), NHWC activations, HWIO kernels."""
+"""Convolution with optional 2x up/down-sampling (EDM's `Conv2d`), NHWC activations, HWIO kernels.
+
+Two formulations of the same stride-1 convolution (`conv_impl`):
+
+- `'xla'`: `lax.conv_general_dilated` (cuDNN on a GPU, a library kernel on a CPU);
+- `'matmul'`: im2col, the `k^2` shifted copies of the padded input side by side and one
+  `(N H W, k^2 C_in) @ (k^2 C_in, C_out)` product. Its gradients are products and
+  slices too. On XLA:CPU (jaxlib 0.10) convolutions inside a loop (`lax.scan`,
+  `fori_loop`, several training steps per dispatch) fall off the library path and run
+  about 20-30x slower, while products do not; see `bench/train_step.py`.
+- `'auto'` (default): `'matmul'` on a CPU backend, `'xla'` elsewhere.
+
+Both give the same result up to float rounding (tested).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +22,33 @@ import jax.numpy as jnp
 from gaussjax.nn._init import xavier_uniform
 from gaussjax.nn._resample import downsample, resample_padding, upsample
 
+CONV_IMPLS = ("auto", "xla", "matmul")
 
-def conv2d(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """`'auto'` -> `'matmul'` on the CPU backend, `'xla'` on others; other values unchanged."""
+    if conv_impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return conv_impl
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, padding: int, conv_impl: str = "xla") -> jax.Array:
     """Stride-1 cross-correlation `(N, H, W, C_in) * (k, k, C_in, C_out)` with symmetric zero padding."""
-    if kernel.shape[:2] == (1, 1) and padding == 0:
+    k = kernel.shape[0]
+    if k == 1 and padding == 0:
         return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding=[(padding, padding), (padding, padding)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    if resolve_conv_impl(conv_impl) == "xla":
+        return jax.lax.conv_general_dilated(
+            x, kernel, window_strides=(1, 1), padding=[(padding, padding), (padding, padding)],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+    n, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    oh, ow = h + 2 * padding - k + 1, w + 2 * padding - k + 1
+    # Patches in the kernel's (row, column, channel) order, so the HWIO kernel reshapes to (k^2 C_in, C_out).
+    patches = jnp.concatenate([xp[:, i:i + oh, j:j + ow, :] for i in range(k) for j in range(k)], axis=-1)
+    out = patches.reshape(n * oh * ow, k * k * c) @ kernel.reshape(k * k * c, -1)
+    return out.reshape(n, oh, ow, -1)
 
 
 class Conv2d(nn.Module):
@@ -37,6 +68,7 @@ class Conv2d(nn.Module):
     resample_filter: tuple = (1, 1)
     fused_resample: bool = False
     init_weight: float = 1.0
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -54,9 +86,9 @@ class Conv2d(nn.Module):
 
         if self.fused_resample and self.up and w is not None:
             x = upsample(x, self.resample_filter, max(f_pad - w_pad, 0))
-            x = conv2d(x, w, max(w_pad - f_pad, 0))
+            x = conv2d(x, w, max(w_pad - f_pad, 0), self.conv_impl)
         elif self.fused_resample and self.down and w is not None:
-            x = conv2d(x, w, w_pad + f_pad)
+            x = conv2d(x, w, w_pad + f_pad, self.conv_impl)
             x = downsample(x, self.resample_filter, 0)
         else:
             if self.up:
@@ -64,7 +96,7 @@ class Conv2d(nn.Module):
             if self.down:
                 x = downsample(x, self.resample_filter, f_pad)
             if w is not None:
-                x = conv2d(x, w, w_pad)
+                x = conv2d(x, w, w_pad, self.conv_impl)
         if b is not None:
             x = x + b[None, None, None, :]
         return x

@@ -12,7 +12,7 @@ import numpy as np
 
 from gaussjax._checks import check_choice, check_positive_int
 from gaussjax.nn._block import INIT_ZERO, UNetBlock
-from gaussjax.nn._conv import Conv2d
+from gaussjax.nn._conv import CONV_IMPLS, Conv2d
 from gaussjax.nn._embedding import FourierEmbedding, PositionalEmbedding
 from gaussjax.nn._init import xavier_uniform
 from gaussjax.nn._norm import GroupNorm, check_group_norm_channels
@@ -42,6 +42,9 @@ class SongUNet(nn.Module):
     layer (see `_plan`), so parameter counts match exactly; kernels are `(k, k, C_in,
     C_out)` and the attention `qkv` channels keep EDM's (head, channel, q/k/v) order.
 
+    `conv_impl` (not an EDM argument) picks the formulation of the 3x3 convolutions
+    without changing parameters or results: see `gaussjax.nn._conv`.
+
     The constant Fourier frequencies of `embedding_type='fourier'` (an EDM buffer) are
     not parameters here either (see `FourierEmbedding`). Dropout, and label dropout,
     draw from the `'dropout'` PRNG stream when `train=True`.
@@ -66,6 +69,7 @@ class SongUNet(nn.Module):
     encoder_type: str = "standard"       # 'standard' for DDPM++, 'residual' for NCSN++, or 'skip'.
     decoder_type: str = "standard"       # 'standard' for both DDPM++ and NCSN++, or 'skip'.
     resample_filter: tuple = (1, 1)      # Resampling filter: (1, 1) for DDPM++, (1, 3, 3, 1) for NCSN++.
+    conv_impl: str = "auto"              # 3x3 convolutions: 'xla', 'matmul' (im2col) or 'auto' (matmul on CPU).
 
     def __post_init__(self):
         for name in ("channel_mult", "attn_resolutions", "resample_filter"):
@@ -90,6 +94,7 @@ class SongUNet(nn.Module):
         block_kwargs = {
             "num_heads": 0, "dropout": self.dropout, "skip_scale": float(np.sqrt(0.5)), "eps": 1e-6,
             "resample_filter": self.resample_filter, "resample_proj": True, "adaptive_scale": False,
+            "conv_impl": self.conv_impl,
         }
         dense = {"kernel_init": xavier_uniform()}
 
@@ -124,10 +129,10 @@ class SongUNet(nn.Module):
                 x = skips[-1] = x + Conv2d(step.out_channels, 1, name=step.name)(aux)
             elif step.kind == "aux_residual":
                 residual = Conv2d(step.out_channels, 3, down=True, resample_filter=self.resample_filter,
-                                  fused_resample=True, name=step.name)(aux)
+                                  fused_resample=True, conv_impl=self.conv_impl, name=step.name)(aux)
                 x = skips[-1] = aux = (x + residual) / np.sqrt(2)
             elif step.kind == "conv":
-                x = Conv2d(step.out_channels, 3, name=step.name)(x)
+                x = Conv2d(step.out_channels, 3, conv_impl=self.conv_impl, name=step.name)(x)
                 skips.append(x)
             else:
                 x = self._block(step, block_kwargs)(x, emb, train=train)
@@ -142,7 +147,8 @@ class SongUNet(nn.Module):
             elif step.kind == "aux_norm":
                 tmp = GroupNorm(eps=1e-6, name=step.name)(x)
             elif step.kind == "aux_conv":
-                tmp = Conv2d(self.out_channels, 3, init_weight=INIT_ZERO, name=step.name)(jax.nn.silu(tmp))
+                tmp = Conv2d(self.out_channels, 3, init_weight=INIT_ZERO, conv_impl=self.conv_impl,
+                             name=step.name)(jax.nn.silu(tmp))
                 aux = tmp if aux is None else tmp + aux
             else:
                 if step.concat_skip:
@@ -251,6 +257,7 @@ def _validate(config: SongUNet) -> None:
     check_positive_int("channel_mult_noise", config.channel_mult_noise)
     check_choice("encoder_type", config.encoder_type, ("standard", "skip", "residual"))
     check_choice("decoder_type", config.decoder_type, ("standard", "skip"))
+    check_choice("conv_impl", config.conv_impl, CONV_IMPLS)
     f = config.resample_filter
     if (not isinstance(f, tuple) or len(f) < 2 or len(f) % 2
             or not all(isinstance(v, numbers.Real) and v > 0 for v in f)):

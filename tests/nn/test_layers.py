@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gaussjax.nn._conv import conv2d, resolve_conv_impl
 from gaussjax.nn._embedding import PositionalEmbedding
 from gaussjax.nn._norm import GroupNorm
 from gaussjax.nn._resample import downsample, upsample
@@ -87,3 +88,19 @@ def test_bit_generator_key():
     bits = [np.asarray(jax.random.bits(bit_generator_key(jax.random.key(k)), (64,))) for k in (3, 3, 4)]
     np.testing.assert_array_equal(bits[0], bits[1])
     assert not np.array_equal(bits[0], bits[2])
+
+
+@pytest.mark.parametrize("k, padding", [(3, 1), (3, 0), (3, 2), (1, 1)])
+def test_matmul_convolution_equals_xla_convolution(k, padding):
+    """im2col (`conv_impl='matmul'`) is the same convolution as lax.conv_general_dilated, gradients included."""
+    x = jax.random.normal(jax.random.key(0), (3, 6, 5, 4))
+    w = jax.random.normal(jax.random.key(1), (k, k, 4, 7))
+    cot = jax.random.normal(jax.random.key(2), conv2d(x, w, padding, "xla").shape)
+
+    def pullback(impl):
+        out, vjp = jax.vjp(lambda x, w: conv2d(x, w, padding, impl), x, w)
+        return (out, *vjp(cot))
+
+    for a, b in zip(pullback("matmul"), pullback("xla")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert resolve_conv_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")

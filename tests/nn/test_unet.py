@@ -107,8 +107,9 @@ def _load_reference(tag):
     return SongUNet(**config), {"params": params}, inputs, labels, data[f"{tag}/output"]
 
 
-@pytest.mark.parametrize("tag", ["ddpmpp", "ncsnpp", "skip_encoder"])
-def test_output_matches_edm_pytorch(tag):
+@pytest.mark.parametrize("tag, conv_impl", [("ddpmpp", "xla"), ("ddpmpp", "matmul"), ("ncsnpp", "auto"),
+                                            ("skip_encoder", "auto")])
+def test_output_matches_edm_pytorch(tag, conv_impl):
     """Same weights, same output as NVlabs/edm's PyTorch SongUNet (eval mode).
 
     The fixture holds EDM's state dict (random weights, float16-exact), inputs and the
@@ -117,6 +118,7 @@ def test_output_matches_edm_pytorch(tag):
     'skip' decoder, (1, 3, 3, 1) filter); the 'skip' encoder.
     """
     net, variables, inputs, labels, expected = _load_reference(tag)
+    net = net.clone(conv_impl=conv_impl)
     shapes = jax.tree_util.tree_map(lambda a: a.shape, _variables_shape(net, inputs[0].shape[0], **labels))
     assert jax.tree_util.tree_map(lambda a: a.shape, variables) == shapes
     out = jax.jit(net.apply)(variables, *inputs, **labels)
@@ -199,6 +201,7 @@ def test_label_dropout_zeroes_whole_label_vectors():
         ({"model_channels": 7}, "even number of channels"),
         ({"model_channels": 2}, "GroupNorm"),
         ({"model_channels": 26}, "GroupNorm"),  # 26 channels do not split into min(32, 26 // 4) = 6 groups
+        ({"conv_impl": "fft"}, "conv_impl"),
     ],
 )
 def test_bad_config(options, match):
