@@ -4,7 +4,7 @@ Files in the run directory:
     config.json          the resolved config (a different config is refused)
     network.json         the SongUNet arguments (for `load_denoiser`)
     checkpoints/<step>/  Orbax checkpoints of the full training state
-    loss.csv             mean loss per dispatch, overall and per sigma bin
+    loss.csv             mean loss per `log_every` steps, overall and per sigma bin
     probes.csv           step, sigma, reference, weights, fuv_score, fuv_denoiser
     analytic_models.npz  the fitted isotropic / Gaussian / mixture models (cached)
     .jax_cache/          compiled programs, so a resumed run does not compile again
