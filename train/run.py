@@ -99,22 +99,29 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
     probe = probes.build_probe(config, np.asarray(dataset.flat), models)
     log(f"analytic models ({', '.join(models)}) and probe queries ready in {time.perf_counter() - started:.1f} s")
 
+    seconds = {"checkpoints": 0.0, "probes": 0.0}  # spent in the training loop's checkpoints and probes
+
     def checkpoint_and_probe(state):
+        tick = time.perf_counter()
         checkpointer.save(state)
+        seconds["checkpoints"] += time.perf_counter() - tick
         step = int(state.step)
         if step not in probes.probed_steps(run_dir / "probes.csv"):
+            tick = time.perf_counter()
             denoisers = {
                 weights: NeuralDenoiser(module=precond, params=params, image_shape=dataset.image_shape)
                 for weights, params in (("raw", state.params), ("ema", state.ema_params))
             }
             probes.append_rows(run_dir / "probes.csv", probes.probe_rows(probe, step, denoisers), probes.PROBE_COLUMNS)
+            seconds["probes"] += time.perf_counter() - tick
 
     schedule = checkpoint_steps(config)
     if step in schedule:
         checkpoint_and_probe(state)  # step 0, or a checkpoint whose probe a crash cut short
+        seconds.update(checkpoints=0.0, probes=0.0)  # (and the probe's compilation): not counted
     train_loop = make_train_loop(config, precond, optimizer, mesh)
     bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    train_time, probe_time = 0.0, 0.0
+    train_time = 0.0
     while step < config.steps:
         target = next(s for s in schedule if s > step)
         count = min(config.log_every, target - step)
@@ -127,13 +134,13 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
         bar.update(count)
         bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
         if step == target:
-            tick = time.perf_counter()
             checkpoint_and_probe(state)
-            probe_time += time.perf_counter() - tick
     bar.close()
 
     log(probes.summary_table(run_dir / "probes.csv"))
-    log(f"training {train_time:.1f} s, checkpoints + probes {probe_time:.1f} s")
+    share = lambda t: f"{100 * t / max(train_time, 1e-9):.1f}% of training"  # noqa: E731
+    log(f"training {train_time:.1f} s; checkpoints {seconds['checkpoints']:.1f} s ({share(seconds['checkpoints'])}), "
+        f"probes {seconds['probes']:.1f} s ({share(seconds['probes'])})")
     log(f"run directory: {run_dir} (config.json, checkpoints/, loss.csv, probes.csv)")
     return run_dir
 
