@@ -31,7 +31,7 @@ class TrainState:
 
 @flax.struct.dataclass
 class Metrics:
-    """Sums over the steps of one dispatch."""
+    """Sums over the steps of one `train_loop` call (one `loss.csv` row)."""
 
     loss: jax.Array  # sum of batch-mean losses
     steps: jax.Array  # number of steps summed
@@ -69,7 +69,7 @@ def ema_decay(config: TrainConfig, step) -> jax.Array:
 
 
 def zero_metrics() -> Metrics:
-    """Empty sums, to start a dispatch's `Metrics`."""
+    """Empty sums, to start a `train_loop` call's `Metrics`."""
     bins = len(LOSS_BIN_EDGES) + 1
     return Metrics(jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.zeros(bins), jnp.zeros(bins))
 
@@ -144,7 +144,7 @@ def bin_labels() -> list[str]:
 
 
 def metrics_row(step: int, metrics: Metrics) -> dict:
-    """A `loss.csv` row: mean loss over the dispatch and per sigma bin."""
+    """A `loss.csv` row: mean loss over the `train_loop` call, overall and per sigma bin."""
     counts = np.asarray(metrics.bin_count)
     sums = np.asarray(metrics.bin_loss)
     row = {"step": step, "loss": float(metrics.loss) / max(int(metrics.steps), 1)}
