@@ -8,7 +8,7 @@ fixture, which enables it for that test only.
 import os
 import tempfile
 
-from train.__main__ import prefer_eigen_kernels
+from train.xla_flags import prefer_eigen_kernels
 
 # XLA flags for the whole session and the subprocesses tests start, set before JAX starts:
 # LLVM -O0 compiles these small programs ~2.5x faster (compilation dominates the suite), and

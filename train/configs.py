@@ -151,9 +151,13 @@ def get_config(name: str) -> TrainConfig:
 
 def network_kwargs(config: TrainConfig, image_shape: tuple[int, int, int], label_dim: int = 0) -> dict[str, Any]:
     """SongUNet arguments for `config` on images of `image_shape (H, W, C)`."""
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.network.items()}
     return dict(img_resolution=image_shape[0], in_channels=image_shape[2], out_channels=image_shape[2],
-                label_dim=label_dim, **kwargs)
+                label_dim=label_dim, **module_kwargs(config.network))
+
+
+def module_kwargs(mapping: dict) -> dict[str, Any]:
+    """Module arguments as read from JSON: lists back to the tuples Flax modules hash."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in mapping.items()}
 
 
 def with_overrides(config: TrainConfig, **overrides) -> TrainConfig:

@@ -27,7 +27,7 @@ from gaussjax.data import load_dataset
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
 from train import probes
 from train.checkpoints import Checkpointer, checkpoint_steps
-from train.configs import TrainConfig, network_kwargs
+from train.configs import TrainConfig, module_kwargs, network_kwargs
 from train.step import bin_labels, init_state, make_optimizer, make_train_loop, metrics_row
 
 LOSS_COLUMNS = ["step", "loss", *bin_labels()]
@@ -160,7 +160,7 @@ def load_denoiser(run_dir, *, step: int | None = None, weights: str = "ema") -> 
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} not found: `run_dir` must be a directory written by python -m train")
     config = TrainConfig.from_json(files[0].read_text())
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(files[1].read_text()).items()}
+    kwargs = module_kwargs(json.loads(files[1].read_text()))
     checkpointer = Checkpointer(run_dir)
     steps = checkpointer.steps()
     if not steps:
