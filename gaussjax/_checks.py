@@ -16,13 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Return `value` as an `int`, or raise if it is not an integer `>= minimum`."""
+def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return `value` as an `int`, or raise unless it is an integer >= 1 (bools refused)."""
+    return _check_int(name, value, 1)
+
+
+def check_nonnegative_int(name: str, value: Any) -> int:
+    """Return `value` as an `int`, or raise unless it is an integer >= 0 (bools refused)."""
+    return _check_int(name, value, 0)
 
 
 def check_choice(name: str, value: Any, choices: Collection[str]) -> str:
@@ -59,28 +68,91 @@ def check_finite(name: str, array) -> None:
         raise ValueError(f"`{name}` contains NaN or infinite values")
 
 
-def check_data_matrix(name: str, X):
-    """Return `X` as a float array `(N, D)` with N >= 1, finite, or raise naming `name`."""
-    X = jnp.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"`{name}` must have shape (N, D), got {X.shape}")
-    if X.shape[0] == 0:
-        raise ValueError(f"`{name}` is empty (N = 0)")
-    if not jnp.issubdtype(X.dtype, jnp.floating):
-        X = X.astype(jnp.result_type(float))
-    check_finite(name, X)
-    return X
+def as_float(name: str, value):
+    """`value` as a floating JAX array: integers and bools become the default float; complex is refused."""
+    array = jnp.asarray(value)
+    if jnp.issubdtype(array.dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` must be real, got a complex array ({array.dtype})")
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(jnp.result_type(float))
+    return array
 
 
 def check_float_array(name: str, value, *, ndim: int | None = None):
     """Return `value` as a floating JAX array (ints are promoted), checking `ndim` and finiteness."""
-    array = jnp.asarray(value)
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        array = array.astype(jnp.result_type(float))
+    array = as_float(name, value)
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"`{name}` must be a {ndim}-D array, got shape {array.shape}")
     check_finite(name, array)
     return array
+
+
+def check_data_matrix(name: str, X, *, host: bool = False):
+    """Return `X` as a float array `(N, D)` with N, D >= 1, or raise naming `name`.
+
+    By default a finite JAX array (checked when concrete). With `host=True` (the fitting
+    code, which runs in NumPy on data that may not fit in memory twice) a NumPy array:
+    floating dtypes are kept, integers become float64, tracers are refused, and
+    finiteness is left to the caller, block by block.
+    """
+    if host:
+        if isinstance(X, jax.core.Tracer):
+            raise TypeError(f"`{name}` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
+        X = np.asarray(X)
+        if np.issubdtype(X.dtype, np.complexfloating):
+            raise TypeError(f"`{name}` must be real, got a complex array ({X.dtype})")
+        if not np.issubdtype(X.dtype, np.floating):
+            if not (np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
+                raise TypeError(f"`{name}` must be a numeric array, got dtype {X.dtype}")
+            X = X.astype(np.float64)
+    else:
+        X = as_float(name, X)
+    if X.ndim != 2:
+        raise ValueError(f"`{name}` must have shape (N, D), got {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty (N = 0)")
+    if X.shape[1] == 0:
+        raise ValueError(f"`{name}` has dimension D = 0")
+    if not host:
+        check_finite(name, X)
+    return X
+
+
+def check_noise_levels(
+    name: str, value, *, ndim: tuple[int, ...] = (0, 1), min_size: int = 1, positive: bool = False,
+    decreasing: bool = False, dtype=None,
+):
+    """The one validator of noise levels and grids: a float array of rank in `ndim`.
+
+    Shapes are always checked; values when concrete (a traced grid passes through):
+    finite, `> 0` if `positive` else `>= 0`, strictly decreasing if `decreasing`. A
+    1-D grid must hold at least `min_size` levels. Cast to `dtype` if given.
+    """
+    levels = as_float(name, value)
+    if levels.ndim not in ndim:
+        expected = " or ".join({0: "a scalar", 1: "a 1-D grid"}[n] for n in ndim)
+        raise ValueError(f"`{name}` must be {expected}, got shape {levels.shape}")
+    if levels.ndim == 1 and levels.shape[0] < min_size:
+        raise ValueError(f"`{name}` must hold at least {min_size} noise levels, got shape {levels.shape}")
+    concrete = is_concrete(levels)
+    if concrete:  # (checked on the host, before any array operation: under a trace those are staged)
+        values = np.atleast_1d(np.asarray(levels).astype(dtype or levels.dtype))
+    if dtype is not None:
+        levels = levels.astype(dtype)
+    if not concrete:
+        return levels
+    bad = ~np.isfinite(values) | ((values <= 0) if positive else (values < 0))
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {name}[{i}] = {values[i]}")
+    steps = np.diff(values)
+    if decreasing and np.any(steps >= 0):
+        i = int(np.argmax(steps >= 0))
+        raise ValueError(
+            f"`{name}` must be strictly decreasing (from sigma_max down), got {name}[{i}] = {values[i]} "
+            f"and {name}[{i + 1}] = {values[i + 1]}"
+        )
+    return levels
 
 
 def check_query(x, sigma, dim: int):
@@ -90,12 +162,10 @@ def check_query(x, sigma, dim: int):
     returned with shape `x.shape[:-1]` and `x`'s dtype. Concrete inputs must be finite,
     with `sigma > 0`.
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
+    x = as_float("x", x)
     if x.ndim == 0 or x.shape[-1] != dim:
         raise ValueError(f"`x` must have shape (..., D) with D = {dim} (the model's dimension), got {x.shape}")
-    sigma = jnp.asarray(sigma, dtype=x.dtype)
+    sigma = as_float("sigma", sigma).astype(x.dtype)
     try:
         sigma = jnp.broadcast_to(sigma, x.shape[:-1])
     except ValueError:
@@ -133,44 +203,26 @@ def check_key(key: Any):
     raise TypeError(f"`key` must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}")
 
 
-def check_sigma_grid(sigmas, name: str = "sigmas"):
-    """A noise grid `(K,)` as a float array: K >= 2, finite, >= 0, strictly decreasing.
-
-    Shapes are always checked; values when concrete (a traced grid passes through).
-    """
-    sigmas = jnp.asarray(sigmas)
-    if not jnp.issubdtype(sigmas.dtype, jnp.floating):
-        sigmas = sigmas.astype(jnp.result_type(float))
-    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
-        raise ValueError(f"`{name}` must be a 1-D grid of at least 2 noise levels, got shape {sigmas.shape}")
-    check_finite(name, sigmas)
-    if is_concrete(sigmas):
-        values = np.asarray(sigmas)
-        if np.any(values < 0):
-            raise ValueError(f"`{name}` must be >= 0, got min {values.min()}")
-        steps = np.diff(values)
-        if np.any(steps >= 0):
-            i = int(np.argmax(steps >= 0))
-            raise ValueError(
-                f"`{name}` must be strictly decreasing (from sigma_max down), got {name}[{i}] = {values[i]} "
-                f"and {name}[{i + 1}] = {values[i + 1]}"
-            )
-    return sigmas
-
-
 def check_initial_state(model, x_T, dtype=None):
-    """`x_T (..., D)` as a float array (of `dtype` if given), checked against `model.dim` when the model has one."""
+    """`x_T (..., D)` as a float array (of `dtype` if given), checked against `model.dim` when the model has one.
+
+    `dtype` (the state dtype of a sampler or solve) must be float32 or float64.
+    """
     if not callable(getattr(model, "denoise", None)):
         raise TypeError(f"`model` must have a `denoise(x, sigma)` method, got {type(model).__name__}")
-    x_T = jnp.asarray(x_T)
+    x_T = as_float("x_T", x_T)
     dim = getattr(model, "dim", None)
     if x_T.ndim == 0 or (isinstance(dim, numbers.Integral) and x_T.shape[-1] != dim):
         raise ValueError(f"`x_T` must have shape (..., D) with D = {dim} (the model's dimension), got {x_T.shape}")
     if dtype is not None:
-        if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        try:
+            dtype = jnp.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"`dtype` must be float32 or float64, got {dtype!r}") from None
+        if dtype not in (jnp.float32, jnp.float64):
+            raise TypeError(f"`dtype` must be float32 or float64 (the sampler state's precision), got {dtype}")
+        if dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ValueError("`dtype=float64` needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
         x_T = x_T.astype(dtype)
-    elif not jnp.issubdtype(x_T.dtype, jnp.floating):
-        x_T = x_T.astype(jnp.result_type(float))
     check_finite("x_T", x_T)
     return x_T

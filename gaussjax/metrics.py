@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
 
 
 def _check_pair(reference, approx):
@@ -15,7 +15,9 @@ def _check_pair(reference, approx):
     return reference, approx
 
 
-def fraction_unexplained_variance(reference, approx) -> jax.Array:
+def fraction_unexplained_variance(
+    reference: Float[ArrayLike, "*batch D"], approx: Float[ArrayLike, "*batch D"]
+) -> Float[Array, ""]:
     """`E ||ref - approx||^2 / E ||ref||^2` over all samples: the paper's tables' FUV (Eq. 28).
 
     Args:
@@ -29,7 +31,9 @@ def fraction_unexplained_variance(reference, approx) -> jax.Array:
     return jnp.sum(jnp.square(reference - approx)) / jnp.sum(jnp.square(reference))
 
 
-def per_sample_unexplained_variance(reference, approx) -> jax.Array:
+def per_sample_unexplained_variance(
+    reference: Float[ArrayLike, "*batch D"], approx: Float[ArrayLike, "*batch D"]
+) -> Float[Array, "*batch"]:
     """`||ref - approx||^2 / ||ref||^2` for each sample, shape `(...)` (Eq. 28 pointwise)."""
     reference, approx = _check_pair(reference, approx)
     return jnp.sum(jnp.square(reference - approx), axis=-1) / jnp.sum(jnp.square(reference), axis=-1)

@@ -7,10 +7,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
-from gaussjax._checks import check_finite, check_nonnegative_real, check_positive_int
+from gaussjax._checks import check_data_matrix, check_finite, check_nonnegative_real, check_positive_int
 from gaussjax.fit._kmeans import kmeans
-from gaussjax.fit._moments import as_data_matrix, covariance_eigenpairs, moments, resolve_rank
+from gaussjax.fit._moments import covariance_eigenpairs, moments, resolve_rank
 from gaussjax.scores.mixture import GaussianMixture
 
 
@@ -32,12 +33,12 @@ def _class_indices(labels: Any, n_points: int, n_components: int) -> np.ndarray:
 
 
 def fit_gmm(
-    X: Any,
+    X: Float[ArrayLike, "N D"] | Int[ArrayLike, "N D"],
     n_components: int,
     rank: int | None = None,
     *,
-    key: jax.Array | None = None,
-    labels: Any = None,
+    key: PRNGKeyArray | None = None,
+    labels: Int[ArrayLike, " N"] | None = None,
     eigval_floor: float = 0.0,
 ) -> GaussianMixture:
     """Fit `sum_i (N_i / N) N(x; mu_i, Sigma_i)` with one component per cluster (paper Eq. 41).
@@ -83,7 +84,7 @@ def fit_gmm(
     """
     if (key is None) == (labels is None):
         raise ValueError("pass exactly one of `key` (cluster with k-means) and `labels` (given classes)")
-    X = as_data_matrix("X", X)
+    X = check_data_matrix("X", X, host=True)
     check_finite("X", X)
     n_points, dim = X.shape
     n_components = check_positive_int("n_components", n_components)

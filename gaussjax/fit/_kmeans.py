@@ -9,44 +9,43 @@ batch size 2048. Everything here is jitted, with `n_clusters`, `max_iter` and
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
+from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_key, check_nonnegative_real, check_positive_int
-
-# Points are assigned to centers in blocks whose (rows, K) distance matrix holds at
-# most this many entries, so memory stays bounded for any N.
-_ASSIGN_ELEMENTS = 2**22
+from gaussjax._precision import matmul
 
 
-def assign(X: jax.Array, centers: jax.Array) -> tuple[jax.Array, jax.Array]:
+def assign(X: Float[Array, "N D"], centers: Float[Array, "K D"]) -> tuple[Int[Array, " N"], Float[Array, " N"]]:
     """Nearest center of every point: `labels (N,)` int32 and squared distances `(N,)`.
 
     Distances use the matmul form `||x||^2 - 2 x.c + ||c||^2` (at full float
-    precision) in blocks of rows, so only a bounded `(rows, K)` slice of the
-    distance matrix exists at a time. Squared distances are clipped at 0.
+    precision, `gaussjax._precision`) in blocks of rows, so only a bounded
+    `(rows, K)` slice of the distance matrix exists at a time. Squared distances
+    are clipped at 0.
     """
     n, k = X.shape[0], centers.shape[0]
     center_sq = jnp.sum(centers * centers, axis=1)
 
     def nearest(x):
-        d2 = jnp.dot(x, x) - 2 * jnp.dot(centers, x, precision=lax.Precision.HIGHEST) + center_sq
+        d2 = matmul(x, x) - 2 * matmul(centers, x) + center_sq
         label = jnp.argmin(d2)
         return label.astype(jnp.int32), jnp.maximum(d2[label], 0)
 
-    rows = max(1, _ASSIGN_ELEMENTS // k)
+    rows = max(1, BLOCK_ELEMENTS // k)
     return jax.vmap(nearest)(X) if n <= rows else lax.map(nearest, X, batch_size=rows)
 
 
-def _uniform_indices(key: jax.Array, shape: tuple[int, ...], n: int) -> jax.Array:
+def _uniform_indices(key: PRNGKeyArray, shape: tuple[int, ...], n: int) -> Int[Array, "..."]:
     """Indices uniform on `0..n-1` (32 random bits modulo n; the bias, below n / 2^32, is negligible)."""
     return (jax.random.bits(key, shape, jnp.uint32) % jnp.uint32(n)).astype(jnp.int32)
 
 
-def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int) -> jax.Array:
+def kmeans_plusplus(key: PRNGKeyArray, X: Float[Array, "N D"], n_clusters: int) -> Float[Array, "K D"]:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): `centers (K, D)` chosen among the rows of `X`.
 
     The first center is uniform over the points; each next one is drawn with
@@ -76,7 +75,9 @@ def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int) -> jax.Array:
     return centers
 
 
-def reseed_empty(X: jax.Array, centers: jax.Array, empty: jax.Array, sq_dist: jax.Array) -> jax.Array:
+def reseed_empty(
+    X: Float[Array, "N D"], centers: Float[Array, "K D"], empty: Bool[Array, " K"], sq_dist: Float[Array, " N"]
+) -> Float[Array, "K D"]:
     """Move every empty center (`empty (K,)` bool) onto a distinct far point of `X`.
 
     The j-th empty cluster (in index order) gets the j-th point farthest from its
@@ -88,7 +89,7 @@ def reseed_empty(X: jax.Array, centers: jax.Array, empty: jax.Array, sq_dist: ja
     return jnp.where(empty[:, None], X[farthest[order]], centers)
 
 
-def lloyd_step(X: jax.Array, centers: jax.Array) -> jax.Array:
+def lloyd_step(X: Float[Array, "N D"], centers: Float[Array, "K D"]) -> Float[Array, "K D"]:
     """One Lloyd iteration: assign points, move each center to its cluster mean, re-seed empty clusters."""
     k = centers.shape[0]
     labels, sq_dist = assign(X, centers)
@@ -98,11 +99,13 @@ def lloyd_step(X: jax.Array, centers: jax.Array) -> jax.Array:
     return reseed_empty(X, means, counts == 0, sq_dist)
 
 
-def _shift(new: jax.Array, old: jax.Array) -> jax.Array:
+def _shift(new: Float[Array, "K D"], old: Float[Array, "K D"]) -> Float[Array, ""]:
     return jnp.max(jnp.sum((new - old) ** 2, axis=1))
 
 
-def lloyd(X: jax.Array, centers: jax.Array, max_iter: int, threshold: jax.Array) -> jax.Array:
+def lloyd(
+    X: Float[Array, "N D"], centers: Float[Array, "K D"], max_iter: int, threshold: Float[ArrayLike, ""]
+) -> Float[Array, "K D"]:
     """Lloyd iterations from `centers` until the largest squared center shift is `<= threshold`, or `max_iter`."""
 
     def keep_going(state):
@@ -119,8 +122,13 @@ def lloyd(X: jax.Array, centers: jax.Array, max_iter: int, threshold: jax.Array)
 
 
 def minibatch(
-    key: jax.Array, X: jax.Array, centers: jax.Array, batch_size: int, max_iter: int, threshold: jax.Array
-) -> jax.Array:
+    key: PRNGKeyArray,
+    X: Float[Array, "N D"],
+    centers: Float[Array, "K D"],
+    batch_size: int,
+    max_iter: int,
+    threshold: Float[ArrayLike, ""],
+) -> Float[Array, "K D"]:
     """Mini-batch k-means (Sculley 2010) from `centers`.
 
     Each step draws `batch_size` points (uniformly, with replacement), assigns them
@@ -176,14 +184,14 @@ def _kmeans(X, key, tol, *, n_clusters, max_iter, batch_size):
 
 
 def kmeans(
-    X: Any,
+    X: Float[ArrayLike, "N D"] | Int[ArrayLike, "N D"],
     n_clusters: int,
     *,
-    key: jax.Array,
+    key: PRNGKeyArray,
     max_iter: int = 300,
     tol: float = 1e-4,
     batch_size: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[Float[Array, "K D"], Int[Array, " N"]]:
     """Cluster the rows of `X` into `n_clusters` groups by k-means.
 
     Args:

@@ -15,38 +15,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike, Float
 
-from gaussjax._checks import check_finite
+from gaussjax._blocks import BLOCK_ELEMENTS
+from gaussjax._checks import check_data_matrix, check_finite
 from gaussjax.scores.gaussian import Gaussian
-
-# Rows of an in-memory array are converted to float64 in blocks of at most this
-# many elements (32 MiB), so an (N, D) float32 array is never copied whole.
-_BLOCK_ELEMENTS = 2**22
-
 
 def is_array(X: Any) -> bool:
     """Whether `X` is one array (NumPy, memmap or JAX) rather than an iterable of chunks."""
     return isinstance(X, (np.ndarray, jax.Array))
-
-
-def as_data_matrix(name: str, X: Any) -> np.ndarray:
-    """Return `X` as a NumPy float array `(N, D)` with `N >= 1`, or raise naming `name`.
-
-    Floating dtypes are kept (float64 data is not rounded to float32); integer data
-    becomes float64. Finiteness is checked by the consumer, block by block.
-    """
-    if isinstance(X, jax.core.Tracer):
-        raise TypeError(f"`{name}` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"`{name}` must have shape (N, D), got {X.shape}")
-    if X.shape[0] == 0:
-        raise ValueError(f"`{name}` is empty (N = 0)")
-    if X.shape[1] == 0:
-        raise ValueError(f"`{name}` has dimension D = 0")
-    if not np.issubdtype(X.dtype, np.floating):
-        X = X.astype(np.float64)
-    return X
 
 
 def resolve_rank(rank: Any, dim: int | None) -> int | None:
@@ -68,8 +45,8 @@ def resolve_rank(rank: Any, dim: int | None) -> int | None:
 def _blocks(X: Any) -> Iterator[np.ndarray]:
     """Yield validated float64 blocks of rows of `X` (an array or an iterable of chunks)."""
     if is_array(X):
-        X = as_data_matrix("X", X)
-        rows = max(1, _BLOCK_ELEMENTS // X.shape[1])
+        X = check_data_matrix("X", X, host=True)
+        rows = max(1, BLOCK_ELEMENTS // X.shape[1])
         for start in range(0, X.shape[0], rows):
             block = np.asarray(X[start : start + rows], dtype=np.float64)
             check_finite("X", block)
@@ -102,7 +79,9 @@ def _blocks(X: Any) -> Iterator[np.ndarray]:
         del chunk
 
 
-def moments(X: Any) -> tuple[np.ndarray, np.ndarray, int]:
+def moments(
+    X: Float[ArrayLike, "N D"] | Iterable[Float[ArrayLike, "n D"]],
+) -> tuple[Float[np.ndarray, " D"], Float[np.ndarray, "D D"], int]:
     """Mean, covariance (1/N normalisation) and count of data, in float64.
 
     Args:
@@ -146,7 +125,9 @@ def moments(X: Any) -> tuple[np.ndarray, np.ndarray, int]:
     return mean, cov, count
 
 
-def covariance_eigenpairs(cov: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def covariance_eigenpairs(
+    cov: Float[np.ndarray, "D D"], rank: int
+) -> tuple[Float[np.ndarray, " r"], Float[np.ndarray, "D r"]]:
     """Top `rank` eigenpairs of a symmetric PSD matrix `cov (D, D)`, in float64.
 
     Returns `eigvals (rank,)` in descending order, with the tiny negative values
@@ -164,7 +145,7 @@ def covariance_eigenpairs(cov: np.ndarray, rank: int) -> tuple[np.ndarray, np.nd
     return eigvals, eigvecs * signs
 
 
-def fit_gaussian(X: Any, rank: int | None = None) -> Gaussian:
+def fit_gaussian(X: Float[ArrayLike, "N D"] | Iterable[Float[ArrayLike, "n D"]], rank: int | None = None) -> Gaussian:
     """The Gaussian with the data's mean and (top-`rank`) covariance, `N(mu, U diag(lambda) U^T)`.
 
     Args:
@@ -184,7 +165,7 @@ def fit_gaussian(X: Any, rank: int | None = None) -> Gaussian:
     for bad data.
     """
     if is_array(X):
-        X = as_data_matrix("X", X)
+        X = check_data_matrix("X", X, host=True)
     resolve_rank(rank, X.shape[1] if is_array(X) else None)  # fail before streaming
     mean, cov, _ = moments(X)
     rank = resolve_rank(rank, mean.shape[0])

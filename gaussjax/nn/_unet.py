@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax._checks import check_choice, check_positive_int
+from gaussjax._checks import check_choice, check_nonnegative_int, check_positive_int
 from gaussjax.nn._block import INIT_ZERO, UNetBlock
 from gaussjax.nn._conv import CONV_IMPLS, Conv2d
 from gaussjax.nn._embedding import FourierEmbedding, PositionalEmbedding
@@ -223,20 +223,16 @@ def _plan(config: SongUNet) -> tuple[list[_Step], list[_Step]]:
     return encoder, decoder
 
 
-def _check_nonnegative_int(name: str, value) -> int:
-    return check_positive_int(name, value, minimum=0)
-
-
 def _check_probability(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
         raise ValueError(f"`{name}` must be a probability in [0, 1), got {value!r}")
 
 
-def _check_int_tuple(name: str, value, *, minimum: int, nonempty: bool) -> None:
+def _check_int_tuple(name: str, value, *, nonempty: bool) -> None:
     if not isinstance(value, tuple) or (nonempty and not value):
         raise TypeError(f"`{name}` must be a{' non-empty' if nonempty else ''} tuple of integers, got {value!r}")
     for i, item in enumerate(value):
-        check_positive_int(f"{name}[{i}]", item, minimum=minimum)
+        check_positive_int(f"{name}[{i}]", item)
 
 
 def _validate(config: SongUNet) -> None:
@@ -244,13 +240,13 @@ def _validate(config: SongUNet) -> None:
     r = check_positive_int("img_resolution", config.img_resolution)
     check_positive_int("in_channels", config.in_channels)
     check_positive_int("out_channels", config.out_channels)
-    _check_nonnegative_int("label_dim", config.label_dim)
-    _check_nonnegative_int("augment_dim", config.augment_dim)
+    check_nonnegative_int("label_dim", config.label_dim)
+    check_nonnegative_int("augment_dim", config.augment_dim)
     check_positive_int("model_channels", config.model_channels)
-    _check_int_tuple("channel_mult", config.channel_mult, minimum=1, nonempty=True)
+    _check_int_tuple("channel_mult", config.channel_mult, nonempty=True)
     check_positive_int("channel_mult_emb", config.channel_mult_emb)
-    _check_nonnegative_int("num_blocks", config.num_blocks)
-    _check_int_tuple("attn_resolutions", config.attn_resolutions, minimum=1, nonempty=False)
+    check_nonnegative_int("num_blocks", config.num_blocks)
+    _check_int_tuple("attn_resolutions", config.attn_resolutions, nonempty=False)
     _check_probability("dropout", config.dropout)
     _check_probability("label_dropout", config.label_dropout)
     check_choice("embedding_type", config.embedding_type, ("positional", "fourier"))

@@ -8,21 +8,38 @@ from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_query
+from gaussjax.conventions import score_from_denoiser
 
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """Anything samplers, ODE solves and metrics accept: a denoiser and its score.
+    """The denoiser contract: what samplers, ODE solves, metrics and probes read from a model.
 
-    `denoise(x, sigma)` estimates `E[y | x = y + sigma n]` for `x (..., D)`; `score(x,
-    sigma) = (denoise(x, sigma) - x) / sigma**2` (EDM Eq. 3, paper Eq. 4).
+    - `dim`: D, the length of the flat vectors the model works on.
+    - `denoise(x, sigma)`: estimates `E[y | x = y + sigma n]` for `x (..., D)`, with
+      `sigma` a scalar or broadcasting against `x.shape[:-1]`.
+    - `score(x, sigma)`: `(denoise(x, sigma) - x) / sigma**2` (EDM Eq. 3, paper Eq. 4),
+      i.e. `gaussjax.score_from_denoiser`; a model may compute it more accurately.
+
+    Models on images (`gaussjax.nn.NeuralDenoiser`) also have `image_shape = (H, W, C)`
+    with `H W C = D` and accept `x (..., H, W, C)` too; analytic models do not have it.
+    Samplers and ODE solves need only `denoise`: any object with that method is
+    accepted (a pytree's arrays are traced; another object's arrays are compile-time
+    constants, and it is compiled once per instance).
     """
 
-    def denoise(self, x: jax.Array, sigma) -> jax.Array: ...
+    dim: int
 
-    def score(self, x: jax.Array, sigma) -> jax.Array: ...
+    def denoise(
+        self, x: Float[Array, "*batch D"], sigma: Float[ArrayLike, "*#batch"] | float
+    ) -> Float[Array, "*batch D"]: ...
+
+    def score(
+        self, x: Float[Array, "*batch D"], sigma: Float[ArrayLike, "*#batch"] | float
+    ) -> Float[Array, "*batch D"]: ...
 
 
 class AnalyticModel:
@@ -43,20 +60,26 @@ class AnalyticModel:
         out = _apply(self, method, x.reshape(-1, self.dim), sigma.reshape(-1))
         return out.reshape(out_shape(x.shape))
 
-    def denoise(self, x, sigma) -> jax.Array:
+    def denoise(
+        self, x: Float[ArrayLike, "*batch D"], sigma: Float[ArrayLike, "*#batch"] | float
+    ) -> Float[Array, "*batch D"]:
         """Optimal denoiser `D(x, sigma) = E[y | x]`, shape of `x` `(..., D)`."""
         return self._flat_call("_denoise", x, sigma, lambda shape: shape)
 
-    def score(self, x, sigma) -> jax.Array:
+    def score(
+        self, x: Float[ArrayLike, "*batch D"], sigma: Float[ArrayLike, "*#batch"] | float
+    ) -> Float[Array, "*batch D"]:
         """Score `grad_x log p(x; sigma)` of the noised distribution, shape `(..., D)`."""
         return self._flat_call("_score", x, sigma, lambda shape: shape)
 
-    def log_density(self, x, sigma) -> jax.Array:
+    def log_density(
+        self, x: Float[ArrayLike, "*batch D"], sigma: Float[ArrayLike, "*#batch"] | float
+    ) -> Float[Array, "*batch"]:
         """Normalized `log p(x; sigma)` of the data distribution convolved with N(0, sigma^2 I), shape `(...)`."""
         return self._flat_call("_log_density", x, sigma, lambda shape: shape[:-1])
 
     def _score(self, x, sigma):
-        return (self._denoise(x, sigma) - x) / jnp.square(sigma)[:, None]
+        return score_from_denoiser(self._denoise(x, sigma), x, sigma)
 
 
 @functools.partial(jax.jit, static_argnames="method")
@@ -65,6 +88,6 @@ def _apply(model, method: str, x, sigma):
     return getattr(model, method)(x, sigma)
 
 
-def gaussian_log_normalizer(dim: int, sigma) -> jax.Array:
+def gaussian_log_normalizer(dim: int, sigma: Float[ArrayLike, "*batch"]) -> Float[Array, "*batch"]:
     """`-(D/2) log(2 pi sigma^2)`: the log normalizer of N(., sigma^2 I) in D dimensions."""
     return -0.5 * dim * (math.log(2 * math.pi) + 2 * jnp.log(sigma))

@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 
 class SoftmaxSum(NamedTuple):
     """Partial softmax-weighted sum over the components seen so far, for a batch of B queries."""
 
-    max: jax.Array  # (B,) largest logit so far (-inf before any)
-    total: jax.Array  # (B,) sum_i exp(logit_i - max)
-    weighted: jax.Array  # (B, F) sum_i exp(logit_i - max) * value_i
+    max: Float[Array, " B"]  # largest logit so far (-inf before any)
+    total: Float[Array, " B"]  # sum_i exp(logit_i - max)
+    weighted: Float[Array, "B F"]  # sum_i exp(logit_i - max) * value_i
 
 
 def empty(batch: int, features: int, dtype) -> SoftmaxSum:
@@ -34,11 +34,13 @@ def empty(batch: int, features: int, dtype) -> SoftmaxSum:
     )
 
 
-def _finite_or_zero(m: jax.Array) -> jax.Array:
+def _finite_or_zero(m: Array) -> Array:
     return jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
 
 
-def accumulate(state: SoftmaxSum, logits: jax.Array, weigh: Callable[[jax.Array], jax.Array]) -> SoftmaxSum:
+def accumulate(
+    state: SoftmaxSum, logits: Float[Array, "B S"], weigh: Callable[[Float[Array, "B S"]], Float[Array, "B F"]]
+) -> SoftmaxSum:
     """Add a block of components with `logits (B, S)`.
 
     `weigh(p)` receives the block's unnormalized weights `p = exp(logits - max) (B, S)`
@@ -64,11 +66,11 @@ def merge(a: SoftmaxSum, b: SoftmaxSum) -> SoftmaxSum:
     return SoftmaxSum(new_max, a.total * ra + b.total * rb, a.weighted * ra[:, None] + b.weighted * rb[:, None])
 
 
-def weighted_mean(state: SoftmaxSum) -> jax.Array:
+def weighted_mean(state: SoftmaxSum) -> Float[Array, "B F"]:
     """`sum_i softmax(logits)_i value_i`, shape `(B, F)`."""
     return state.weighted / state.total[:, None]
 
 
-def log_normalizer(state: SoftmaxSum) -> jax.Array:
+def log_normalizer(state: SoftmaxSum) -> Float[Array, " B"]:
     """`logsumexp(logits)`, shape `(B,)`."""
     return state.max + jnp.log(state.total)

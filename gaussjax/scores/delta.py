@@ -8,20 +8,21 @@ import math
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+from jaxtyping import Array, ArrayLike, Float
 
+from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_positive_int
+from gaussjax._precision import matmul
 from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.scores import _softmax
 from gaussjax.scores._base import AnalyticModel, gaussian_log_normalizer
 
-CHUNK_ELEMENTS = 2**22  # target size of one chunk of points, in elements (16 MiB in float32)
-BLOCK_ELEMENTS = 2**22  # bound on a (queries x chunk) logits block, in elements
 MIN_CHUNK, MAX_CHUNK = 256, 16384
 
 
 def auto_chunk_size(num_points: int, dim: int) -> int:
-    """Points per chunk: about `CHUNK_ELEMENTS / D`, evened out so padding is at most 7 rows."""
-    target = min(max(CHUNK_ELEMENTS // dim, MIN_CHUNK), MAX_CHUNK)
+    """Points per chunk: about `BLOCK_ELEMENTS / D`, evened out so padding is at most 7 rows."""
+    target = min(max(BLOCK_ELEMENTS // dim, MIN_CHUNK), MAX_CHUNK)
     num_chunks = -(-num_points // target)
     per_chunk = -(-num_points // num_chunks)
     return min(-(-per_chunk // 8) * 8, num_points)
@@ -51,7 +52,8 @@ class DeltaMixture(AnalyticModel):
 
     (the `-||x||^2 / 2` part of `-||x - y_i||^2 / 2` is the same for every i and cancels).
     The points are streamed in chunks with an online log-sum-exp (`_softmax.SoftmaxSum`),
-    two matmuls per chunk, so no (queries x N) array exists and peak memory stays
+    two matmuls per chunk (at full float32 precision on every backend, see
+    `gaussjax._precision`), so no (queries x N) array exists and peak memory stays
     bounded for any N. The chunked layout (and the norms `||y_i||^2 / 2`) is prepared
     once here. If `points` is a `jax.Array` sharded by rows over a mesh, each device
     streams its own rows and the partial sums are merged across devices.
@@ -61,13 +63,13 @@ class DeltaMixture(AnalyticModel):
         chunk_size: points per chunk (static; default: about 4M elements per chunk).
     """
 
-    chunks: jax.Array  # (C, S, D), rows past N are zero padding
-    half_sq_norms: jax.Array  # (C, S), ||y_i||^2 / 2, +inf on padding (weight exactly 0)
+    chunks: Float[Array, "C S D"]  # rows past N are zero padding
+    half_sq_norms: Float[Array, "C S"]  # ||y_i||^2 / 2, +inf on padding (weight exactly 0)
     num_points: int = static_field()
     mesh: object = static_field(default=None)
     axis: str | None = static_field(default=None)
 
-    def __init__(self, points, chunk_size: int | None = None):
+    def __init__(self, points: Float[ArrayLike, "N D"], chunk_size: int | None = None):
         sharded = _sharded_axis(points)
         if sharded is None and isinstance(getattr(points, "sharding", None), NamedSharding):
             # replicated, or a one-device mesh: an ordinary array on one of its devices
@@ -98,7 +100,7 @@ class DeltaMixture(AnalyticModel):
         return self.chunks.shape[1]
 
     @property
-    def points(self) -> jax.Array:
+    def points(self) -> Float[Array, "N D"]:
         """The training points `(N, D)`."""
         return self.chunks.reshape(-1, self.dim)[: self.num_points]
 
@@ -142,8 +144,8 @@ def _stream(chunks, half_sq_norms, x, inv_variance) -> _softmax.SoftmaxSum:
 
     def step(total, chunk):
         points, half_sq = chunk
-        logits = (x @ points.T - half_sq[None, :]) * inv_variance[:, None]  # (B, S)
-        return _softmax.accumulate(total, logits, lambda p: p @ points), None
+        logits = (matmul(x, points.T) - half_sq[None, :]) * inv_variance[:, None]  # (B, S)
+        return _softmax.accumulate(total, logits, lambda p: matmul(p, points)), None
 
     empty = _softmax.empty(x.shape[0], x.shape[1], jnp.result_type(x, chunks))
     total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))

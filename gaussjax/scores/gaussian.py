@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_float_array, is_concrete
+from gaussjax._precision import matmul
 from gaussjax._pytree import pytree_dataclass
 from gaussjax.scores._base import AnalyticModel
 
 
-def check_eigenbasis(eigvals, eigvecs, *, batch_ndim: int = 0, dim: int | None = None):
+def check_eigenbasis(
+    eigvals: Float[ArrayLike, "*components r"],
+    eigvecs: Float[ArrayLike, "*components D r"],
+    *,
+    batch_ndim: int = 0,
+    dim: int | None = None,
+) -> tuple[Float[Array, "*components r"], Float[Array, "*components D r"]]:
     """Validate eigenpairs `eigvals (..., r) >= 0` and orthonormal `eigvecs (..., D, r)`, r <= D.
 
     `batch_ndim` leading axes (e.g. one for mixture components) must agree.
@@ -59,9 +66,9 @@ class Gaussian(AnalyticModel):
         eigvecs: `(D, r)` orthonormal eigenvectors, `r <= D`.
     """
 
-    mean: jax.Array
-    eigvals: jax.Array
-    eigvecs: jax.Array
+    mean: Float[Array, " D"]
+    eigvals: Float[Array, " r"]
+    eigvecs: Float[Array, "D r"]
 
     def __post_init__(self):
         mean = check_float_array("mean", self.mean, ndim=1)
@@ -79,33 +86,33 @@ class Gaussian(AnalyticModel):
         return self.eigvecs.shape[-1]
 
     @property
-    def covariance(self) -> jax.Array:
+    def covariance(self) -> Float[Array, "D D"]:
         """The dense `(D, D)` covariance `U diag(lambda) U^T` (for inspection; never used internally)."""
-        return (self.eigvecs * self.eigvals[None, :]) @ self.eigvecs.T
+        return matmul(self.eigvecs * self.eigvals[None, :], self.eigvecs.T)
 
     def _denoise(self, x, sigma):
-        coords = (x - self.mean[None, :]) @ self.eigvecs  # (B, r)
+        coords = matmul(x - self.mean[None, :], self.eigvecs)  # (B, r)
         shrink = self.eigvals[None, :] / (self.eigvals[None, :] + jnp.square(sigma)[:, None])
-        return self.mean[None, :] + (shrink * coords) @ self.eigvecs.T
+        return self.mean[None, :] + matmul(shrink * coords, self.eigvecs.T)
 
     def _score(self, x, sigma):
         variance = jnp.square(sigma)[:, None]
         offset = self.mean[None, :] - x
-        coords = offset @ self.eigvecs
-        score = (coords / (self.eigvals[None, :] + variance)) @ self.eigvecs.T
+        coords = matmul(offset, self.eigvecs)
+        score = matmul(coords / (self.eigvals[None, :] + variance), self.eigvecs.T)
         if self.rank < self.dim:  # the complement of span(U) has variance sigma^2 only
-            score = score + (offset - coords @ self.eigvecs.T) / variance
+            score = score + (offset - matmul(coords, self.eigvecs.T)) / variance
         return score
 
     def _log_density(self, x, sigma):
         variance = jnp.square(sigma)
         offset = x - self.mean[None, :]
-        coords = offset @ self.eigvecs
+        coords = matmul(offset, self.eigvecs)
         mode_variance = self.eigvals[None, :] + variance[:, None]
         quadratic = jnp.sum(jnp.square(coords) / mode_variance, axis=-1)
         log_det = jnp.sum(jnp.log(mode_variance), axis=-1)
         if self.rank < self.dim:
-            residual = offset - coords @ self.eigvecs.T
+            residual = offset - matmul(coords, self.eigvecs.T)
             quadratic = quadratic + jnp.sum(jnp.square(residual), axis=-1) / variance
             log_det = log_det + (self.dim - self.rank) * jnp.log(variance)
         return -0.5 * (quadratic + log_det + self.dim * math.log(2 * math.pi))

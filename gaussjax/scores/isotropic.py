@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from gaussjax._checks import check_float_array
 from gaussjax._pytree import pytree_dataclass
@@ -21,7 +21,7 @@ class Isotropic(AnalyticModel):
         mean: `(D,)` data mean.
     """
 
-    mean: jax.Array
+    mean: Float[Array, " D"]
 
     def __post_init__(self):
         object.__setattr__(self, "mean", check_float_array("mean", self.mean, ndim=1))

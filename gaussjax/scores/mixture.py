@@ -7,8 +7,10 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from gaussjax._checks import check_float_array, is_concrete
+from gaussjax._precision import einsum, matmul
 from gaussjax._pytree import pytree_dataclass
 from gaussjax.scores import _softmax
 from gaussjax.scores._base import AnalyticModel
@@ -27,6 +29,8 @@ class GaussianMixture(AnalyticModel):
     with the low-rank log-determinant `sum_j log(lambda_kj + sigma^2) + (D - r) log sigma^2`.
     The projections `U_k^T x` of all modes are one matmul and the weighted
     reconstruction another, O(K D r) per query; no (queries x K x D) tensor is formed.
+    The products run at full float32 precision on every backend (`gaussjax._precision`):
+    the logits scale their rounding error by 1 / sigma^2.
     Rank 0 gives a mixture of isotropic modes (the delta mixture, with equal weights).
 
     Args:
@@ -36,10 +40,10 @@ class GaussianMixture(AnalyticModel):
         eigvecs: `(K, D, r)` per-mode orthonormal eigenvectors.
     """
 
-    weights: jax.Array
-    means: jax.Array
-    eigvals: jax.Array
-    eigvecs: jax.Array
+    weights: Float[Array, " K"]
+    means: Float[Array, "K D"]
+    eigvals: Float[Array, "K r"]
+    eigvecs: Float[Array, "K D r"]
 
     def __post_init__(self):
         weights = check_float_array("weights", self.weights, ndim=1)
@@ -73,10 +77,10 @@ class GaussianMixture(AnalyticModel):
 
         `x (B, D)`, `variance (B,)` -> logits `(B, K)`, coords `U_k^T (x - mu_k)` `(B, K, r)`.
         """
-        coords = jnp.einsum("bd,kdr->bkr", x, self.eigvecs) - jnp.einsum("kd,kdr->kr", self.means, self.eigvecs)[None]
+        coords = einsum("bd,kdr->bkr", x, self.eigvecs) - einsum("kd,kdr->kr", self.means, self.eigvecs)[None]
         distance2 = (
             jnp.sum(jnp.square(x), axis=-1, keepdims=True)
-            - 2 * x @ self.means.T
+            - 2 * matmul(x, self.means.T)
             + jnp.sum(jnp.square(self.means), axis=-1)[None, :]
         )  # (B, K) ||x - mu_k||^2 by the matmul expansion
         mode_variance = self.eigvals[None] + variance[:, None, None]  # (B, K, r)
@@ -95,7 +99,7 @@ class GaussianMixture(AnalyticModel):
         shrunk = coords * (self.eigvals[None] / mode_variance)  # (B, K, r)
 
         def weigh(p):  # sum_k p_k [mu_k + U_k shrunk_k]
-            return p @ self.means + jnp.einsum("bkr,kdr->bd", p[..., None] * shrunk, self.eigvecs)
+            return matmul(p, self.means) + einsum("bkr,kdr->bd", p[..., None] * shrunk, self.eigvecs)
 
         total = _softmax.accumulate(_softmax.empty(x.shape[0], self.dim, logits.dtype), logits, weigh)
         return _softmax.weighted_mean(total)

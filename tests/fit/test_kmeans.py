@@ -125,7 +125,7 @@ def test_duplicated_points(key):
 def test_blockwise_assignment_matches_numpy(monkeypatch):
     rng = np.random.default_rng(4)
     X, centers = rng.normal(size=(101, 5)).astype(np.float32), rng.normal(size=(7, 5)).astype(np.float32)
-    monkeypatch.setattr(_kmeans, "_ASSIGN_ELEMENTS", 7 * 8)  # blocks of 8 rows, remainder 5
+    monkeypatch.setattr(_kmeans, "BLOCK_ELEMENTS", 7 * 8)  # blocks of 8 rows, remainder 5
     labels, sq_dist = _kmeans.assign(jnp.asarray(X), jnp.asarray(centers))
     reference, _ = nearest_numpy(X, centers)
     np.testing.assert_array_equal(labels, reference)
