@@ -14,8 +14,8 @@ Baselines, all with the same tolerances and `t_eval` at the same sigmas, NumPy f
       trajectory than (a) or gaussjax).
 
 Also timed: one joint diffrax solve of the (256, 64) state with a max-over-trajectories
-error norm, the alternative to `solve_pf_ode`'s per-trajectory `vmap` (see the
-`gaussjax.ode` module docstring). Times are medians of alternating runs in this process.
+error norm, the alternative to `solve_pf_ode`'s per-trajectory `vmap` (see
+"Adaptive reference solves" in docs/dynamics.md). Times are medians of alternating runs in this process.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ solution, analytical teleportation, and EDM training with score-structure probes
 See `docs/index.md`.
 """
 
-from gaussjax import conventions, data, evaluation, fit, metrics, ode, samplers, schedules, scores, solution
+from gaussjax import conventions, data, evaluation, fit, metrics, nn, ode, samplers, schedules, scores, solution
+from gaussjax.conventions import score_from_denoiser
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
 from gaussjax.fit import fit_gaussian, fit_gmm, kmeans
 from gaussjax.metrics import fraction_unexplained_variance, per_sample_unexplained_variance
@@ -19,7 +20,7 @@ from gaussjax.samplers import (
     heun_sampler,
     hybrid_sampler,
 )
-from gaussjax.schedules import cosine_schedule, ddpm_linear_schedule, karras_sigmas
+from gaussjax.schedules import VPSchedule, cosine_schedule, ddpm_linear_schedule, karras_sigmas
 from gaussjax.scores import DeltaMixture, Denoiser, Gaussian, GaussianMixture, Isotropic
 from gaussjax.solution import (
     gaussian_denoiser_trajectory,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PFODESolution",
     "SamplerOutput",
+    "VPSchedule",
     "DeltaMixture",
     "Denoiser",
     "Gaussian",
@@ -67,9 +69,11 @@ __all__ = [
     "fraction_unexplained_variance",
     "kmeans",
     "metrics",
+    "nn",
     "ode",
     "noised_data",
     "per_sample_unexplained_variance",
     "pure_noise",
+    "score_from_denoiser",
     "scores",
 ]

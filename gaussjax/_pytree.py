@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 
 
 def static_field(**kwargs):
@@ -38,3 +39,36 @@ def pytree_dataclass(cls):
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten)
     return cls
+
+
+@jax.tree_util.register_static
+class _OpaqueModel:
+    """A model that is not a pytree of arrays, carried through `jax.jit` as static data.
+
+    Hashed and compared by the wrapped model's identity: one compilation per instance, with its arrays as
+    compile-time constants. Attribute access is forwarded to the wrapped model.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def __hash__(self):
+        return id(self.model)
+
+    def __eq__(self, other):
+        return isinstance(other, _OpaqueModel) and other.model is self.model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def _is_array_leaf(leaf) -> bool:
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex, bool))
+
+
+def traceable_model(model):
+    """`model` itself if it is a pytree of arrays (its arrays are then traced by `jax.jit`), else
+    a static wrapper (see `_OpaqueModel`), so any object with `.denoise` can enter a jitted function."""
+    if all(_is_array_leaf(leaf) for leaf in jax.tree_util.tree_leaves(model)):
+        return model
+    return _OpaqueModel(model)

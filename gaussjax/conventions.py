@@ -1,4 +1,7 @@
-"""VP / DDPM <-> EDM conventions, in one place (paper Sec. 2.1 and App. D.2).
+"""The EDM convention and the VP / DDPM <-> EDM mapping, in one place (paper Sec. 2.1, App. D.2).
+
+In the EDM convention a noised sample is `x = y + sigma n` and every model's score is
+derived from its denoiser, `score = (D(x, sigma) - x) / sigma^2` (`score_from_denoiser`).
 
 A VP state `x_t = alpha_t y + sigma_t n` is the EDM state `x = x_t / alpha_t` at noise
 level `sigma = sigma_t / alpha_t`. Every model is written in the EDM convention; these
@@ -11,6 +14,27 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+
+def score_from_denoiser(
+    denoised: Float[Array, "*batch D"], x: Float[Array, "*batch D"], sigma: Float[ArrayLike, "*#batch"]
+) -> Float[Array, "*batch D"]:
+    """The score `(D(x, sigma) - x) / sigma^2` (EDM Eq. 3; paper Eq. 4) from a denoiser output.
+
+    `sigma` is a scalar or shaped like `x.shape[:-1]`.
+    """
+    return (denoised - x) / jnp.square(_per_vector(sigma, x))
+
+
+def vp_sigma(alpha: Float[ArrayLike, "*T"]) -> Float[Array, "*T"]:
+    """The VP noise scale `sigma_t = sqrt(1 - alpha_t^2)` of signal scale `alpha_t` (variance preserving)."""
+    return jnp.sqrt(1.0 - jnp.square(jnp.asarray(alpha)))
+
+
+def vp_alpha_from_edm_sigma(sigma: Float[ArrayLike, "*T"]) -> Float[Array, "*T"]:
+    """Signal scale of the VP process at EDM noise level `sigma`: `alpha = 1 / sqrt(1 + sigma^2)`."""
+    return 1.0 / jnp.sqrt(1.0 + jnp.square(jnp.asarray(sigma)))
 
 
 def _per_vector(alpha, x):

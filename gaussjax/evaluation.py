@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax._checks import check_data_matrix, check_positive_int
+from gaussjax._checks import check_data_matrix, check_noise_levels, check_positive_int, is_concrete
+from gaussjax._pytree import traceable_model
+from gaussjax.conventions import score_from_denoiser
 from gaussjax.metrics import fraction_unexplained_variance
 
 
@@ -73,10 +75,11 @@ def _denoise(model, x, sigma):
 
 
 def _check_grid(sigmas) -> np.ndarray:
-    sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    if sigmas.size == 0 or not np.all(np.isfinite(sigmas)) or np.any(sigmas <= 0):
-        raise ValueError(f"`sigmas` must be a non-empty sequence of finite values > 0, got {sigmas}")
-    return sigmas
+    """The probe's noise levels as float64 NumPy `(S,)` (concrete: they label the rows)."""
+    if not is_concrete(jnp.asarray(sigmas)):
+        raise TypeError("`sigmas` must be concrete: the rows of the table are labelled by their values")
+    check_noise_levels("sigmas", sigmas, positive=True)
+    return np.atleast_1d(np.asarray(sigmas, dtype=np.float64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +109,7 @@ class ScoreProbe:
         names = list(self.candidate_outputs)
         sigmas = jnp.asarray(self.sigmas, self.queries.dtype)
         outputs = tuple(self.candidate_outputs[name] for name in names)  # (a dict would come back key-sorted)
-        fuv_score, fuv_denoiser = jax.device_get(_probe_fuvs(reference, self.queries, sigmas, outputs))
+        fuv_score, fuv_denoiser = jax.device_get(_probe_fuvs(traceable_model(reference), self.queries, sigmas, outputs))
         return [
             {"sigma": float(sigma), "candidate": name, "fuv_score": float(fuv_score[c, i]),
              "fuv_denoiser": float(fuv_denoiser[c, i])}
@@ -121,7 +124,9 @@ def _probe_fuvs(reference, queries, sigmas, candidate_outputs):
     ref = reference.denoise(queries, sigmas[:, None])
     approx = jnp.stack(candidate_outputs)  # (C, S, Q, D)
     per_candidate_and_sigma = jax.vmap(jax.vmap(fraction_unexplained_variance), in_axes=(None, 0))
-    return per_candidate_and_sigma(ref - queries, approx - queries[None]), per_candidate_and_sigma(ref, approx)
+    scores = jax.vmap(score_from_denoiser, in_axes=(0, None, None))(approx, queries, sigmas[:, None])
+    ref_score = score_from_denoiser(ref, queries, sigmas[:, None])
+    return per_candidate_and_sigma(ref_score, scores), per_candidate_and_sigma(ref, approx)
 
 
 def make_score_probe(
@@ -139,7 +144,7 @@ def make_score_probe(
     num_queries = check_positive_int("num_queries", num_queries)
     points = queries.sample(key, sigmas, num_queries)
     outputs = {
-        name: jnp.stack([_denoise(model, x, jnp.asarray(s, x.dtype)) for s, x in zip(sigmas, points)])
+        name: jnp.stack([_denoise(traceable_model(model), x, jnp.asarray(s, x.dtype)) for s, x in zip(sigmas, points)])
         for name, model in candidates.items()
     }
     return ScoreProbe(sigmas, points, outputs)

@@ -10,26 +10,11 @@ paper integrated it with SciPy's `solve_ivp`, one trajectory at a time (App. A.4
 `solve_pf_ode` solves a whole batch in one compiled call while keeping what the
 tolerances mean for each trajectory.
 
-Design (measured with `bench/dynamics_ode.py`: 256 trajectories of the digits
-delta mixture, Karras grid 80 -> 0.002, rtol = atol = 1e-5, Tsit5, float32, 2 CPU cores):
-
-- **One adaptive solve per trajectory** (`jax.vmap` over `diffrax.diffeqsolve`). Each
-  trajectory has its own step sizes and its own error norm (the RMS over its D
-  coordinates, as `solve_ivp` uses), so `rtol`/`atol` mean exactly what they mean for a
-  single `solve_ivp` trajectory. Under `vmap` all trajectories advance in one loop (the
-  denoiser sees the whole batch at every stage) that runs until the slowest one ends:
-  33 iterations, against a mean of 27 attempted steps per trajectory. The alternative,
-  one joint solve of the `(B, D)` state with the max over trajectories of the
-  per-trajectory RMS error (as accurate per trajectory), must take at every time the
-  step the worst trajectory needs: 44 steps, and 5-20% slower over several runs
-  (e.g. 0.295 s against 0.278 s; the denoiser dominates both).
-- **Steps land on every grid point** (`step_ts = sigmas`): the saved states are step
-  endpoints rather than dense-output interpolations, and the step size cannot grow from
-  `sigma ~ 80` across the range where the delta-mixture denoiser switches between
-  training points only to be rejected there. Without it: 50 iterations (mean 41
-  attempted steps for the same 23.6 accepted), 0.37 s against 0.26 s, and intermediate
-  states 10x less accurate (max error 1.2e-3 against 1.1e-4 at |x| ~ 80, vs. a DOP853
-  reference at rtol = 1e-11).
+Each trajectory is one adaptive solve (`jax.vmap` over `diffrax.diffeqsolve`) with its
+own step sizes and its own RMS error norm over its D coordinates, so `rtol`/`atol`
+mean what they mean for one `solve_ivp` trajectory; steps are made to land on every
+grid point, so saved states are step endpoints, not interpolations. (Why these
+choices, with measurements: `docs/dynamics.md` and `bench/dynamics_ode.py`.)
 """
 
 from __future__ import annotations
@@ -44,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax._checks import check_finite, check_initial_state, check_positive_int, check_sigma_grid, is_concrete
+from gaussjax._checks import check_initial_state, check_noise_levels, check_positive_int, is_concrete
 from gaussjax.conventions import vp_to_edm
+from gaussjax.schedules import VPSchedule
 
 
 class PFODESolution(NamedTuple):
@@ -174,46 +160,38 @@ def solve_pf_ode(
     return PFODESolution(states, sigmas, num_steps, nfe)
 
 
-def solve_vp_pf_ode(model, x_T, alphas, sigmas_vp, **options) -> PFODESolution:
+def solve_vp_pf_ode(model, x_T, schedule: VPSchedule, **options) -> PFODESolution:
     """Integrate the VP / DDIM probability-flow ODE for an EDM-convention `model` (paper App. D.2).
 
     A VP state `x_t = alpha_t y + sigma_t n` is the EDM state `x = x_t / alpha_t` at
-    noise level `sigma = sigma_t / alpha_t` (`gaussjax.conventions.vp_to_edm`). The VP
-    PF-ODE (paper Eq. 61-63; for a VP-SDE, Eq. 70) is the EDM PF-ODE (Eq. 2) with the
-    state rescaled by `alpha_t` and time reparametrized: its solution through the grid
-    is `alpha_i x(sigma_t_i / alpha_i)` with `x` the EDM solution, which is what this
-    computes (`solve_pf_ode` on the EDM grid, states mapped back).
+    noise level `sigma = sigma_t / alpha_t` (`gaussjax.conventions`). The VP PF-ODE
+    (paper Eq. 61-63; for a VP-SDE, Eq. 70) is the EDM PF-ODE (Eq. 2) with the state
+    rescaled by `alpha_t` and time reparametrized: its solution through the grid is
+    `alpha_i x(sigma_i / alpha_i)` with `x` the EDM solution, which is what this computes
+    (`solve_pf_ode` on `schedule.edm_sigma`, states mapped back).
 
     Args:
         model: EDM-convention denoiser, as for `solve_pf_ode`.
-        x_T: `(..., D)` VP states at the first grid point.
-        alphas: `(K,)` signal scales `alpha_i > 0`.
-        sigmas_vp: `(K,)` VP noise scales `sigma_i >= 0`; `sigmas_vp / alphas` must be
-            strictly decreasing. A trailing `sigmas_vp[-1] = 0` denoises at the last
-            positive level (the last state is then `alphas[-1] * D(...)`).
+        x_T: `(..., D)` VP states at the schedule's first level.
+        schedule: a `VPSchedule` of K >= 2 levels with noise decreasing, the same grid
+            `ddim_sampler` takes (e.g. `ddpm_linear_schedule().sampling_grid(N)`); a final
+            level 1.0 (no noise) denoises at the last noisy level.
         **options: `solver`, `rtol`, `atol`, `max_steps`, `dt0` as for `solve_pf_ode`
             (they apply to the EDM state `x_t / alpha_t`, and `dt0` to its sigma).
 
     Returns:
         `PFODESolution` with `states (K, ..., D)` the VP states (`states[0] = x_T`) and
-        `sigmas = sigmas_vp`.
+        `sigmas = schedule.sigma`, the VP noise scales.
     """
-    alphas = _float_vector("alphas", alphas)
-    sigmas_vp = _float_vector("sigmas_vp", sigmas_vp)
-    if alphas.shape != sigmas_vp.shape:
-        raise ValueError(
-            f"`alphas` and `sigmas_vp` must have the same length, got shapes {alphas.shape} and {sigmas_vp.shape}"
-        )
-    if is_concrete(alphas) and not np.all(np.asarray(alphas) > 0):
-        raise ValueError(f"`alphas` must be > 0, got min {float(np.min(np.asarray(alphas)))}")
+    if not isinstance(schedule, VPSchedule):
+        raise TypeError(f"`schedule` must be a gaussjax.VPSchedule, got {type(schedule).__name__}")
     x_T = check_initial_state(model, x_T)
-    alphas, sigmas_vp = alphas.astype(x_T.dtype), sigmas_vp.astype(x_T.dtype)
-    x_edm, _ = vp_to_edm(x_T, alphas[0], sigmas_vp[0])
-    _, sigmas = vp_to_edm(jnp.zeros(alphas.shape + (1,), x_T.dtype), alphas, sigmas_vp)  # sigma_i / alpha_i
-    solution = solve_pf_ode(model, x_edm, _Named(sigmas, "sigmas_vp / alphas"), **options)
+    alphas = schedule.alpha.astype(x_T.dtype)
+    x_edm, _ = vp_to_edm(x_T, alphas[0], schedule.sigma[0])
+    solution = solve_pf_ode(model, x_edm, _Named(schedule.edm_sigma, "schedule.edm_sigma"), **options)
     scale = alphas.reshape(alphas.shape + (1,) * (solution.states.ndim - 1))
     states = (scale * solution.states).at[0].set(x_T)  # the first state exactly as given
-    return PFODESolution(states, sigmas_vp, solution.num_steps, solution.nfe)
+    return PFODESolution(states, schedule.sigma.astype(x_T.dtype), solution.num_steps, solution.nfe)
 
 
 # --- validation ---------------------------------------------------------------------
@@ -226,21 +204,12 @@ class _Named(NamedTuple):
     name: str
 
 
-def _float_vector(name: str, value):
-    array = jnp.asarray(value)
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        array = array.astype(jnp.result_type(float))
-    if array.ndim != 1:
-        raise ValueError(f"`{name}` must be a 1-D array, got shape {array.shape}")
-    check_finite(name, array)
-    return array
-
-
 def _check_problem(model, x_T, sigmas, name: str):
     if isinstance(sigmas, _Named):
         sigmas, name = sigmas
     x_T = check_initial_state(model, x_T)
-    return x_T, check_sigma_grid(jnp.asarray(sigmas).astype(x_T.dtype), name)  # checked in the solve's dtype
+    sigmas = check_noise_levels(name, sigmas, ndim=(1,), min_size=2, decreasing=True, dtype=x_T.dtype)
+    return x_T, sigmas  # (checked in the solve's dtype)
 
 
 def _check_tolerance(name: str, value, dtype):

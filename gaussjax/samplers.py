@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,11 +22,15 @@ import numpy as np
 from gaussjax._checks import (
     check_initial_state,
     check_key,
+    check_noise_levels,
+    check_nonnegative_int,
     check_nonnegative_real,
-    check_positive_int,
-    check_sigma_grid,
+    as_float,
+    is_concrete,
 )
+from gaussjax._pytree import traceable_model
 from gaussjax.conventions import vp_denoise
+from gaussjax.schedules import VPSchedule
 from gaussjax.solution import teleport
 
 
@@ -47,11 +52,14 @@ class SamplerOutput(NamedTuple):
     denoised: jax.Array | None = None
 
 
-def check_sigmas(sigmas, name: str = "sigmas") -> np.ndarray:
-    """A concrete noise grid as float64 NumPy (samplers need its values: for NFE and the final step)."""
-    if isinstance(sigmas, jax.core.Tracer):
-        raise TypeError(f"`{name}` must be concrete (samplers jit themselves; pass the grid as an array, not a tracer)")
-    return np.asarray(check_sigma_grid(np.asarray(sigmas, dtype=np.float64), name))
+def _sampling_grid(sigmas, dtype):
+    """A sampler's grid `(N + 1,)` in the state dtype: strictly decreasing, >= 0 (values checked when concrete)."""
+    return check_noise_levels("sigmas", sigmas, ndim=(1,), min_size=2, decreasing=True, dtype=dtype)
+
+
+def _ends_at_zero(grid) -> bool | jax.Array:
+    """Whether the grid's last level is 0 (a Python bool when the grid is concrete)."""
+    return bool(np.asarray(grid)[-1] == 0) if is_concrete(grid) else grid[-1] == 0
 
 
 def _denoise(model, x, sigma):
@@ -93,28 +101,43 @@ def _edm_scan(model, x, sigmas, key, churn, *, second_order, stochastic, traject
     return x_final, saved
 
 
-def _stack_trajectory(x_T, saved):
-    states, denoised = saved
-    return jnp.concatenate([x_T[None], states]), denoised
+def _churn_parameters(S_churn, S_min, S_max, S_noise, dtype):
+    """EDM's churn settings as a state-dtype `(4,)` array; `S_churn` must be concrete (it selects the code path)."""
+    S_churn = check_nonnegative_real("S_churn", S_churn)
+    given = (S_min, S_max, S_noise)
+    if all(isinstance(v, numbers.Real) for v in given):  # the usual case: checked on the host, one transfer
+        S_min, S_noise = check_nonnegative_real("S_min", S_min), check_nonnegative_real("S_noise", S_noise)
+        if not S_max >= S_min:  # S_max may be +inf, not NaN
+            raise ValueError(f"need S_min <= S_max (S_max may be inf), got S_min={S_min}, S_max={S_max}")
+        return S_churn, jnp.asarray(np.array([S_churn, S_min, S_max, S_noise]), dtype)
+    S_min, S_noise = (check_noise_levels(n, v, ndim=(0,)) for n, v in (("S_min", S_min), ("S_noise", S_noise)))
+    S_max = as_float("S_max", S_max)
+    if S_max.ndim != 0:
+        raise ValueError(f"`S_max` must be a scalar, got shape {S_max.shape}")
+    if is_concrete(S_min, S_max) and not float(S_max) >= float(S_min):
+        raise ValueError(f"need S_min <= S_max (S_max may be inf), got S_min={float(S_min)}, S_max={float(S_max)}")
+    return S_churn, jnp.stack([jnp.asarray(S_churn, dtype), *(jnp.asarray(v, dtype) for v in (S_min, S_max, S_noise))])
 
 
 def _edm_sampler(model, x_T, sigmas, *, second_order, S_churn, S_min, S_max, S_noise, key, return_trajectory, dtype):
-    grid = check_sigmas(sigmas)
     x_T = check_initial_state(model, x_T, dtype)
-    S_churn = check_nonnegative_real("S_churn", S_churn)
-    S_noise = check_nonnegative_real("S_noise", S_noise)
+    grid = _sampling_grid(sigmas, x_T.dtype)
+    S_churn, churn = _churn_parameters(S_churn, S_min, S_max, S_noise, x_T.dtype)
     stochastic = S_churn > 0
-    if stochastic:
-        key = check_key(key)
-    churn = tuple(jnp.asarray(v, x_T.dtype) for v in (S_churn, S_min, min(S_max, np.finfo(np.float32).max), S_noise))
+    key = check_key(key) if stochastic else None
     x, saved = _edm_scan(
-        model, x_T, jnp.asarray(grid), key if stochastic else None, churn,
+        traceable_model(model), x_T, grid, key, churn,
         second_order=second_order, stochastic=stochastic, trajectory=return_trajectory,
     )
-    steps = len(grid) - 1
-    nfe = steps + (steps - int(grid[-1] == 0) if second_order else 0)
+    steps = grid.shape[0] - 1
+    nfe = steps + (steps - _ends_at_zero(grid) if second_order else 0)
+    return _output(x, nfe, x_T, saved, return_trajectory)
+
+
+def _output(x, nfe, x_T, saved, return_trajectory: bool) -> SamplerOutput:
     if return_trajectory:
-        return SamplerOutput(x, nfe, *_stack_trajectory(x_T, saved))
+        states, denoised = saved
+        return SamplerOutput(x, nfe, jnp.concatenate([x_T[None], states]), denoised)
     return SamplerOutput(x, nfe)
 
 
@@ -208,12 +231,10 @@ def dpmpp_2m_sampler(model, x_T, sigmas, *, return_trajectory: bool = False, dty
     previous denoiser outputs; the first step and a final step to 0 are first order.
     Arguments as `heun_sampler` (deterministic only). `nfe = N`.
     """
-    grid = check_sigmas(sigmas)
     x_T = check_initial_state(model, x_T, dtype)
-    x, saved = _dpmpp_2m_scan(model, x_T, jnp.asarray(grid), trajectory=return_trajectory)
-    if return_trajectory:
-        return SamplerOutput(x, len(grid) - 1, *_stack_trajectory(x_T, saved))
-    return SamplerOutput(x, len(grid) - 1)
+    grid = _sampling_grid(sigmas, x_T.dtype)
+    x, saved = _dpmpp_2m_scan(traceable_model(model), x_T, grid, trajectory=return_trajectory)
+    return _output(x, grid.shape[0] - 1, x_T, saved, return_trajectory)
 
 
 @functools.partial(jax.jit, static_argnames=("trajectory", "stochastic"))
@@ -238,42 +259,53 @@ def _ddim_scan(model, x, alphas_cumprod, eta, key, *, trajectory, stochastic):
 
 
 def ddim_sampler(
-    model, x_T, alphas_cumprod, *, eta: float = 0.0, key=None, return_trajectory: bool = False, dtype=None
+    model, x_T, schedule: VPSchedule, *, eta: float = 0.0, key=None, return_trajectory: bool = False, dtype=None
 ) -> SamplerOutput:
     """DDIM (Song et al. 2021) for a VP / DDPM state, with any EDM-convention `model`.
 
     Args:
         model: any object with `.denoise(x, sigma)` in the EDM convention; the VP endpoint
             estimate is `model.denoise(x_t / alpha_t, sigma_t / alpha_t)` (App. D.2).
-        x_T: `(..., D)` VP states at `alphas_cumprod[0]`.
-        alphas_cumprod: `(N + 1,)` strictly increasing `alpha_t^2` in (0, 1] (noise
-            decreasing), e.g. `schedule.alphas_cumprod[schedule.timesteps(N)]` with a final
-            1.0 appended to end on the clean estimate.
+        x_T: `(..., D)` VP states at the grid's first level.
+        schedule: a `VPSchedule` of `N + 1` levels with noise decreasing (`alphas_cumprod`
+            strictly increasing, the first < 1), e.g. `ddpm_linear_schedule().sampling_grid(N)`,
+            whose final 1.0 ends on the clean estimate.
         eta: 0 for deterministic DDIM; 1 for DDPM-like ancestral noise.
         key: PRNG key, required when `eta > 0`.
 
     Returns:
         `SamplerOutput` of VP states; `nfe = N`.
     """
-    grid = np.asarray(alphas_cumprod, dtype=np.float64)
-    if grid.ndim != 1 or grid.size < 2 or np.any(grid <= 0) or np.any(grid > 1) or np.any(np.diff(grid) <= 0):
-        raise ValueError(
-            f"`alphas_cumprod` must be a 1-D strictly increasing grid in (0, 1] of at least 2 values, got {grid}"
-        )
-    if grid[0] >= 1:
-        raise ValueError("`alphas_cumprod[0]` must be < 1: the start must carry noise")
     x_T = check_initial_state(model, x_T, dtype)
+    grid = _vp_sampling_grid(schedule, x_T.dtype)
     eta = check_nonnegative_real("eta", eta)
     stochastic = eta > 0
-    if stochastic:
-        key = check_key(key)
+    key = check_key(key) if stochastic else None
     x, saved = _ddim_scan(
-        model, x_T, jnp.asarray(grid), jnp.asarray(eta, x_T.dtype), key if stochastic else None,
+        traceable_model(model), x_T, grid, jnp.asarray(eta, x_T.dtype), key,
         trajectory=return_trajectory, stochastic=stochastic,
     )
-    if return_trajectory:
-        return SamplerOutput(x, len(grid) - 1, *_stack_trajectory(x_T, saved))
-    return SamplerOutput(x, len(grid) - 1)
+    return _output(x, grid.shape[0] - 1, x_T, saved, return_trajectory)
+
+
+def _vp_sampling_grid(schedule, dtype):
+    """`schedule.alphas_cumprod` as a VP sampling grid: >= 2 levels, noise decreasing, starting with noise."""
+    if not isinstance(schedule, VPSchedule):
+        raise TypeError(
+            f"`schedule` must be a gaussjax.VPSchedule (e.g. ddpm_linear_schedule().sampling_grid(N)), "
+            f"got {type(schedule).__name__}"
+        )
+    grid = jnp.asarray(schedule.alphas_cumprod).astype(dtype)
+    if grid.shape[0] < 2:
+        raise ValueError(f"`schedule` must hold at least 2 levels, got {grid.shape[0]}")
+    if is_concrete(grid):
+        values = np.asarray(schedule.alphas_cumprod)
+        if not np.all(np.diff(values) > 0):
+            raise ValueError("`schedule` must have noise decreasing (alphas_cumprod increasing); "
+                             "use schedule.sampling_grid(N)")
+        if values[0] >= 1:
+            raise ValueError("`schedule.alphas_cumprod[0]` must be < 1: the start must carry noise")
+    return grid
 
 
 def hybrid_sampler(
@@ -289,8 +321,8 @@ def hybrid_sampler(
         model: the denoiser (neural or analytic).
         gaussian: `Gaussian` fitted to the training data.
         x_T: `(..., D)` initial states at `sigmas[0]`.
-        sigmas: the sampler's full grid.
-        n_skip: steps to skip, `0 <= n_skip <= len(sigmas) - 2`.
+        sigmas: the sampler's full grid `(N + 1,)` (may be traced).
+        n_skip: steps to skip, a Python int in `[0, N - 1]` (it sets the sampler's grid length).
         sampler: `heun_sampler` (default), `euler_sampler` or `dpmpp_2m_sampler`.
         **kwargs: passed to `sampler`.
 
@@ -298,10 +330,10 @@ def hybrid_sampler(
         The sampler's `SamplerOutput`, whose `nfe` counts only the sampler's calls (a
         trajectory then starts at `sigmas[n_skip]`).
     """
-    grid = check_sigmas(sigmas)
-    n_skip = check_positive_int("n_skip", n_skip, minimum=0)
-    if n_skip > len(grid) - 2:
-        raise ValueError(f"`n_skip` must be in [0, len(sigmas) - 2] = [0, {len(grid) - 2}], got {n_skip}")
+    grid = _sampling_grid(sigmas, None)
+    n_skip = check_nonnegative_int("n_skip", n_skip)
+    if n_skip > grid.shape[0] - 2:
+        raise ValueError(f"`n_skip` must be in [0, len(sigmas) - 2] = [0, {grid.shape[0] - 2}], got {n_skip}")
     if n_skip:
         x_T = teleport(gaussian, x_T, grid[0], grid[n_skip])
     return sampler(model, x_T, grid[n_skip:], **kwargs)

@@ -8,74 +8,120 @@ models are indexed by `alphas_cumprod = alpha_t^2` (as diffusers names it), with
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import check_positive_int
+from gaussjax._checks import check_noise_levels, check_positive_int, is_concrete
+from gaussjax._pytree import pytree_dataclass
+from gaussjax.conventions import vp_alpha_from_edm_sigma
+
+__all__ = ["VPSchedule", "cosine_schedule", "ddpm_linear_schedule", "karras_sigmas", "vp_alpha_from_edm_sigma"]
 
 
-def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+def karras_sigmas(
+    num_steps: int,
+    sigma_min: float | Float[ArrayLike, ""] = 0.002,
+    sigma_max: float | Float[ArrayLike, ""] = 80.0,
+    rho: float | Float[ArrayLike, ""] = 7.0,
+) -> Float[Array, "num_steps+1"]:
     """The EDM sampling grid (Karras et al. 2022, Eq. 5; paper Eq. 40), with a trailing 0.
 
         sigma_i = (sigma_max^(1/rho) + i / (num_steps - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
 
     for `i = 0 .. num_steps - 1`, then `sigma_{num_steps} = 0` (as NVlabs/edm).
 
+    Args:
+        num_steps: number of sampler steps N >= 1 (a Python int: it sets the shape).
+        sigma_min, sigma_max: the grid's ends, `0 < sigma_min <= sigma_max < inf`; may be
+            traced (e.g. differentiated), and are then not checked.
+        rho: the spacing exponent, > 0 (may be traced).
+
     Returns:
         `(num_steps + 1,)` array of the default float dtype, strictly decreasing.
     """
     num_steps = check_positive_int("num_steps", num_steps)
-    if not 0 < sigma_min <= sigma_max or not math.isfinite(sigma_max):
-        raise ValueError(f"need 0 < sigma_min <= sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    if not rho > 0:
-        raise ValueError(f"`rho` must be > 0, got {rho}")
-    if num_steps == 1:
-        steps = np.array([sigma_max], dtype=np.float64)
-    else:
-        ramp = np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
-        steps = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return jnp.asarray(np.append(steps, 0.0))
+    given = (sigma_min, sigma_max, rho)
+    sigma_min, sigma_max, rho = (
+        check_noise_levels(name, value, ndim=(0,), positive=True)
+        for name, value in zip(("sigma_min", "sigma_max", "rho"), given)
+    )
+    xp = jnp
+    if is_concrete(sigma_min, sigma_max, rho):  # on the host, in float64, rounded once at the end
+        xp, (sigma_min, sigma_max, rho) = np, (np.float64(np.asarray(v)) for v in given)
+        if not sigma_min <= sigma_max:
+            raise ValueError(f"need sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    ramp = xp.arange(num_steps) / max(num_steps - 1, 1)
+    steps = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return jnp.asarray(xp.append(steps, xp.zeros((), steps.dtype)))
 
 
-@dataclasses.dataclass(frozen=True)
+@pytree_dataclass
 class VPSchedule:
-    """A discrete VP / DDPM schedule, `alphas_cumprod[t] = alpha_t^2` for `t = 0 .. T-1` (noise increasing)."""
+    """VP / DDPM noise levels, the one way VP levels enter gaussjax: `alphas_cumprod = alpha_t^2`.
 
-    alphas_cumprod: np.ndarray  # (T,) float64, decreasing in t, in (0, 1)
+    A level `alphas_cumprod[i] = a` is the VP state `x_t = sqrt(a) y + sqrt(1 - a) n`,
+    i.e. the EDM state `x_t / sqrt(a)` at `sigma = sqrt((1 - a) / a)` (App. D.2,
+    `gaussjax.conventions`). The values are strictly monotone in (0, 1]: a training
+    schedule (`ddpm_linear_schedule`, `cosine_schedule`) has noise increasing with `t`
+    (decreasing values); a sampling grid (`sampling_grid`), as `ddim_sampler` and
+    `solve_vp_pf_ode` take it, has noise decreasing (increasing values, a final 1.0
+    meaning "end on the clean estimate"). A pytree: it passes through `jax.jit`, and
+    its values are checked only when concrete.
+
+    Args:
+        alphas_cumprod: `(T,)` values in (0, 1], strictly monotone.
+    """
+
+    alphas_cumprod: Float[ArrayLike, "T"]
 
     def __post_init__(self):
-        values = np.asarray(self.alphas_cumprod, dtype=np.float64)
-        if values.ndim != 1 or values.size == 0 or np.any(values <= 0) or np.any(values > 1):
-            raise ValueError("`alphas_cumprod` must be a non-empty 1-D array with values in (0, 1]")
-        if np.any(np.diff(values) >= 0):
-            raise ValueError("`alphas_cumprod` must be strictly decreasing (noise increases with t)")
-        values.setflags(write=False)
+        values = check_noise_levels("alphas_cumprod", self.alphas_cumprod, ndim=(1,), positive=True)
+        if is_concrete(values):
+            values = np.asarray(self.alphas_cumprod, dtype=np.float64)
+            steps = np.diff(values)
+            if np.any(values > 1) or not (np.all(steps > 0) or np.all(steps < 0)):
+                raise ValueError("`alphas_cumprod` must be strictly monotone with values in (0, 1]")
+            values.setflags(write=False)
         object.__setattr__(self, "alphas_cumprod", values)
 
+    def __len__(self) -> int:
+        return self.alphas_cumprod.shape[0]
+
+    def _xp(self):
+        """NumPy for concrete values (float64, as constructed), jax.numpy for traced ones."""
+        return np if isinstance(self.alphas_cumprod, np.ndarray) else jnp
+
     @property
-    def alpha(self) -> np.ndarray:
+    def alpha(self) -> Float[Array, "T"]:
         """Signal scale `alpha_t = sqrt(alphas_cumprod)`, `(T,)`."""
-        return np.sqrt(self.alphas_cumprod)
+        return self._xp().sqrt(self.alphas_cumprod)
 
     @property
-    def sigma(self) -> np.ndarray:
+    def sigma(self) -> Float[Array, "T"]:
         """VP noise scale `sigma_t = sqrt(1 - alphas_cumprod)`, `(T,)`."""
-        return np.sqrt(1.0 - self.alphas_cumprod)
+        return self._xp().sqrt(1.0 - self.alphas_cumprod)
 
     @property
-    def edm_sigma(self) -> np.ndarray:
-        """The equivalent EDM noise level `sigma_t / alpha_t`, `(T,)` increasing."""
-        return np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
+    def edm_sigma(self) -> Float[Array, "T"]:
+        """The equivalent EDM noise level `sigma_t / alpha_t` (App. D.2), `(T,)`."""
+        return self.sigma / self.alpha
 
     def timesteps(self, num_steps: int) -> np.ndarray:
-        """`num_steps` evenly spaced timesteps from `T - 1` down to 0 (DDIM's "linspace" spacing)."""
+        """`num_steps` evenly spaced indices from `T - 1` down to 0 (DDIM's "linspace" spacing)."""
         num_steps = check_positive_int("num_steps", num_steps)
-        if num_steps > len(self.alphas_cumprod):
-            raise ValueError(f"`num_steps` = {num_steps} exceeds the schedule's {len(self.alphas_cumprod)} timesteps")
-        return np.round(np.linspace(len(self.alphas_cumprod) - 1, 0, num_steps)).astype(np.int64)
+        if num_steps > len(self):
+            raise ValueError(f"`num_steps` = {num_steps} exceeds the schedule's {len(self)} timesteps")
+        return np.round(np.linspace(len(self) - 1, 0, num_steps)).astype(np.int64)
+
+    def sampling_grid(self, num_steps: int, *, end_clean: bool = True) -> VPSchedule:
+        """The levels at `timesteps(num_steps)` of a training schedule, noise decreasing; with
+        `end_clean` a final 1.0 (the sampler ends on its clean estimate): `num_steps + 1` levels.
+        """
+        values = jnp.asarray(self.alphas_cumprod)[self.timesteps(num_steps)]
+        if end_clean:
+            values = jnp.append(values, jnp.ones((), values.dtype))
+        return VPSchedule(values)
 
 
 def ddpm_linear_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> VPSchedule:
@@ -97,6 +143,3 @@ def cosine_schedule(num_timesteps: int = 1000, s: float = 0.008, max_beta: float
     return VPSchedule(np.cumprod(1.0 - betas))
 
 
-def vp_alpha_from_edm_sigma(sigma):
-    """Signal scale of the VP process at EDM noise level `sigma`: `alpha = 1 / sqrt(1 + sigma^2)`."""
-    return 1.0 / jnp.sqrt(1.0 + jnp.square(jnp.asarray(sigma)))

@@ -14,11 +14,14 @@ vector of noise levels, which becomes the leading output axis.
 
 from __future__ import annotations
 
+import operator
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from gaussjax._checks import check_key, is_concrete
+from gaussjax._checks import as_float, check_finite, check_key, check_noise_levels, is_concrete
+from gaussjax._precision import matmul
+from gaussjax.conventions import vp_sigma
 from gaussjax.scores.gaussian import Gaussian
 
 
@@ -73,7 +76,7 @@ def rotation_correction(alpha, lam):
     (Eq. 107); in general `|J| < sigma <= 1`, and for large `lam` at mid `alpha` it exceeds
     the Eq. 107 value (e.g. `J(0.5; 100) = -0.79`).
     """
-    sigma = jnp.sqrt(1.0 - jnp.square(alpha))
+    sigma = vp_sigma(alpha)
     root = jnp.sqrt(lam) * alpha
     return -2.0 * sigma * root / (jnp.sqrt(jnp.square(sigma) + jnp.square(root)) + root + sigma)
 
@@ -88,40 +91,42 @@ def _check_gaussian(gaussian) -> Gaussian:
 
 
 def _check_state(gaussian: Gaussian, x_T):
-    x_T = jnp.asarray(x_T)
+    x_T = as_float("x_T", x_T)
     if x_T.ndim == 0 or x_T.shape[-1] != gaussian.dim:
         raise ValueError(f"`x_T` must have shape (..., D) with D = {gaussian.dim} (the Gaussian's), got {x_T.shape}")
-    if not jnp.issubdtype(x_T.dtype, jnp.floating):
-        x_T = x_T.astype(jnp.result_type(float))
+    check_finite("x_T", x_T)
     return x_T
 
 
-def _check_levels(name: str, value, *, positive: bool):
-    value = jnp.asarray(value)
-    if value.ndim > 1:
-        raise ValueError(f"`{name}` must be a scalar or 1-D, got shape {value.shape}")
-    if is_concrete(value):
-        values = np.asarray(value)
-        bad = (values <= 0) if positive else (values < 0)
-        if not np.all(np.isfinite(values)) or np.any(bad):
-            raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {values}")
-    return value
-
-
-def _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha):
+def _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha_T, alpha):
     """Validated inputs of the trajectory functions; `sigma`, `alpha` as `(S,)` plus a scalar flag."""
     gaussian = _check_gaussian(gaussian)
     x_T = _check_state(gaussian, x_T)
-    sigma_T = _check_levels("sigma_T", sigma_T, positive=True)
-    sigma, alpha, scalar = _levels(_check_levels("sigma", sigma, positive=False), alpha)
-    return gaussian, x_T, sigma_T, sigma, alpha, scalar
+    sigma_T = check_noise_levels("sigma_T", sigma_T, ndim=(0,), positive=True)
+    alpha_T = check_noise_levels("alpha_T", alpha_T, ndim=(0,))
+    sigma = check_noise_levels("sigma", sigma)
+    alpha = check_noise_levels("alpha", alpha)
+    if alpha.ndim > sigma.ndim or (alpha.ndim == 1 and alpha.shape != sigma.shape):
+        raise ValueError(f"`alpha` must be a scalar or shaped like `sigma` {sigma.shape}, got shape {alpha.shape}")
+    sigma, alpha, scalar = _levels(sigma, alpha)
+    return gaussian, x_T, sigma_T, alpha_T, sigma, alpha, scalar
 
 
 def _decompose(gaussian: Gaussian, x_T, alpha_T):
     """Flatten `x_T` to `(B, D)` and split `x_T - alpha_T mu` into axis coordinates `c (B, r)` and `x_perp (B, D)`."""
     offset = x_T.reshape(-1, gaussian.dim) - alpha_T * gaussian.mean[None, :]
-    coords = offset @ gaussian.eigvecs
-    return coords, offset - coords @ gaussian.eigvecs.T
+    coords = matmul(offset, gaussian.eigvecs)
+    return coords, offset - matmul(coords, gaussian.eigvecs.T)
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(operator.index(n) for n in shape)
+    except TypeError:
+        raise TypeError(f"`shape` must be a tuple of integers, got {shape!r}") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"`shape` must hold sizes >= 0, got {shape}")
+    return shape
 
 
 def _levels(sigma, alpha):
@@ -135,7 +140,7 @@ def _levels(sigma, alpha):
 def _along_axes(weights, coords, eigvecs):
     """`sum_k weights[s, k] c[b, k] u_k` for every level s and sample b, as one `(S*B, r) @ (r, D)` product."""
     scaled = weights[:, None, :] * coords[None, :, :]  # (S, B, r)
-    return (scaled.reshape(-1, coords.shape[1]) @ eigvecs.T).reshape(weights.shape[0], coords.shape[0], -1)
+    return matmul(scaled.reshape(-1, coords.shape[1]), eigvecs.T).reshape(weights.shape[0], coords.shape[0], -1)
 
 
 def _restore(out, x_T, scalar: bool):
@@ -158,7 +163,9 @@ def gaussian_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_T=1.0, al
         `(..., D)` for scalar `sigma`, else `(S, ..., D)`. Includes the off-manifold term
         `(sigma / sigma_T) x_perp`, which vanishes at `sigma = 0` for rank r < D.
     """
-    gaussian, x_T, sigma_T, sigma, alpha, scalar = _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha)
+    gaussian, x_T, sigma_T, alpha_T, sigma, alpha, scalar = _check_trajectory(
+        gaussian, x_T, sigma_T, sigma, alpha_T, alpha
+    )
     coords, perp = _decompose(gaussian, x_T, alpha_T)
     growth = psi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
     on_manifold = _along_axes(growth, coords, gaussian.eigvecs)
@@ -176,7 +183,9 @@ def gaussian_denoiser_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_
     Arguments and shapes as `gaussian_trajectory`. The output stays on the data manifold
     `mu + span(U)` at every sigma.
     """
-    gaussian, x_T, sigma_T, sigma, alpha, scalar = _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha)
+    gaussian, x_T, sigma_T, alpha_T, sigma, alpha, scalar = _check_trajectory(
+        gaussian, x_T, sigma_T, sigma, alpha_T, alpha
+    )
     coords, _ = _decompose(gaussian, x_T, alpha_T)
     gain = xi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
     out = gaussian.mean[None, None, :] + _along_axes(gain, coords, gaussian.eigvecs)
@@ -203,10 +212,9 @@ def teleport(gaussian: Gaussian, x_T, sigma_T, sigma_skip) -> jax.Array:
     Returns:
         `(..., D)` states at `sigma_skip` (EDM convention).
     """
-    sigma_skip = _check_levels("sigma_skip", sigma_skip, positive=True)
-    if sigma_skip.ndim != 0:
-        raise ValueError(f"`sigma_skip` must be a scalar, got shape {sigma_skip.shape}")
-    if is_concrete(sigma_skip, jnp.asarray(sigma_T)) and float(sigma_skip) > float(sigma_T):
+    sigma_T = check_noise_levels("sigma_T", sigma_T, ndim=(0,), positive=True)
+    sigma_skip = check_noise_levels("sigma_skip", sigma_skip, ndim=(0,), positive=True, dtype=sigma_T.dtype)
+    if is_concrete(sigma_skip, sigma_T) and float(sigma_skip) > float(sigma_T):
         raise ValueError(f"`sigma_skip` = {float(sigma_skip)} must not exceed `sigma_T` = {float(sigma_T)}")
     return gaussian_trajectory(gaussian, x_T, sigma_T, sigma_skip)
 
@@ -223,13 +231,13 @@ def gaussian_warm_start(gaussian: Gaussian, key, shape: tuple[int, ...], sigma) 
     """
     gaussian = _check_gaussian(gaussian)
     key = check_key(key)
-    sigma = _check_levels("sigma", sigma, positive=False)
-    if sigma.ndim != 0:
-        raise ValueError(f"`sigma` must be a scalar, got shape {sigma.shape}")
-    z = jax.random.normal(key, (*tuple(shape), gaussian.dim), gaussian.mean.dtype).reshape(-1, gaussian.dim)
+    sigma = check_noise_levels("sigma", sigma, ndim=(0,))
+    shape = _check_shape(shape)
+    z = jax.random.normal(key, (*shape, gaussian.dim), gaussian.mean.dtype).reshape(-1, gaussian.dim)
     stretch = jnp.sqrt(gaussian.eigvals + jnp.square(sigma)) - sigma  # (r,)
-    samples = gaussian.mean[None, :] + sigma * z + ((z @ gaussian.eigvecs) * stretch[None, :]) @ gaussian.eigvecs.T
-    return samples.reshape(*tuple(shape), gaussian.dim)
+    along_axes = matmul(matmul(z, gaussian.eigvecs) * stretch[None, :], gaussian.eigvecs.T)
+    samples = gaussian.mean[None, :] + sigma * z + along_axes
+    return samples.reshape(*shape, gaussian.dim)
 
 
 def rotation_decomposition(gaussian: Gaussian, x_T, alpha_T, alpha):
@@ -254,14 +262,15 @@ def rotation_decomposition(gaussian: Gaussian, x_T, alpha_T, alpha):
     """
     gaussian = _check_gaussian(gaussian)
     x_T = _check_state(gaussian, x_T)
-    alpha_T, alpha = jnp.asarray(alpha_T), jnp.asarray(alpha)
-    if is_concrete(alpha_T, alpha) and not (0 <= float(alpha_T) < 1 and 0 <= float(alpha) <= 1):
+    alpha_T = check_noise_levels("alpha_T", alpha_T, ndim=(0,))
+    alpha = check_noise_levels("alpha", alpha, ndim=(0,))
+    if is_concrete(alpha_T, alpha) and not (float(alpha_T) < 1 and float(alpha) <= 1):
         raise ValueError(f"need 0 <= alpha_T < 1 and 0 <= alpha <= 1, got alpha_T={float(alpha_T)}, alpha={float(alpha)}")
-    sigma, sigma_T = jnp.sqrt(1.0 - jnp.square(alpha)), jnp.sqrt(1.0 - jnp.square(alpha_T))
+    sigma, sigma_T = vp_sigma(alpha), vp_sigma(alpha_T)
     b = sigma / sigma_T
     a = alpha - alpha_T * b
     coords, _ = _decompose(gaussian, x_T, alpha_T)
     lam = gaussian.eigvals
     bracket = psi(sigma, lam, sigma_T, alpha, alpha_T) - b - a * psi(0.0, lam, sigma_T, 1.0, alpha_T)
-    residual = (coords * bracket[None, :]) @ gaussian.eigvecs.T
+    residual = matmul(coords * bracket[None, :], gaussian.eigvecs.T)
     return a, b, residual.reshape(x_T.shape)

@@ -37,7 +37,9 @@ def test_errors():
         karras_sigmas(0)
     with pytest.raises(ValueError, match="sigma_min <= sigma_max"):
         karras_sigmas(5, sigma_min=1.0, sigma_max=0.5)
-    with pytest.raises(ValueError, match="strictly decreasing"):
-        VPSchedule(np.array([0.5, 0.9]))
+    with pytest.raises(ValueError, match="strictly monotone"):
+        VPSchedule(np.array([0.5, 0.9, 0.7]))
+    with pytest.raises(ValueError, match="strictly monotone"):
+        VPSchedule(np.array([0.5, 1.5]))
     with pytest.raises(ValueError, match="exceeds"):
         ddpm_linear_schedule(10).timesteps(11)

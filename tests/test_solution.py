@@ -169,7 +169,7 @@ def test_errors(key):
         gaussian_trajectory(g, np.zeros(6), 0.0, 1.0)
     with pytest.raises(ValueError, match="`sigma` must be finite and >= 0"):
         gaussian_trajectory(g, np.zeros(6), 1.0, -1.0)
-    with pytest.raises(ValueError, match="`sigma` must be a scalar or 1-D"):
+    with pytest.raises(ValueError, match="`sigma` must be a scalar or a 1-D grid"):
         gaussian_trajectory(g, np.zeros(6), 1.0, np.ones((2, 2)))
     with pytest.raises(ValueError, match="alpha_T < 1"):
         rotation_decomposition(g, np.zeros(6), 1.0, 0.5)

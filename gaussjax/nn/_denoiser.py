@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gaussjax._checks import check_query
+from gaussjax.conventions import score_from_denoiser
 from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.nn._precond import EDMPrecond
 
@@ -68,7 +69,7 @@ class NeuralDenoiser:
     def score(self, x, sigma) -> jax.Array:
         """`(D(x; sigma) - x) / sigma^2`, shape and layout of `x`."""
         flat, sigma, restore = self._query(x, sigma)
-        return restore((self._denoise(flat, sigma) - flat) / jnp.square(sigma)[..., None])
+        return restore(score_from_denoiser(self._denoise(flat, sigma), flat, sigma))
 
     def _query(self, x, sigma):
         """Validated flat `x (..., D)`, `sigma (...)` and a function restoring `x`'s layout."""
