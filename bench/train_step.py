@@ -14,10 +14,11 @@ Variants, each doing K optimizer steps per timed call:
 - `XLA flags`: the default, and YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`,
   XLA:CPU's Eigen kernels instead; `python -m train` sets this).
 
-Networks: `digits-715k`, 8x8x1 at batch 256, `model_channels=32, channel_mult=(1, 2),
-num_blocks=1` (715,201 parameters: the size of the PyTorch/EDM reference in the task);
-`mnist`, the paper's mini-EDM net (32x32x1, 1,000,801 parameters) at batch 128; `digits`,
-the network of `python -m train`'s default config at its batch size.
+Networks, each built from a `train.configs` config (architecture and dropout exactly as that
+config trains it): `digits-715k`, the `digits` config's network (715,201 parameters: the size
+of the PyTorch/EDM reference in the task) at batch 256; `mnist`, the `mnist` config's (the
+paper's mini-EDM net, 32x32x1, 1,000,801 parameters) at its batch 128; `digits`, the `digits`
+config at its own batch size (what `python -m train` runs by default).
 
     python bench/train_step.py                          # all networks and variants (~40 min: xla/scan is slow)
     python bench/train_step.py --networks digits --variants xla/loop --flags ynn-off
@@ -34,17 +35,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# name -> the config whose network is timed, its image shape, the batch (None: the config's own), and
+# `pytorch`: images/s of NVlabs/edm on "this machine class" as quoted in the task (measured on a 2-core
+# machine, the same PyTorch code gives less: see docs/training.md, "Performance notes").
 NETWORKS = {
-    "digits-715k": dict(network=dict(model_channels=32, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(),
-                                     dropout=0.1), resolution=8, batch=256, pytorch=1900.0),
-    "mnist": dict(network=dict(model_channels=16, channel_mult=(1, 2, 3, 4), num_blocks=1, attn_resolutions=(),
-                               dropout=0.1), resolution=32, batch=128, pytorch=240.0),
-    "digits": dict(network=None, resolution=8, batch=None, pytorch=None),  # train's `digits` config
+    "digits-715k": {"config": "digits", "image_shape": (8, 8, 1), "batch": 256, "pytorch": 1900.0},
+    "mnist": {"config": "mnist", "image_shape": (32, 32, 1), "batch": None, "pytorch": 240.0},
+    "digits": {"config": "digits", "image_shape": (8, 8, 1), "batch": None, "pytorch": None},
 }
 VARIANTS = ("xla/loop", "matmul/loop", "xla/scan", "matmul/scan", "xla/unrolled", "matmul/unrolled")
 FLAG_SETTINGS = {"default": "", "ynn-off": "--xla_cpu_experimental_ynn_fusion_type="}
-# `pytorch`: images/s of NVlabs/edm on "this machine class" as quoted in the task; measured on our 2-core
-# machine the same PyTorch code gives 481 (digits-715k) and 84.5 (mnist): see docs/training.md.
 
 
 def _worker(network: str, variants: list[str], steps: int, repeats: int) -> None:
@@ -56,21 +56,22 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int) -> None
 
     from bench._timing import time_alternating
     from gaussjax.nn import EDMPrecond, SongUNet
-    from train.configs import get_config, network_kwargs
+    from train.configs import get_config
     from train.step import init_state, make_optimizer, make_train_loop, make_train_step, zero_metrics
 
     spec = NETWORKS[network]
-    config = get_config("digits")
-    if spec["network"] is not None:
-        config = config.replace(network=spec["network"], batch_size=spec["batch"])
-    shape = (spec["resolution"], spec["resolution"], 1)
+    config = get_config(spec["config"])
+    if spec["batch"] is not None:
+        config = config.replace(batch_size=spec["batch"])
+    shape = spec["image_shape"]
+    kwargs = config.network.for_images(shape).kwargs()  # exactly the network `python -m train` trains
     data = jax.random.uniform(jax.random.key(1), (2048, *shape), minval=-1, maxval=1)
     optimizer = make_optimizer(config)
 
     functions, info = {}, {}
     for variant in variants:
         conv_impl, dispatch = variant.split("/")
-        precond = EDMPrecond(SongUNet(**network_kwargs(config, shape), conv_impl=conv_impl))
+        precond = EDMPrecond(SongUNet(**kwargs, conv_impl=conv_impl), sigma_data=config.sigma_data)
         state = init_state(config, precond, shape, optimizer)
         info["parameters"] = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
         step = make_train_step(config, precond, optimizer, None)
@@ -140,7 +141,8 @@ def main() -> None:
                   f"{r['images_per_s']:>9.1f} {r['images_per_s'] / mine[0]['images_per_s']:>7.2f}x {versus} "
                   f"{r['flops_per_s'] / 1e9:>8.1f} {r['flops_per_s'] / r['matmul_flops_per_s']:>8.0%}")
         reference = f"; PyTorch/EDM reference {pytorch:.0f} images/s" if pytorch else ""
-        print(f"{'':<12} {mine[0]['gflop_per_image']:.3f} GFLOP per image and step; float32 matmul "
+        print(f"{'':<12} the `{NETWORKS[network]['config']}` config's network; "
+              f"{mine[0]['gflop_per_image']:.3f} GFLOP per image and step; float32 matmul "
               f"{mine[0]['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s{reference}")
 
 

@@ -3,6 +3,9 @@
     python -m train                                   # the default: digits, ~10 minutes on a 2-core CPU
     python -m train --config mnist --data-dir ~/data/mnist
     python -m train --config digits --steps 500 --out runs/short
+
+Compiled programs are cached in RUN_DIR/.jax_cache (unless $JAX_COMPILATION_CACHE_DIR or JAX's
+configuration already names a cache), so a resumed run does not compile again.
 """
 
 from __future__ import annotations
@@ -32,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_compilation_cache(run_dir: Path) -> None:
+    """Keep JAX's persistent compilation cache in `run_dir/.jax_cache`, unless one is configured already.
+
+    Process-wide JAX configuration: set here, by the command-line entry point, never by `train.run.train`.
+    """
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(run_dir / ".jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if "jax" not in sys.modules:  # XLA reads its flags once, when JAX starts
@@ -51,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from train.run import train
 
-        train(config, args.out or Path("runs") / config.name, data_dir=args.data_dir, progress=not args.no_progress)
+        run_dir = args.out or Path("runs") / config.name
+        use_compilation_cache(run_dir.absolute())
+        train(config, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
     except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

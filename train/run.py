@@ -2,35 +2,173 @@
 
 Files in the run directory:
     config.json          the resolved config (a different config is refused)
-    network.json         the SongUNet arguments (for `load_denoiser`)
+    network.json         the SongUNet arguments (`NetworkConfig`, for `load_denoiser`)
     checkpoints/<step>/  Orbax checkpoints of the full training state
     loss.csv             mean loss per `log_every` steps, overall and per sigma bin
     probes.csv           step, sigma, reference, weights, fuv_score, fuv_denoiser
     analytic_models.npz  the fitted isotropic / Gaussian / mixture models (cached)
-    .jax_cache/          compiled programs, so a resumed run does not compile again
-                         (unless $JAX_COMPILATION_CACHE_DIR points elsewhere)
+    .jax_cache/          compiled programs, written by `python -m train` only, so a resumed run
+                         does not compile again (unless $JAX_COMPILATION_CACHE_DIR points elsewhere)
+
+`train` is setup (`open_run`, `resume`), the loop (`run_steps`) and the callback at each
+checkpoint (`CheckpointAndProbe`), which runs outside the jitted steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gaussjax._checks import check_choice
-from gaussjax.data import load_dataset
+from gaussjax.data import Dataset, load_dataset
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
 from train import probes
 from train.checkpoints import Checkpointer, checkpoint_steps
-from train.configs import TrainConfig, module_kwargs, network_kwargs
-from train.step import bin_labels, init_state, make_optimizer, make_train_loop, metrics_row
+from train.checkpoints import load_denoiser as load_denoiser  # re-exported: its former home, used by docs
+from train.configs import TrainConfig
+from train.step import TrainState, bin_labels, init_state, make_optimizer, make_train_loop, metrics_row
 
 LOSS_COLUMNS = ["step", "loss", *bin_labels()]
+
+
+def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True, log=print) -> Path:
+    """Train (or resume) `config` in `run_dir`; returns the run directory.
+
+    Global JAX configuration is left as it is (`python -m train` also turns on the
+    persistent compilation cache).
+    """
+    run = open_run(config, Path(run_dir), data_dir)
+    state = resume(run, log)
+    callback = CheckpointAndProbe(run, log)
+    if int(state.step) in checkpoint_steps(config):
+        callback(state)  # step 0, or a checkpoint whose probe a crash cut short
+        callback.reset_timers()  # its time (and the probe's compilation) is not counted
+    train_time = run_steps(run, state, callback, progress=progress)
+
+    log(probes.summary_table(run.run_dir / "probes.csv"))
+    share = lambda t: f"{100 * t / max(train_time, 1e-9):.1f}% of training"  # noqa: E731
+    seconds = callback.seconds
+    log(f"training {train_time:.1f} s; checkpoints {seconds['checkpoints']:.1f} s ({share(seconds['checkpoints'])}), "
+        f"probes {seconds['probes']:.1f} s ({share(seconds['probes'])})")
+    log(f"run directory: {run.run_dir} (config.json, checkpoints/, loss.csv, probes.csv)")
+    return run.run_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What the setup of a run gives its loop and callbacks (everything but the training state)."""
+
+    config: TrainConfig
+    run_dir: Path
+    dataset: Dataset
+    precond: EDMPrecond
+    optimizer: optax.GradientTransformation
+    mesh: Mesh | None  # None on a single device
+    data: jax.Array  # the training images (N, H, W, C), replicated over the mesh
+    checkpointer: Checkpointer
+
+
+def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Run:
+    """Validate `config`, load the data, claim `run_dir` (config.json, network.json) and build the network."""
+    config.validate(jax.local_device_count())
+    dataset = load_dataset(config.dataset, root=data_dir, **config.dataset_options)  # missing files fail here
+    check_run_dir(run_dir, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(config.to_json())
+    network = config.network.for_images(dataset.image_shape)
+    (run_dir / "network.json").write_text(network.to_json())
+    # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
+    # formulation on every backend (see gaussjax.nn._conv).
+    precond = EDMPrecond(net=SongUNet(**network.kwargs(), conv_impl="xla"), sigma_data=config.sigma_data)
+    mesh = make_mesh()
+    data = jax.numpy.asarray(dataset.images)
+    if mesh is not None:
+        data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
+    return Run(config, run_dir, dataset, precond, make_optimizer(config), mesh, data, Checkpointer(run_dir))
+
+
+def resume(run: Run, log=print) -> TrainState:
+    """The newest readable checkpoint's state, else a fresh one; drops CSV rows written after it."""
+    state = init_state(run.config, run.precond, run.dataset.image_shape, run.optimizer)
+    if run.mesh is not None:  # everything replicated; the batch is sharded inside the step
+        state = jax.device_put(state, NamedSharding(run.mesh, PartitionSpec()))
+    restored = run.checkpointer.restore_latest(state)
+    if restored is not None:
+        state = restored
+        log(f"resuming {run.config.name} from step {int(state.step)} in {run.run_dir}")
+    probes.truncate_rows(run.run_dir / "loss.csv", int(state.step), LOSS_COLUMNS)
+    probes.truncate_rows(run.run_dir / "probes.csv", int(state.step), probes.PROBE_COLUMNS)
+    return state
+
+
+class CheckpointAndProbe:
+    """The callback at each checkpoint step: save the state, then append its probe rows to probes.csv.
+
+    Built once per run (fits or loads the analytic models and the probe's queries); a step
+    already in probes.csv is not probed again. `seconds` sums the time spent in each part.
+    """
+
+    def __init__(self, run: Run, log=print):
+        self.run = run
+        started = time.perf_counter()
+        flat = np.asarray(run.dataset.flat)
+        models = probes.fit_analytic_models(run.config, flat, run.dataset.labels, run.run_dir)
+        self.probe = probes.build_probe(run.config, flat, models)
+        log(f"analytic models ({', '.join(models)}) and probe queries ready in {time.perf_counter() - started:.1f} s")
+        self.reset_timers()
+
+    def reset_timers(self) -> None:
+        self.seconds = {"checkpoints": 0.0, "probes": 0.0}
+
+    def __call__(self, state: TrainState) -> None:
+        tick = time.perf_counter()
+        self.run.checkpointer.save(state)
+        self.seconds["checkpoints"] += time.perf_counter() - tick
+        step, path = int(state.step), self.run.run_dir / "probes.csv"
+        if step in probes.probed_steps(path):
+            return
+        tick = time.perf_counter()
+        denoisers = {
+            weights: NeuralDenoiser(module=self.run.precond, params=params, image_shape=self.run.dataset.image_shape)
+            for weights, params in (("raw", state.params), ("ema", state.ema_params))
+        }
+        probes.append_rows(path, probes.probe_rows(self.probe, step, denoisers), probes.PROBE_COLUMNS)
+        self.seconds["probes"] += time.perf_counter() - tick
+
+
+def run_steps(run: Run, state: TrainState, on_checkpoint, *, progress: bool = True) -> float:
+    """Train from `state.step` to `config.steps`; returns the seconds spent in the steps.
+
+    Appends a loss.csv row per `log_every` steps (rows also end at checkpoints) and calls
+    `on_checkpoint(state)` after each step of `checkpoint_steps(config)`.
+    """
+    config, schedule = run.config, checkpoint_steps(run.config)
+    train_loop = make_train_loop(config, run.precond, run.optimizer, run.mesh)
+    step = int(state.step)
+    bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    train_time = 0.0
+    while step < config.steps:
+        target = next(s for s in schedule if s > step)
+        count = min(config.log_every, target - step)
+        tick = time.perf_counter()
+        state, metrics = train_loop(state, run.data, count)
+        row = metrics_row(step + count, metrics)  # blocks until the steps are done
+        train_time += time.perf_counter() - tick
+        step += count
+        probes.append_rows(run.run_dir / "loss.csv", [row], LOSS_COLUMNS)
+        bar.update(count)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        if step == target:
+            on_checkpoint(state)
+    bar.close()
+    return train_time
 
 
 def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
@@ -52,123 +190,3 @@ def make_mesh() -> Mesh | None:
     """A 1-D data-parallel mesh over all local devices (None on a single device)."""
     devices = jax.local_devices()
     return Mesh(np.array(devices), ("data",)) if len(devices) > 1 else None
-
-
-def use_compilation_cache(run_dir: Path) -> None:
-    """Keep JAX's persistent compilation cache in the run directory, unless one is configured already."""
-    if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(run_dir / ".jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
-def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True, log=print) -> Path:
-    """Train (or resume) `config` in `run_dir`; returns the run directory."""
-    run_dir = Path(run_dir)
-    config.validate(jax.local_device_count())
-    dataset = load_dataset(config.dataset, root=data_dir, **config.dataset_options)  # missing files fail here
-    check_run_dir(run_dir, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
-    use_compilation_cache(run_dir)
-
-    # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
-    # formulation on every backend (see gaussjax.nn._conv and bench/train_step.py).
-    kwargs = network_kwargs(config, dataset.image_shape)
-    (run_dir / "network.json").write_text(json.dumps(kwargs, indent=2))
-    net = SongUNet(**kwargs, conv_impl="xla")
-    precond = EDMPrecond(net=net, sigma_data=config.sigma_data)
-    optimizer = make_optimizer(config)
-    mesh = make_mesh()
-    data = jax.numpy.asarray(dataset.images)
-    state = init_state(config, precond, dataset.image_shape, optimizer)
-    if mesh is not None:  # everything replicated; the batch is sharded inside the step
-        replicated = NamedSharding(mesh, PartitionSpec())
-        data, state = jax.device_put((data, state), replicated)
-
-    checkpointer = Checkpointer(run_dir)
-    restored = checkpointer.restore_latest(state)
-    if restored is not None:
-        state = restored
-        log(f"resuming {config.name} from step {int(state.step)} in {run_dir}")
-    step = int(state.step)
-    probes.truncate_rows(run_dir / "loss.csv", step, LOSS_COLUMNS)
-    probes.truncate_rows(run_dir / "probes.csv", step, probes.PROBE_COLUMNS)
-
-    started = time.perf_counter()
-    models = probes.fit_analytic_models(config, np.asarray(dataset.flat), dataset.labels, run_dir)
-    probe = probes.build_probe(config, np.asarray(dataset.flat), models)
-    log(f"analytic models ({', '.join(models)}) and probe queries ready in {time.perf_counter() - started:.1f} s")
-
-    seconds = {"checkpoints": 0.0, "probes": 0.0}  # spent in the training loop's checkpoints and probes
-
-    def checkpoint_and_probe(state):
-        tick = time.perf_counter()
-        checkpointer.save(state)
-        seconds["checkpoints"] += time.perf_counter() - tick
-        step = int(state.step)
-        if step not in probes.probed_steps(run_dir / "probes.csv"):
-            tick = time.perf_counter()
-            denoisers = {
-                weights: NeuralDenoiser(module=precond, params=params, image_shape=dataset.image_shape)
-                for weights, params in (("raw", state.params), ("ema", state.ema_params))
-            }
-            probes.append_rows(run_dir / "probes.csv", probes.probe_rows(probe, step, denoisers), probes.PROBE_COLUMNS)
-            seconds["probes"] += time.perf_counter() - tick
-
-    schedule = checkpoint_steps(config)
-    if step in schedule:
-        checkpoint_and_probe(state)  # step 0, or a checkpoint whose probe a crash cut short
-        seconds.update(checkpoints=0.0, probes=0.0)  # (and the probe's compilation): not counted
-    train_loop = make_train_loop(config, precond, optimizer, mesh)
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    train_time = 0.0
-    while step < config.steps:
-        target = next(s for s in schedule if s > step)
-        count = min(config.log_every, target - step)
-        tick = time.perf_counter()
-        state, metrics = train_loop(state, data, count)
-        row = metrics_row(step + count, metrics)  # blocks until the steps are done
-        train_time += time.perf_counter() - tick
-        step += count
-        probes.append_rows(run_dir / "loss.csv", [row], LOSS_COLUMNS)
-        bar.update(count)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-        if step == target:
-            checkpoint_and_probe(state)
-    bar.close()
-
-    log(probes.summary_table(run_dir / "probes.csv"))
-    share = lambda t: f"{100 * t / max(train_time, 1e-9):.1f}% of training"  # noqa: E731
-    log(f"training {train_time:.1f} s; checkpoints {seconds['checkpoints']:.1f} s ({share(seconds['checkpoints'])}), "
-        f"probes {seconds['probes']:.1f} s ({share(seconds['probes'])})")
-    log(f"run directory: {run_dir} (config.json, checkpoints/, loss.csv, probes.csv)")
-    return run_dir
-
-
-def load_denoiser(run_dir, *, step: int | None = None, weights: str = "ema") -> NeuralDenoiser:
-    """The network of a `python -m train` run as a `NeuralDenoiser`, for samplers, ODE solves and metrics.
-
-    Args:
-        run_dir: the run directory.
-        step: the checkpoint to load; default the newest.
-        weights: `'ema'` (the EMA of the parameters, what EDM samples with) or `'raw'`.
-    """
-    run_dir = Path(run_dir)
-    check_choice("weights", weights, ("ema", "raw"))
-    files = [run_dir / "config.json", run_dir / "network.json"]
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise FileNotFoundError(f"{', '.join(missing)} not found: `run_dir` must be a directory written by python -m train")
-    config = TrainConfig.from_json(files[0].read_text())
-    kwargs = module_kwargs(json.loads(files[1].read_text()))
-    checkpointer = Checkpointer(run_dir)
-    steps = checkpointer.steps()
-    if not steps:
-        raise FileNotFoundError(f"no checkpoints in {run_dir / 'checkpoints'}")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"`step` = {step} has no checkpoint in {run_dir}; checkpoints: {steps}")
-    saved = checkpointer.manager.restore(step)
-    params = jax.tree_util.tree_map(jax.numpy.asarray, saved["ema_params" if weights == "ema" else "params"])
-    precond = EDMPrecond(net=SongUNet(**kwargs), sigma_data=config.sigma_data)
-    return NeuralDenoiser(module=precond, params=params)

@@ -119,12 +119,10 @@ def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
 def make_train_loop(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
     """`train_loop(state, data, num_steps) -> (state, Metrics)`: `num_steps` steps of `make_train_step`.
 
-    Each step is one jitted call (the state's buffers donated), dispatched
-    asynchronously: the host only waits when it reads the metrics. Results do not depend
-    on how steps are grouped into calls. Several steps inside one compiled loop
-    (`lax.fori_loop`/`scan`) would save dispatches, but XLA:CPU runs convolutions inside a
-    rolled loop about 20x slower, and unrolling multiplies compile time for a gain of
-    ~10% (`bench/train_step.py`).
+    Each step is its own jitted call (the state's buffers donated), dispatched
+    asynchronously: the host only waits when it reads the metrics, and results do not
+    depend on how steps are grouped into calls. The steps are deliberately not fused into
+    one compiled loop (why: docs/training.md, "Performance notes").
     """
     train_step = jax.jit(make_train_step(config, precond, optimizer, mesh), donate_argnums=0)
 

@@ -2,17 +2,16 @@
 
 Two formulations of the same stride-1 convolution (`conv_impl`):
 
-- `'xla'`: `lax.conv_general_dilated` (cuDNN on a GPU, a library kernel on a CPU);
+- `'xla'`: `lax.conv_general_dilated` (cuDNN on a GPU, a library kernel on a CPU); use it
+  for networks evaluated outside compiled loops, e.g. a training step;
 - `'matmul'`: im2col, the `k^2` shifted copies of the padded input side by side and one
-  `(N H W, k^2 C_in) @ (k^2 C_in, C_out)` product. Its gradients are products and
-  slices too. On XLA:CPU (jaxlib 0.10) convolutions inside a rolled loop (`lax.scan`,
-  `fori_loop`, `while_loop`: samplers, diffrax solves) run about 20x slower than outside
-  one, while products do not (715k-parameter train step: 15-18 vs 384-397 images/s in a
-  loop; `bench/train_step.py`). Outside loops `'xla'` is faster (478 vs 312 images/s).
-- `'auto'` (default): `'matmul'` on a CPU backend, `'xla'` elsewhere. `python -m train`
-  uses `'xla'`: its step is not inside a loop.
+  `(N H W, k^2 C_in) @ (k^2 C_in, C_out)` product (its gradients are products and slices
+  too); use it for networks evaluated inside rolled loops (`lax.scan`, `fori_loop`,
+  `while_loop`: samplers, diffrax solves) on a CPU, where XLA:CPU's convolutions are slow;
+- `'auto'` (default): `'matmul'` on a CPU backend, `'xla'` elsewhere.
 
-Both give the same result up to float rounding (tested).
+Both give the same result up to float rounding (tested). The measurements behind the
+choice: docs/training.md, "Performance notes", and `bench/train_step.py`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,26 @@ import pytest
 
 from train.__main__ import main
 from train.checkpoints import checkpoint_steps
-from train.configs import CONFIGS, get_config
+from train.configs import CONFIGS, NetworkConfig, TrainConfig, get_config
+from train.run import check_run_dir
+
+# What runs written before `NetworkConfig` hold (digits-tiny): network.json, and config.json's `network`.
+OLD_NETWORK_JSON = """{
+  "img_resolution": 8,
+  "in_channels": 1,
+  "out_channels": 1,
+  "label_dim": 0,
+  "model_channels": 8,
+  "channel_mult": [
+    1,
+    2
+  ],
+  "num_blocks": 1,
+  "attn_resolutions": [],
+  "dropout": 0.0
+}"""
+OLD_CONFIG_NETWORK = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [],
+                      "dropout": 0.0}
 
 
 def test_unknown_config_lists_known_ones(capsys):
@@ -55,3 +74,51 @@ def test_checkpoint_schedule_is_dense_early_sparse_late():
     assert checkpoint_steps(get_config("digits").replace(steps=100, checkpoint_every=30)) == [0, 30, 60, 90, 100]
     mnist = checkpoint_steps(get_config("mnist"))
     assert len(mnist) >= 10 and mnist[1] <= 500
+
+
+@pytest.mark.parametrize(
+    "fields, error, message",
+    [
+        ({"dropout": 1.5}, ValueError, "`NetworkConfig.dropout` must be a probability"),
+        ({"channel_mult": (1, 0)}, ValueError, "`NetworkConfig.channel_mult` must be >= 1"),
+        ({"channel_mult": ()}, TypeError, "`NetworkConfig.channel_mult` must be a non-empty tuple"),
+        ({"model_channels": 2.5}, TypeError, "`NetworkConfig.model_channels` must be an integer"),
+        ({"num_blocks": -1}, ValueError, "`NetworkConfig.num_blocks` must be >= 0"),
+        ({"img_resolution": 0}, ValueError, "`NetworkConfig.img_resolution` must be >= 1"),
+    ],
+)
+def test_network_config_names_the_bad_field(fields, error, message):
+    with pytest.raises(error, match=message):
+        NetworkConfig(**fields)
+
+
+def test_network_config_refuses_unknown_and_data_fields():
+    with pytest.raises(ValueError, match="unknown NetworkConfig field.*: depth"):
+        NetworkConfig.from_dict({"model_channels": 8, "depth": 3})
+    with pytest.raises(ValueError, match="`network.img_resolution` must be left unset"):
+        get_config("digits").replace(network=NetworkConfig(img_resolution=8))
+    with pytest.raises(ValueError, match="call `for_images` first"):
+        NetworkConfig().kwargs()
+
+
+def test_network_config_reads_and_writes_the_files_of_existing_runs(tmp_path):
+    config = get_config("digits-tiny")
+    network = NetworkConfig.from_json(OLD_NETWORK_JSON)
+    assert network == config.network.for_images((8, 8, 1))
+    assert network.channel_mult == (1, 2) and network.attn_resolutions == ()  # tuples, as Flax modules hash
+    assert network.to_json() == OLD_NETWORK_JSON
+    assert json.loads(config.to_json())["network"] == OLD_CONFIG_NETWORK
+    old = dict(json.loads(config.to_json()), network=OLD_CONFIG_NETWORK, steps=1000)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_run_dir(tmp_path, config)  # accepted: only `steps` differs
+    assert TrainConfig.from_json(json.dumps(old)) == config.replace(steps=1000)
+    with pytest.raises(ValueError, match="differs in: network"):
+        check_run_dir(tmp_path, config.replace(network=NetworkConfig(model_channels=16, channel_mult=(1, 2))))
+
+
+def test_every_config_builds_its_network():
+    from gaussjax.nn import SongUNet
+
+    for config in CONFIGS.values():
+        net = SongUNet(**config.network.for_images((32, 32, 3)).kwargs())
+        assert (net.model_channels, net.dropout) == (config.network.model_channels, config.network.dropout)

@@ -15,9 +15,9 @@ from train.checkpoints import Checkpointer
 assert jax.local_device_count() == int(sys.argv[2])
 config = get_config("digits-tiny").replace(steps=20, probe_queries=8, probe_delta=False)
 train(config, sys.argv[1], progress=False, log=lambda *a: None)
-state = Checkpointer(sys.argv[1]).manager.restore(20)
+params = Checkpointer(sys.argv[1]).restore_params(20, "raw")
 np.save(sys.argv[1] + "/params.npy", np.concatenate([np.asarray(x, np.float64).ravel()
-        for x in jax.tree_util.tree_leaves(state["params"])]))
+        for x in jax.tree_util.tree_leaves(params)]))
 """
 
 

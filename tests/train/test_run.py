@@ -1,4 +1,5 @@
 import csv
+import logging
 import os
 import shutil
 import signal
@@ -27,8 +28,7 @@ def final_params(run_dir):
     """The EMA and raw parameters of the newest checkpoint, as flat float64 vectors."""
     checkpointer = Checkpointer(run_dir)
     step = checkpointer.steps()[-1]
-    state = checkpointer.manager.restore(step)
-    leaves = jax.tree_util.tree_leaves((state["params"], state["ema_params"]))
+    leaves = jax.tree_util.tree_leaves([checkpointer.restore_params(step, weights) for weights in ("raw", "ema")])
     return step, np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
 
 
@@ -107,27 +107,64 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, tiny_run):
     np.testing.assert_array_equal(params, expected)
 
 
-def test_load_denoiser_recovers_the_probed_network(tiny_run):
-    """The loaded EMA network reproduces the probe values written during training, and samples."""
+def test_load_denoiser_recovers_the_probed_network(tiny_run, caplog):
+    """The loaded networks (EMA and raw) reproduce the probe values written during training, and sample."""
+    import train.run
     from gaussjax.data import load_dataset
     from gaussjax.samplers import heun_sampler
     from gaussjax.schedules import karras_sigmas
     from train import probes
-    from train.run import load_denoiser
+    from train.checkpoints import load_denoiser
 
+    assert train.run.load_denoiser is load_denoiser  # the old import path keeps working
     config = get_config("digits-tiny")
     flat = np.asarray(load_dataset("digits").flat)
     models = probes.fit_analytic_models(config, flat, None, tiny_run)  # cached in the run directory
-    denoiser = load_denoiser(tiny_run)
-    rows = probes.probe_rows(probes.build_probe(config, flat, models), 60, {"ema": denoiser})
-    written = {(r["reference"], float(r["sigma"])): float(r["fuv_denoiser"])
-               for r in read_csv(tiny_run / "probes.csv") if r["step"] == "60" and r["weights"] == "ema"}
+    with caplog.at_level(logging.WARNING):
+        denoisers = {weights: load_denoiser(tiny_run, weights=weights) for weights in ("ema", "raw")}
+    assert not [r for r in caplog.records if "could not be restored" in r.getMessage()]
+    rows = probes.probe_rows(probes.build_probe(config, flat, models), 60, denoisers)
+    written = {(r["weights"], r["reference"], float(r["sigma"])): float(r["fuv_denoiser"])
+               for r in read_csv(tiny_run / "probes.csv") if r["step"] == "60"}
+    assert len(rows) == len(written)
     for row in rows:
-        np.testing.assert_allclose(row["fuv_denoiser"], written[row["reference"], row["sigma"]], rtol=1e-3)
+        np.testing.assert_allclose(row["fuv_denoiser"], written[row["weights"], row["reference"], row["sigma"]],
+                                   rtol=1e-3)
 
+    denoiser = denoisers["ema"]
     samples = heun_sampler(denoiser, jax.random.normal(jax.random.key(0), (4, 64)) * 80.0, karras_sigmas(6)).x
     assert samples.shape == (4, 64) and np.all(np.isfinite(samples))
     with pytest.raises(ValueError, match="`step` = 7 has no checkpoint"):
         load_denoiser(tiny_run, step=7)
     with pytest.raises(ValueError, match="weights"):
         load_denoiser(tiny_run, weights="best")
+
+
+@pytest.fixture
+def no_compilation_cache():
+    """No persistent compilation cache configured during the test (the session's restored afterwards)."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: getattr(jax.config, name) for name in names}
+    jax.config.update("jax_compilation_cache_dir", None)
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+
+
+def test_a_library_call_leaves_jax_config_alone(tmp_path, tiny_run, no_compilation_cache):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)  # a finished run: train() sets up, resumes at the end and reports
+    losses = (run_dir / "loss.csv").read_text()
+    assert train(get_config("digits-tiny"), run_dir, progress=False, log=lambda *a: None) == run_dir
+    assert jax.config.jax_compilation_cache_dir is None
+    assert not (run_dir / ".jax_cache").exists()
+    assert (run_dir / "loss.csv").read_text() == losses
+
+
+def test_the_command_line_caches_compiled_programs_in_the_run_directory(tmp_path, no_compilation_cache):
+    from train.__main__ import use_compilation_cache
+
+    use_compilation_cache(tmp_path)
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / ".jax_cache")
+    use_compilation_cache(tmp_path / "elsewhere")  # one already configured is kept
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / ".jax_cache")
