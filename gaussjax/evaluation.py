@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from gaussjax._checks import check_data_matrix, check_noise_levels, check_positive_int, is_concrete
 from gaussjax._pytree import traceable_model
@@ -31,7 +32,7 @@ class NoisedData:
     over sigma are smooth.
     """
 
-    points: jax.Array
+    points: Float[Array, "N D"]
 
     def __post_init__(self):
         object.__setattr__(self, "points", check_data_matrix("points", self.points))
@@ -40,7 +41,7 @@ class NoisedData:
     def dim(self) -> int:
         return self.points.shape[1]
 
-    def sample(self, key, sigmas, num: int) -> jax.Array:
+    def sample(self, key: PRNGKeyArray, sigmas: Float[ArrayLike, "S"], num: int) -> Float[Array, "S num D"]:
         """`(len(sigmas), num, D)` query points."""
         pick, noise = jax.random.split(key)
         y = self.points[jax.random.randint(pick, (num,), 0, self.points.shape[0])]
@@ -54,12 +55,12 @@ class PureNoise:
 
     dim: int
 
-    def sample(self, key, sigmas, num: int) -> jax.Array:
+    def sample(self, key: PRNGKeyArray, sigmas: Float[ArrayLike, "S"], num: int) -> Float[Array, "S num D"]:
         n = jax.random.normal(key, (num, self.dim))
         return jnp.asarray(sigmas, n.dtype)[:, None, None] * n[None]
 
 
-def noised_data(points) -> NoisedData:
+def noised_data(points: Float[ArrayLike, "N D"]) -> NoisedData:
     """Query distribution: training points plus noise, `y + sigma n`."""
     return NoisedData(points)
 
@@ -132,9 +133,9 @@ def _probe_fuvs(reference, queries, sigmas, candidate_outputs):
 def make_score_probe(
     candidates: Mapping[str, object],
     queries: NoisedData | PureNoise,
-    sigmas: Sequence[float],
+    sigmas: Float[ArrayLike, "S"] | Sequence[float],
     *,
-    key: jax.Array,
+    key: PRNGKeyArray,
     num_queries: int = 256,
 ) -> ScoreProbe:
     """Draw the query points and evaluate every candidate on them once (see `compare_scores`)."""
@@ -154,9 +155,9 @@ def compare_scores(
     reference,
     candidates: Mapping[str, object],
     queries: NoisedData | PureNoise,
-    sigmas: Sequence[float],
+    sigmas: Float[ArrayLike, "S"] | Sequence[float],
     *,
-    key: jax.Array,
+    key: PRNGKeyArray,
     num_queries: int = 256,
 ) -> list[dict]:
     """FUV of each candidate's score and denoiser against `reference`, per sigma.

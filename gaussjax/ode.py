@@ -28,6 +28,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from gaussjax._checks import check_initial_state, check_noise_levels, check_positive_int, is_concrete
 from gaussjax.conventions import vp_to_edm
@@ -48,10 +49,10 @@ class PFODESolution(NamedTuple):
             not an explicit Runge-Kutta method (`diffrax.AbstractERK`), whose count is unknown.
     """
 
-    states: jax.Array
-    sigmas: jax.Array
-    num_steps: jax.Array
-    nfe: jax.Array
+    states: Float[Array, "K *batch D"]
+    sigmas: Float[Array, "K"]
+    num_steps: Int[Array, "*batch"]
+    nfe: Int[Array, "*batch"]
 
 
 # Classical RK4 (Kutta 1901), c = (0, 1/2, 1/2, 1), b = (1/6, 1/3, 1/3, 1/6), made
@@ -102,8 +103,8 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
 
 def solve_pf_ode(
     model,
-    x_T,
-    sigmas,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigmas: Float[ArrayLike, "K"],
     *,
     solver="tsit5",
     rtol: float = 1e-5,
@@ -160,7 +161,9 @@ def solve_pf_ode(
     return PFODESolution(states, sigmas, num_steps, nfe)
 
 
-def solve_vp_pf_ode(model, x_T, schedule: VPSchedule, **options) -> PFODESolution:
+def solve_vp_pf_ode(
+    model, x_T: Float[ArrayLike, "*batch D"], schedule: VPSchedule, **options
+) -> PFODESolution:
     """Integrate the VP / DDIM probability-flow ODE for an EDM-convention `model` (paper App. D.2).
 
     A VP state `x_t = alpha_t y + sigma_t n` is the EDM state `x = x_t / alpha_t` at

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from gaussjax._checks import (
     check_initial_state,
@@ -29,6 +30,7 @@ from gaussjax._checks import (
     is_concrete,
 )
 from gaussjax._pytree import traceable_model
+from gaussjax.scores import Denoiser, Gaussian
 from gaussjax.conventions import vp_denoise
 from gaussjax.schedules import VPSchedule
 from gaussjax.solution import teleport
@@ -39,17 +41,17 @@ class SamplerOutput(NamedTuple):
 
     Attributes:
         x: `(..., D)` final samples.
-        nfe: denoiser evaluations per sample.
+        nfe: denoiser evaluations per sample (an int; a traced int32 when the grid is traced).
         trajectory: `(num_steps + 1, ..., D)` states at every grid point, `x_T` first
             (only with `return_trajectory=True`).
         denoised: `(num_steps, ..., D)` the denoiser output of each step's first
             evaluation (only with `return_trajectory=True`).
     """
 
-    x: jax.Array
-    nfe: int
-    trajectory: jax.Array | None = None
-    denoised: jax.Array | None = None
+    x: Float[Array, "*batch D"]
+    nfe: int | Int[Array, ""]
+    trajectory: Float[Array, "N+1 *batch D"] | None = None
+    denoised: Float[Array, "N *batch D"] | None = None
 
 
 def _sampling_grid(sigmas, dtype):
@@ -142,15 +144,15 @@ def _output(x, nfe, x_T, saved, return_trajectory: bool) -> SamplerOutput:
 
 
 def heun_sampler(
-    model,
-    x_T,
-    sigmas,
+    model: Denoiser,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigmas: Float[ArrayLike, "N+1"],
     *,
     S_churn: float = 0.0,
-    S_min: float = 0.0,
-    S_max: float = float("inf"),
-    S_noise: float = 1.0,
-    key=None,
+    S_min: float | Float[ArrayLike, ""] = 0.0,
+    S_max: float | Float[ArrayLike, ""] = float("inf"),
+    S_noise: float | Float[ArrayLike, ""] = 1.0,
+    key: PRNGKeyArray | None = None,
     return_trajectory: bool = False,
     dtype=None,
 ) -> SamplerOutput:
@@ -177,15 +179,15 @@ def heun_sampler(
 
 
 def euler_sampler(
-    model,
-    x_T,
-    sigmas,
+    model: Denoiser,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigmas: Float[ArrayLike, "N+1"],
     *,
     S_churn: float = 0.0,
-    S_min: float = 0.0,
-    S_max: float = float("inf"),
-    S_noise: float = 1.0,
-    key=None,
+    S_min: float | Float[ArrayLike, ""] = 0.0,
+    S_max: float | Float[ArrayLike, ""] = float("inf"),
+    S_noise: float | Float[ArrayLike, ""] = 1.0,
+    key: PRNGKeyArray | None = None,
     return_trajectory: bool = False,
     dtype=None,
 ) -> SamplerOutput:
@@ -224,7 +226,14 @@ def _dpmpp_2m_scan(model, x, sigmas, *, trajectory):
     return x_final, saved
 
 
-def dpmpp_2m_sampler(model, x_T, sigmas, *, return_trajectory: bool = False, dtype=None) -> SamplerOutput:
+def dpmpp_2m_sampler(
+    model: Denoiser,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigmas: Float[ArrayLike, "N+1"],
+    *,
+    return_trajectory: bool = False,
+    dtype=None,
+) -> SamplerOutput:
     """DPM-Solver++(2M) (Lu et al. 2022) in the EDM sigma parameterization (the sampler of the paper's Fig. 10).
 
     Multistep second order in `lambda = -log sigma`: each step uses the current and the
@@ -259,7 +268,14 @@ def _ddim_scan(model, x, alphas_cumprod, eta, key, *, trajectory, stochastic):
 
 
 def ddim_sampler(
-    model, x_T, schedule: VPSchedule, *, eta: float = 0.0, key=None, return_trajectory: bool = False, dtype=None
+    model: Denoiser,
+    x_T: Float[ArrayLike, "*batch D"],
+    schedule: VPSchedule,
+    *,
+    eta: float = 0.0,
+    key: PRNGKeyArray | None = None,
+    return_trajectory: bool = False,
+    dtype=None,
 ) -> SamplerOutput:
     """DDIM (Song et al. 2021) for a VP / DDPM state, with any EDM-convention `model`.
 
@@ -309,7 +325,13 @@ def _vp_sampling_grid(schedule, dtype):
 
 
 def hybrid_sampler(
-    model, gaussian, x_T, sigmas, n_skip: int, sampler: Callable[..., SamplerOutput] = heun_sampler, **kwargs
+    model: Denoiser,
+    gaussian: Gaussian,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigmas: Float[ArrayLike, "N+1"],
+    n_skip: int,
+    sampler: Callable[..., SamplerOutput] = heun_sampler,
+    **kwargs,
 ) -> SamplerOutput:
     """Analytical teleportation then any sampler (paper Alg. 1, App. A.7).
 

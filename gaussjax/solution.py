@@ -19,6 +19,8 @@ import operator
 import jax
 import jax.numpy as jnp
 
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
 from gaussjax._checks import as_float, check_finite, check_key, check_noise_levels, is_concrete
 from gaussjax._precision import matmul
 from gaussjax.conventions import vp_sigma
@@ -148,7 +150,14 @@ def _restore(out, x_T, scalar: bool):
     return out[0] if scalar else out
 
 
-def gaussian_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_T=1.0, alpha=1.0) -> jax.Array:
+def gaussian_trajectory(
+    gaussian: Gaussian,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigma_T: Float[ArrayLike, ""] | float,
+    sigma: Float[ArrayLike, "*S"] | float,
+    alpha_T: Float[ArrayLike, ""] | float = 1.0,
+    alpha: Float[ArrayLike, "*S"] | float = 1.0,
+) -> Float[Array, "*S *batch D"]:
     """The exact PF-ODE state at noise `sigma`, started from `x_T` at `sigma_T` (Eq. 15; VP Eq. 18, 65).
 
     Args:
@@ -177,7 +186,14 @@ def gaussian_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_T=1.0, al
     return _restore(out, x_T, scalar)
 
 
-def gaussian_denoiser_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_T=1.0, alpha=1.0) -> jax.Array:
+def gaussian_denoiser_trajectory(
+    gaussian: Gaussian,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigma_T: Float[ArrayLike, ""] | float,
+    sigma: Float[ArrayLike, "*S"] | float,
+    alpha_T: Float[ArrayLike, ""] | float = 1.0,
+    alpha: Float[ArrayLike, "*S"] | float = 1.0,
+) -> Float[Array, "*S *batch D"]:
     """The denoiser output `D(x_sigma, sigma)` along the exact trajectory (Eq. 16; VP Eq. 20, 66).
 
     Arguments and shapes as `gaussian_trajectory`. The output stays on the data manifold
@@ -192,7 +208,9 @@ def gaussian_denoiser_trajectory(gaussian: Gaussian, x_T, sigma_T, sigma, alpha_
     return _restore(out, x_T, scalar)
 
 
-def gaussian_final_state(gaussian: Gaussian, x_T, sigma_T, alpha_T=1.0) -> jax.Array:
+def gaussian_final_state(
+    gaussian: Gaussian, x_T: Float[ArrayLike, "*batch D"], sigma_T: Float[ArrayLike, ""] | float, alpha_T: Float[ArrayLike, ""] | float = 1.0
+) -> Float[Array, "*batch D"]:
     """The sample `x_0` the PF-ODE maps `x_T` to (Eq. 17; VP Eq. 21): a linear filter of `x_T`.
 
         x_0 = mu + sum_k sqrt(lam_k / (sigma_T^2 + lam_k alpha_T^2)) u_k u_k^T (x_T - alpha_T mu)
@@ -200,7 +218,9 @@ def gaussian_final_state(gaussian: Gaussian, x_T, sigma_T, alpha_T=1.0) -> jax.A
     return gaussian_trajectory(gaussian, x_T, sigma_T, 0.0, alpha_T=alpha_T, alpha=1.0)
 
 
-def teleport(gaussian: Gaussian, x_T, sigma_T, sigma_skip) -> jax.Array:
+def teleport(
+    gaussian: Gaussian, x_T: Float[ArrayLike, "*batch D"], sigma_T: Float[ArrayLike, ""] | float, sigma_skip: Float[ArrayLike, ""] | float
+) -> Float[Array, "*batch D"]:
     """Analytical teleportation (Alg. 1, line 1): the state at `sigma_skip` without running a sampler.
 
     Args:
@@ -219,7 +239,9 @@ def teleport(gaussian: Gaussian, x_T, sigma_T, sigma_skip) -> jax.Array:
     return gaussian_trajectory(gaussian, x_T, sigma_T, sigma_skip)
 
 
-def gaussian_warm_start(gaussian: Gaussian, key, shape: tuple[int, ...], sigma) -> jax.Array:
+def gaussian_warm_start(
+    gaussian: Gaussian, key: PRNGKeyArray, shape: tuple[int, ...], sigma: Float[ArrayLike, ""] | float
+) -> Float[Array, "*shape D"]:
     """Sample the Gaussian-predicted distribution N(mu, Sigma + sigma^2 I) at noise `sigma` (Sec. 8).
 
     A "warm start": begin sampling at `sigma` from the state distribution the Gaussian
@@ -240,7 +262,9 @@ def gaussian_warm_start(gaussian: Gaussian, key, shape: tuple[int, ...], sigma) 
     return samples.reshape(*shape, gaussian.dim)
 
 
-def rotation_decomposition(gaussian: Gaussian, x_T, alpha_T, alpha):
+def rotation_decomposition(
+    gaussian: Gaussian, x_T: Float[ArrayLike, "*batch D"], alpha_T: Float[ArrayLike, ""] | float, alpha: Float[ArrayLike, ""] | float
+) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, "*batch D"]]:
     """Split a VP trajectory into a rotation in the (x_0, x_T) plane plus a correction (Eq. 101-103).
 
     For a VP process (`sigma^2 = 1 - alpha^2`) started at signal scale `alpha_T`:

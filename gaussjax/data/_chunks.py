@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from jaxtyping import Float, Shaped
 
 from gaussjax._checks import check_positive_int
 from gaussjax.data._array import as_nhwc
@@ -15,12 +16,12 @@ from gaussjax.data._pixels import default_value_range, to_signed_unit
 
 
 def iter_chunks(
-    source,
+    source: Dataset | str | os.PathLike | Shaped[np.ndarray, "N *image"],
     chunk_size: int = 4096,
     *,
     value_range: tuple[float, float] | None = None,
     channels_first: bool = False,
-) -> Iterator[np.ndarray]:
+) -> Iterator[Float[np.ndarray, "n D"]]:
     """Yield float32 flat vectors `(n, D)` in [-1, 1], `chunk_size` rows at a time, in order.
 
     Args:

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
+from jaxtyping import Array, Float, Int
 
 from gaussjax._checks import check_positive_int
 
@@ -49,8 +50,8 @@ class Dataset:
     """
 
     name: str
-    images: np.ndarray
-    labels: np.ndarray | None
+    images: Float[np.ndarray, "N H W C"]
+    labels: Int[np.ndarray, "N"] | None
     split: str = "train"
 
     def __post_init__(self):
@@ -90,15 +91,17 @@ class Dataset:
         return int(np.prod(self.image_shape))
 
     @property
-    def flat(self) -> np.ndarray:
+    def flat(self) -> Float[np.ndarray, "N D"]:
         """The images as flat vectors, float32 `(N, D)` (a read-only view, no copy)."""
         return images_to_flat(self.images)
 
-    def unflatten(self, flat):
+    def unflatten(
+        self, flat: Float[np.ndarray | Array, "*batch D"]
+    ) -> Float[np.ndarray | Array, "*batch H W C"]:
         """Reshape flat vectors `(..., D)` back to images `(..., H, W, C)` of this dataset."""
         return flat_to_images(flat, self.image_shape)
 
-    def chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
+    def chunks(self, chunk_size: int) -> Iterator[Float[np.ndarray, "n D"]]:
         """Iterate over the flat vectors in order, `chunk_size` rows at a time (the last may be shorter)."""
         chunk_size = check_positive_int("chunk_size", chunk_size)
         flat = self.flat

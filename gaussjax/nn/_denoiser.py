@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_query
 from gaussjax.conventions import score_from_denoiser
@@ -61,12 +62,20 @@ class NeuralDenoiser:
         h, w, c = self.image_shape
         return h * w * c
 
-    def denoise(self, x, sigma) -> jax.Array:
+    def denoise(
+        self,
+        x: Float[ArrayLike, "*batch D"] | Float[ArrayLike, "*batch H W C"],
+        sigma: Float[ArrayLike, "*#batch"] | float,
+    ) -> Float[Array, "*batch D"] | Float[Array, "*batch H W C"]:
         """`D(x; sigma)`, shape and layout of `x` (`(..., D)` or `(..., H, W, C)`)."""
         flat, sigma, restore = self._query(x, sigma)
         return restore(self._denoise(flat, sigma))
 
-    def score(self, x, sigma) -> jax.Array:
+    def score(
+        self,
+        x: Float[ArrayLike, "*batch D"] | Float[ArrayLike, "*batch H W C"],
+        sigma: Float[ArrayLike, "*#batch"] | float,
+    ) -> Float[Array, "*batch D"] | Float[Array, "*batch H W C"]:
         """`(D(x; sigma) - x) / sigma^2`, shape and layout of `x`."""
         flat, sigma, restore = self._query(x, sigma)
         return restore(score_from_denoiser(self._denoise(flat, sigma), flat, sigma))
