@@ -97,3 +97,20 @@ def test_bad_arguments(denoiser):
         NeuralDenoiser(SongUNet(**TINY), denoiser.params)
     with pytest.raises(ValueError, match="unconditional"):
         NeuralDenoiser(denoiser.module, denoiser.params, class_labels=jnp.ones(3))
+
+
+def test_vmap_and_grad_through_the_network(denoiser):
+    x = jax.random.normal(jax.random.key(5), (B, 64))
+    sigma = jnp.geomspace(0.2, 5.0, B)
+    np.testing.assert_allclose(jax.vmap(denoiser.denoise)(x, sigma), denoiser.denoise(x, sigma), rtol=1e-5, atol=1e-6)
+
+    def loss(x):
+        return jnp.sum(jnp.sin(denoiser.denoise(x, sigma)))
+
+    direction = jax.random.normal(jax.random.key(6), x.shape)
+    h = 1e-2
+    finite_difference = (loss(x + h * direction) - loss(x - h * direction)) / (2 * h)  # float32: loose
+    along_grad = jnp.vdot(jax.grad(loss)(x), direction)
+    _, along_jvp = jax.jvp(loss, (x,), (direction,))
+    np.testing.assert_allclose(along_grad, finite_difference, rtol=2e-2)
+    np.testing.assert_allclose(along_jvp, along_grad, rtol=1e-4)
