@@ -70,7 +70,12 @@ def check_finite(name: str, array) -> None:
 
 def as_float(name: str, value):
     """`value` as a floating JAX array: integers and bools become the default float; complex is refused."""
-    array = jnp.asarray(value)
+    try:
+        array = jnp.asarray(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real numeric array, got {type(value).__name__} {value!r:.80}") from None
+    if not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == bool):
+        raise TypeError(f"`{name}` must be a real numeric array, got dtype {array.dtype}")
     if jnp.issubdtype(array.dtype, jnp.complexfloating):
         raise TypeError(f"`{name}` must be real, got a complex array ({array.dtype})")
     if not jnp.issubdtype(array.dtype, jnp.floating):
@@ -114,7 +119,7 @@ def check_data_matrix(name: str, X, *, host: bool = False):
     if X.shape[1] == 0:
         raise ValueError(f"`{name}` has dimension D = 0")
     if not host:
-        check_finite(name, X)
+        check_finite_norms(name, X)
     return X
 
 
@@ -145,6 +150,10 @@ def check_noise_levels(
     if np.any(bad):
         i = int(np.argmax(bad))
         raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {name}[{i}] = {values[i]}")
+    with np.errstate(over="ignore"):
+        squares = np.square(values)
+    if not np.all(np.isfinite(squares)):
+        raise ValueError(f"`{name}` is too large for {values.dtype}: its square overflows (max {values.max():.3g})")
     steps = np.diff(values)
     if decreasing and np.any(steps >= 0):
         i = int(np.argmax(steps >= 0))
@@ -172,12 +181,40 @@ def check_query(x, sigma, dim: int):
         raise ValueError(
             f"`sigma` must be a scalar or broadcast against x.shape[:-1] = {x.shape[:-1]}, got shape {sigma.shape}"
         ) from None
-    check_finite("x", x)
+    check_finite_norms("x", x)
     if is_concrete(sigma):
         values = np.asarray(sigma)
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
             raise ValueError(f"`sigma` must be finite and > 0, got min {values.min() if values.size else None}")
+        low = np.sqrt(np.finfo(values.dtype).smallest_normal)
+        high = 1 / low
+        if values.size and (values.min() < low or values.max() > high):
+            raise ValueError(
+                f"`sigma` must be in [{low:.2g}, {high:.2g}] in {values.dtype} (sigma^2 and 1 / sigma^2 must be "
+                f"normal numbers), got "
+                f"range [{values.min():.3g}, {values.max():.3g}]; enable jax_enable_x64 for a wider range"
+            )
     return x, sigma
+
+
+def check_finite_norms(name: str, x) -> None:
+    """Raise if a concrete `x (..., D)` is not finite or its squared norms overflow its dtype.
+
+    Scores square distances: in float32 a vector of entries ~1e20 is finite but its
+    squared norm is not, and the results would be NaN.
+    """
+    if not is_concrete(x):
+        return
+    values = np.asarray(x)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"`{name}` contains NaN or infinite values")
+    with np.errstate(over="ignore"):
+        norms = np.sum(np.square(values), axis=-1)
+    if not np.all(np.isfinite(norms)):
+        raise ValueError(
+            f"`{name}` is too large for {values.dtype}: its squared norm overflows (max |{name}| = "
+            f"{np.abs(values).max():.3g}); rescale it or enable jax_enable_x64"
+        )
 
 
 def check_nonnegative_real(name: str, value: Any) -> float:

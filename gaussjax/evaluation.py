@@ -77,9 +77,8 @@ def _denoise(model, x, sigma):
 
 def _check_grid(sigmas) -> np.ndarray:
     """The probe's noise levels as float64 NumPy `(S,)` (concrete: they label the rows)."""
-    if not is_concrete(jnp.asarray(sigmas)):
+    if not is_concrete(check_noise_levels("sigmas", sigmas, positive=True)):
         raise TypeError("`sigmas` must be concrete: the rows of the table are labelled by their values")
-    check_noise_levels("sigmas", sigmas, positive=True)
     return np.atleast_1d(np.asarray(sigmas, dtype=np.float64))
 
 

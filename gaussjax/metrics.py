@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from gaussjax._checks import as_float, check_finite_norms, is_concrete
 
-def _check_pair(reference, approx):
-    reference, approx = jnp.asarray(reference), jnp.asarray(approx)
+
+def _check_pair(reference, approx, *, per_sample: bool):
+    """Same shape `(..., D)`, non-empty, real; when concrete, finite with a nonzero reference (per sample)."""
+    reference, approx = as_float("reference", reference), as_float("approx", approx)
     if reference.shape != approx.shape or reference.ndim < 1:
         raise ValueError(
             f"`reference` and `approx` must have the same shape (..., D), got {reference.shape} and {approx.shape}"
         )
+    if reference.size == 0:
+        raise ValueError(f"`reference` and `approx` are empty (shape {reference.shape}): the FUV is undefined")
+    check_finite_norms("reference", reference)
+    check_finite_norms("approx", approx)
+    if is_concrete(reference):
+        norms = np.sum(np.square(np.asarray(reference)), axis=-1)
+        if (np.any(norms == 0) if per_sample else not np.any(norms > 0)):
+            raise ValueError("`reference` is zero" + (" in some samples" if per_sample else "")
+                             + ": the fraction of unexplained variance is undefined (0 / 0 or x / 0)")
     return reference, approx
 
 
@@ -26,14 +39,22 @@ def fraction_unexplained_variance(
 
     Returns:
         A scalar: 0 when `approx` equals `reference`, 1 for `approx = 0`.
+
+    Raises:
+        ValueError: for concrete inputs that are empty, not finite, or whose reference is
+            all zero (the ratio is undefined). Traced inputs are not checked: a zero
+            reference then gives inf (or NaN if `approx` is zero too).
     """
-    reference, approx = _check_pair(reference, approx)
+    reference, approx = _check_pair(reference, approx, per_sample=False)
     return jnp.sum(jnp.square(reference - approx)) / jnp.sum(jnp.square(reference))
 
 
 def per_sample_unexplained_variance(
     reference: Float[ArrayLike, "*batch D"], approx: Float[ArrayLike, "*batch D"]
 ) -> Float[Array, "*batch"]:
-    """`||ref - approx||^2 / ||ref||^2` for each sample, shape `(...)` (Eq. 28 pointwise)."""
-    reference, approx = _check_pair(reference, approx)
+    """`||ref - approx||^2 / ||ref||^2` for each sample, shape `(...)` (Eq. 28 pointwise).
+
+    Checked as `fraction_unexplained_variance`, with a nonzero reference in every sample.
+    """
+    reference, approx = _check_pair(reference, approx, per_sample=True)
     return jnp.sum(jnp.square(reference - approx), axis=-1) / jnp.sum(jnp.square(reference), axis=-1)

@@ -19,7 +19,6 @@ choices, with measurements: `docs/dynamics.md` and `bench/dynamics_ode.py`.)
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
@@ -216,17 +215,10 @@ def _check_problem(model, x_T, sigmas, name: str):
 
 
 def _check_tolerance(name: str, value, dtype):
-    concrete = is_concrete(value)
-    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or jnp.ndim(value) == 0):
-        raise TypeError(f"`{name}` must be a number > 0, got {type(value).__name__} {value!r}")
-    if concrete:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"`{name}` must be a number > 0, got {value!r}") from None
-        if not (np.isfinite(number) and number > 0):
-            raise ValueError(f"`{name}` must be finite and > 0, got {number}")
-    return jnp.asarray(value, dtype)
+    """A positive finite scalar (traced values pass unchecked), in the solve's dtype."""
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number > 0, got {value!r}")
+    return check_noise_levels(name, value, ndim=(0,), positive=True).astype(dtype)
 
 
 def _check_options(solver, rtol, atol, max_steps, dt0, dtype) -> dict:

@@ -110,14 +110,16 @@ def _churn_parameters(S_churn, S_min, S_max, S_noise, dtype):
     if all(isinstance(v, numbers.Real) for v in given):  # the usual case: checked on the host, one transfer
         S_min, S_noise = check_nonnegative_real("S_min", S_min), check_nonnegative_real("S_noise", S_noise)
         if not S_max >= S_min:  # S_max may be +inf, not NaN
-            raise ValueError(f"need S_min <= S_max (S_max may be inf), got S_min={S_min}, S_max={S_max}")
+            raise ValueError(f"`S_max` must be >= `S_min` (S_max may be inf), got S_min={S_min}, S_max={S_max}")
         return S_churn, jnp.asarray(np.array([S_churn, S_min, S_max, S_noise]), dtype)
     S_min, S_noise = (check_noise_levels(n, v, ndim=(0,)) for n, v in (("S_min", S_min), ("S_noise", S_noise)))
     S_max = as_float("S_max", S_max)
     if S_max.ndim != 0:
         raise ValueError(f"`S_max` must be a scalar, got shape {S_max.shape}")
     if is_concrete(S_min, S_max) and not float(S_max) >= float(S_min):
-        raise ValueError(f"need S_min <= S_max (S_max may be inf), got S_min={float(S_min)}, S_max={float(S_max)}")
+        raise ValueError(
+            f"`S_max` must be >= `S_min` (S_max may be inf), got S_min={float(S_min)}, S_max={float(S_max)}"
+        )
     return S_churn, jnp.stack([jnp.asarray(S_churn, dtype), *(jnp.asarray(v, dtype) for v in (S_min, S_max, S_noise))])
 
 

@@ -50,7 +50,7 @@ def karras_sigmas(
     if is_concrete(sigma_min, sigma_max, rho):  # on the host, in float64, rounded once at the end
         xp, (sigma_min, sigma_max, rho) = np, (np.float64(np.asarray(v)) for v in given)
         if not sigma_min <= sigma_max:
-            raise ValueError(f"need sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+            raise ValueError(f"`sigma_min` must be <= `sigma_max`, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     ramp = xp.arange(num_steps) / max(num_steps - 1, 1)
     steps = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     return jnp.asarray(xp.append(steps, xp.zeros((), steps.dtype)))

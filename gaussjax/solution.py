@@ -14,6 +14,7 @@ vector of noise levels, which becomes the leading output axis.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import jax
@@ -116,7 +117,7 @@ def _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha_T, alpha):
 
 def _decompose(gaussian: Gaussian, x_T, alpha_T):
     """Flatten `x_T` to `(B, D)` and split `x_T - alpha_T mu` into axis coordinates `c (B, r)` and `x_perp (B, D)`."""
-    offset = x_T.reshape(-1, gaussian.dim) - alpha_T * gaussian.mean[None, :]
+    offset = x_T.reshape(math.prod(x_T.shape[:-1]), gaussian.dim) - alpha_T * gaussian.mean[None, :]
     coords = matmul(offset, gaussian.eigvecs)
     return coords, offset - matmul(coords, gaussian.eigvecs.T)
 
@@ -142,7 +143,8 @@ def _levels(sigma, alpha):
 def _along_axes(weights, coords, eigvecs):
     """`sum_k weights[s, k] c[b, k] u_k` for every level s and sample b, as one `(S*B, r) @ (r, D)` product."""
     scaled = weights[:, None, :] * coords[None, :, :]  # (S, B, r)
-    return matmul(scaled.reshape(-1, coords.shape[1]), eigvecs.T).reshape(weights.shape[0], coords.shape[0], -1)
+    flat = scaled.reshape(weights.shape[0] * coords.shape[0], coords.shape[1])
+    return matmul(flat, eigvecs.T).reshape(weights.shape[0], coords.shape[0], eigvecs.shape[0])
 
 
 def _restore(out, x_T, scalar: bool):

@@ -255,7 +255,7 @@ def test_bad_arguments():
     for name, value in [("rtol", 0.0), ("atol", -1e-5), ("rtol", np.inf), ("dt0", 0.0)]:
         with pytest.raises(ValueError, match=f"`{name}` must be finite and > 0"):
             solve_pf_ode(model, x_T, sigmas, **{name: value})
-    with pytest.raises(TypeError, match="`atol` must be a number"):
+    with pytest.raises(TypeError, match="`atol` must be a real numeric"):
         solve_pf_ode(model, x_T, sigmas, atol="tight")
     with pytest.raises(ValueError, match="`solver` must be one of 'tsit5', 'dopri5', 'heun', 'rk4'"):
         solve_pf_ode(model, x_T, sigmas, solver="euler")

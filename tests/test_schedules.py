@@ -35,7 +35,7 @@ def test_vp_schedules():
 def test_errors():
     with pytest.raises(ValueError, match="`num_steps` must be >= 1"):
         karras_sigmas(0)
-    with pytest.raises(ValueError, match="sigma_min <= sigma_max"):
+    with pytest.raises(ValueError, match="`sigma_min` must be <= `sigma_max`"):
         karras_sigmas(5, sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError, match="strictly monotone"):
         VPSchedule(np.array([0.5, 0.9, 0.7]))

@@ -22,7 +22,9 @@ from gaussjax._checks import check_data_matrix, check_finite
 from gaussjax.scores.gaussian import Gaussian
 
 def is_array(X: Any) -> bool:
-    """Whether `X` is one array (NumPy, memmap or JAX) rather than an iterable of chunks."""
+    """Whether `X` is one array (NumPy, memmap, JAX, or a list of rows) rather than an iterable of chunks."""
+    if isinstance(X, (list, tuple)):  # a list of rows (numbers), not a list of (n, D) chunks
+        return len(X) == 0 or np.ndim(X[0]) < 2
     return isinstance(X, (np.ndarray, jax.Array))
 
 
@@ -72,6 +74,8 @@ def _blocks(X: Any) -> Iterator[np.ndarray]:
             raise ValueError(f"`X` chunk {index} has D = {chunk.shape[1]}, but earlier chunks have D = {dim}")
         if chunk.shape[0] == 0:
             continue
+        if not (np.issubdtype(chunk.dtype, np.floating) or np.issubdtype(chunk.dtype, np.integer)):
+            raise TypeError(f"`X` chunk {index} must be real numbers, got dtype {chunk.dtype}")
         chunk = np.asarray(chunk, dtype=np.float64)
         if not np.all(np.isfinite(chunk)):
             raise ValueError(f"`X` chunk {index} contains NaN or infinite values")

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import check_query
+from gaussjax._checks import check_query, is_concrete
 from gaussjax.conventions import score_from_denoiser
 
 
@@ -58,6 +58,13 @@ class AnalyticModel:
     def _flat_call(self, method: str, x, sigma, out_shape):
         x, sigma = check_query(x, sigma, self.dim)
         out = _apply(self, method, x.reshape(-1, self.dim), sigma.reshape(-1))
+        if is_concrete(x, sigma) and not bool(jnp.all(jnp.isfinite(out))):
+            what = {"_denoise": "denoiser", "_score": "score", "_log_density": "log density"}[method]
+            raise ValueError(
+                f"the {what} of {type(self).__name__} is not representable in {out.dtype} at these inputs "
+                f"(sigma in [{float(jnp.min(sigma)):.3g}, {float(jnp.max(sigma)):.3g}]): it overflows; "
+                "use a larger sigma or enable jax_enable_x64"
+            )
         return out.reshape(out_shape(x.shape))
 
     def denoise(

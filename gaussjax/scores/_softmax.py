@@ -39,18 +39,25 @@ def _finite_or_zero(m: Array) -> Array:
 
 
 def accumulate(
-    state: SoftmaxSum, logits: Float[Array, "B S"], weigh: Callable[[Float[Array, "B S"]], Float[Array, "B F"]]
+    state: SoftmaxSum,
+    scores: Float[Array, "B S"],
+    weigh: Callable[[Float[Array, "B S"]], Float[Array, "B F"]],
+    scale: Float[Array, " B"] | None = None,
 ) -> SoftmaxSum:
-    """Add a block of components with `logits (B, S)`.
+    """Add a block of components whose logits are `scores (B, S)`, times `scale (B,)` if given.
 
     `weigh(p)` receives the block's unnormalized weights `p = exp(logits - max) (B, S)`
     and returns `sum_s p[b, s] * value_s(x_b)`, shape `(B, F)` (for point masses a
-    single matmul `p @ values`).
+    single matmul `p @ values`). With `scale` (an inverse temperature, `1 / sigma^2` for
+    the delta score) the running max is kept in the units of `scores`, and the scale
+    multiplies only differences to it: the largest score then weighs exactly 1 at any
+    scale. (Scaling first would give logits ~1e17 at tiny sigma, whose rounding -- e.g.
+    a product fused into the subtraction as an FMA -- alone moves a weight by e^(1e9).)
     """
-    new_max = jnp.maximum(state.max, logits.max(axis=-1))
+    new_max = jnp.maximum(state.max, scores.max(axis=-1))
     shift = _finite_or_zero(new_max)
-    rescale = jnp.exp(state.max - shift)
-    p = jnp.exp(logits - shift[:, None])
+    rescale = _exp_scaled(state.max - shift, scale)
+    p = _exp_scaled(scores - shift[:, None], None if scale is None else scale[:, None])
     return SoftmaxSum(
         new_max,
         state.total * rescale + p.sum(axis=-1),
@@ -58,11 +65,20 @@ def accumulate(
     )
 
 
-def merge(a: SoftmaxSum, b: SoftmaxSum) -> SoftmaxSum:
-    """The sum over the union of two disjoint sets of components."""
+def _exp_scaled(differences: Array, scale: Array | None) -> Array:
+    """`exp(scale * differences)` for `differences <= 0` (-inf allowed), at most 1."""
+    if scale is not None:  # 0 stays 0 and -inf stays -inf whatever the scale (no 0 * inf, no -inf * 0)
+        infinite = jnp.isneginf(differences)
+        finite = jnp.where(infinite | (differences == 0), 0.0, differences)  # (also keeps gradients finite)
+        differences = jnp.where(infinite, -jnp.inf, finite * scale)
+    return jnp.exp(jnp.minimum(differences, 0))
+
+
+def merge(a: SoftmaxSum, b: SoftmaxSum, scale: Float[Array, " B"] | None = None) -> SoftmaxSum:
+    """The sum over the union of two disjoint sets of components (with the `scale` both were accumulated at)."""
     new_max = jnp.maximum(a.max, b.max)
     shift = _finite_or_zero(new_max)
-    ra, rb = jnp.exp(a.max - shift), jnp.exp(b.max - shift)
+    ra, rb = _exp_scaled(a.max - shift, scale), _exp_scaled(b.max - shift, scale)
     return SoftmaxSum(new_max, a.total * ra + b.total * rb, a.weighted * ra[:, None] + b.weighted * rb[:, None])
 
 
@@ -72,5 +88,5 @@ def weighted_mean(state: SoftmaxSum) -> Float[Array, "B F"]:
 
 
 def log_normalizer(state: SoftmaxSum) -> Float[Array, " B"]:
-    """`logsumexp(logits)`, shape `(B,)`."""
+    """`logsumexp(logits)`, shape `(B,)` (for a state accumulated without `scale`)."""
     return state.max + jnp.log(state.total)

@@ -78,7 +78,7 @@ class DeltaMixture(AnalyticModel):
         num_points, dim = points.shape
         if chunk_size is None:
             chunk_size = auto_chunk_size(num_points, dim)
-        chunk_size = check_positive_int("chunk_size", chunk_size)
+        chunk_size = min(check_positive_int("chunk_size", chunk_size), num_points)  # no chunk past N
         groups = 1 if sharded is None else sharded[0].shape[sharded[1]]
         num_chunks = groups * -(-num_points // (groups * chunk_size))
         layout = functools.partial(_layout, num_chunks=num_chunks, chunk_size=chunk_size)
@@ -104,9 +104,8 @@ class DeltaMixture(AnalyticModel):
         """The training points `(N, D)`."""
         return self.chunks.reshape(-1, self.dim)[: self.num_points]
 
-    def _softmax_sum(self, x, sigma) -> _softmax.SoftmaxSum:
-        """Stream all points for queries `x (B, D)`, `sigma (B,)`, in blocks of queries."""
-        inv_variance = 1.0 / jnp.square(sigma)
+    def _softmax_sum(self, x, inv_variance) -> _softmax.SoftmaxSum:
+        """Stream all points for queries `x (B, D)` at `1 / sigma^2` `(B,)`, in blocks of queries."""
         batch = x.shape[0]
         block = max(1, min(batch, BLOCK_ELEMENTS // self.chunk_size))
         num_blocks = -(-batch // block)
@@ -121,11 +120,14 @@ class DeltaMixture(AnalyticModel):
         return jax.tree_util.tree_map(lambda a: a.reshape(num_blocks * block, *a.shape[2:])[:batch], sums)
 
     def _denoise(self, x, sigma):
-        return _softmax.weighted_mean(self._softmax_sum(x, sigma))
+        return _softmax.weighted_mean(self._softmax_sum(x, 1.0 / jnp.square(sigma)))
 
     def _log_density(self, x, sigma):
-        log_sum = _softmax.log_normalizer(self._softmax_sum(x, sigma))
-        log_sum = log_sum - 0.5 * jnp.sum(jnp.square(x), axis=-1) / jnp.square(sigma)
+        inv_variance = 1.0 / jnp.square(sigma)
+        total = self._softmax_sum(x, inv_variance)
+        # max_i (x . y_i - ||y_i||^2 / 2) - ||x||^2 / 2 = -||x - y_nearest||^2 / 2, formed before scaling
+        nearest = total.max - 0.5 * jnp.sum(jnp.square(x), axis=-1)
+        log_sum = nearest * inv_variance + jnp.log(total.total)
         return log_sum - math.log(self.num_points) + gaussian_log_normalizer(self.dim, sigma)
 
 
@@ -144,8 +146,8 @@ def _stream(chunks, half_sq_norms, x, inv_variance) -> _softmax.SoftmaxSum:
 
     def step(total, chunk):
         points, half_sq = chunk
-        logits = (matmul(x, points.T) - half_sq[None, :]) * inv_variance[:, None]  # (B, S)
-        return _softmax.accumulate(total, logits, lambda p: matmul(p, points)), None
+        scores = matmul(x, points.T) - half_sq[None, :]  # (B, S); the logits are scores / sigma^2
+        return _softmax.accumulate(total, scores, lambda p: matmul(p, points), inv_variance), None
 
     empty = _softmax.empty(x.shape[0], x.shape[1], jnp.result_type(x, chunks))
     total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
@@ -161,7 +163,7 @@ def _stream_sharded(chunks, half_sq_norms, x, inv_variance, *, mesh, axis) -> _s
         gathered = jax.lax.all_gather(partial, axis)  # (devices, ...) per field
         total = jax.tree_util.tree_map(lambda a: a[0], gathered)
         for i in range(1, mesh.shape[axis]):
-            total = _softmax.merge(total, jax.tree_util.tree_map(lambda a: a[i], gathered))
+            total = _softmax.merge(total, jax.tree_util.tree_map(lambda a: a[i], gathered), inv_variance)
         return total
 
     return jax.shard_map(

@@ -24,7 +24,10 @@ class Isotropic(AnalyticModel):
     mean: Float[Array, " D"]
 
     def __post_init__(self):
-        object.__setattr__(self, "mean", check_float_array("mean", self.mean, ndim=1))
+        mean = check_float_array("mean", self.mean, ndim=1)
+        if mean.shape[0] == 0:
+            raise ValueError("`mean` must have shape (D,) with D >= 1, got (0,)")
+        object.__setattr__(self, "mean", mean)
 
     @property
     def dim(self) -> int:

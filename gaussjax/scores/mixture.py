@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from gaussjax._checks import check_float_array, is_concrete
+from gaussjax._checks import check_finite_norms, check_float_array, is_concrete
 from gaussjax._precision import einsum, matmul
 from gaussjax._pytree import pytree_dataclass
 from gaussjax.scores import _softmax
@@ -47,7 +47,10 @@ class GaussianMixture(AnalyticModel):
 
     def __post_init__(self):
         weights = check_float_array("weights", self.weights, ndim=1)
+        if weights.shape[0] == 0:
+            raise ValueError("`weights` must have shape (K,) with K >= 1 modes, got (0,)")
         means = check_float_array("means", self.means, ndim=2)
+        check_finite_norms("means", means)
         if means.shape[0] != weights.shape[0]:
             raise ValueError(f"`means` must have shape (K, D) with K = {weights.shape[0]} (from `weights`), got {means.shape}")
         eigvals, eigvecs = check_eigenbasis(self.eigvals, self.eigvecs, batch_ndim=1, dim=means.shape[1])
@@ -85,11 +88,15 @@ class GaussianMixture(AnalyticModel):
         )  # (B, K) ||x - mu_k||^2 by the matmul expansion
         mode_variance = self.eigvals[None] + variance[:, None, None]  # (B, K, r)
         in_span = jnp.sum(jnp.square(coords), axis=-1)
-        quadratic = jnp.sum(jnp.square(coords) / mode_variance, axis=-1)
+        # Squared distances over variances, with each variance floored where the quotient would
+        # overflow: there the softmax is already a hard choice, so the floor changes no weight.
+        largest = jnp.maximum(distance2.max(axis=-1), in_span.max(axis=-1))  # (B,), bounds every numerator
+        floor = (largest + 1.0) / (0.01 * jnp.finfo(x.dtype).max)
+        quadratic = jnp.sum(jnp.square(coords) / jnp.maximum(mode_variance, floor[:, None, None]), axis=-1)
         log_det = jnp.sum(jnp.log(mode_variance), axis=-1)
         if self.rank < self.dim:
             off_span = jnp.maximum(distance2 - in_span, 0.0)
-            quadratic = quadratic + off_span / variance[:, None]
+            quadratic = quadratic + off_span / jnp.maximum(variance, floor)[:, None]
             log_det = log_det + (self.dim - self.rank) * jnp.log(variance)[:, None]
         logits = jnp.log(self.weights)[None, :] - 0.5 * (quadratic + log_det + self.dim * math.log(2 * math.pi))
         return logits, coords, mode_variance

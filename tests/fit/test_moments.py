@@ -166,7 +166,21 @@ def test_errors():
     with pytest.raises(ValueError, match="chunk 1 has D = 4, but earlier chunks have D = 3"):
         moments([np.ones((2, 3)), np.ones((2, 4))])
     with pytest.raises(ValueError, match=r"chunk 0 must have shape \(n, D\)"):
-        moments([np.ones(3)])
+        moments(iter([np.ones(3)]))
+    with pytest.raises(ValueError, match=r"chunk 0 must have shape \(n, D\)"):
+        moments([np.ones((2, 2, 2))])
+    with pytest.raises(TypeError, match="chunk 0 must be real"):
+        moments(iter([np.ones((2, 2)) + 1j]))
+
+
+def test_a_list_of_rows_is_one_data_matrix(x64):
+    """Issue 15 (15): `fit_gaussian(X.tolist())` read each row as a chunk of its own."""
+    X = np.random.default_rng(0).normal(size=(30, 4))
+    expected = fit_gaussian(X)
+    for rows in (X.tolist(), list(X), tuple(map(tuple, X))):
+        fitted = fit_gaussian(rows)
+        np.testing.assert_allclose(fitted.mean, expected.mean, rtol=1e-12)
+        np.testing.assert_allclose(fitted.eigvals, expected.eigvals, rtol=1e-10)
     with pytest.raises(TypeError, match="iterable of"):
         moments(5)
     with pytest.raises(TypeError, match="concrete"):
