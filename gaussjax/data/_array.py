@@ -8,7 +8,8 @@ import numpy as np
 
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import resolve_root
-from gaussjax.data._pixels import default_value_range, to_signed_unit
+from gaussjax.data._npy import load_npy, npz_member, open_npz
+from gaussjax.data._pixels import check_pixel_range, default_value_range, to_signed_unit
 
 _IMAGE_KEYS = ("images", "x", "x_train", "arr_0")
 _LABEL_KEYS = ("labels", "y", "y_train")
@@ -51,25 +52,27 @@ def load_array(
         key: the `.npz` array holding the images (default: the first of
             `images, x, x_train, arr_0` present).
         labels_key: the `.npz` array holding labels (default: `labels, y, y_train` if present).
-        value_range: the stored values that map to -1 and 1. Default `(0, 255)` for
+        value_range: the stored values that map to -1 and 1 (finite). Default `(0, 255)` for
             uint8; float data is taken to be in [-1, 1] already, and values outside it
             raise (pass `(0, 1)` for [0, 1] floats).
         channels_first: the images are stored `(N, C, H, W)`.
     """
+    if value_range is not None:
+        value_range = check_pixel_range("value_range", value_range)
     path = resolve_root("array", root)
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"`root` must be a .npy or .npz file, got {path}")
     labels = None
     if path.suffix == ".npy":
-        images = np.load(path, allow_pickle=False)
+        images = load_npy(path)
     else:
-        with np.load(path, allow_pickle=False) as archive:
+        with open_npz(path) as archive:
             image_key = _pick(archive.files, key, _IMAGE_KEYS, "images", path)
             if image_key is None:
                 raise KeyError(f"{path} holds {archive.files}; pass key=... to say which array holds the images")
             label_key = _pick(archive.files, labels_key, _LABEL_KEYS, "labels", path)
-            images = archive[image_key]
-            labels = None if label_key is None else archive[label_key]
+            images = npz_member(archive, image_key, path)
+            labels = None if label_key is None else npz_member(archive, label_key, path)
     images = as_nhwc(images, channels_first=channels_first, name=f"images in {path}")
     if labels is not None and labels.shape != (images.shape[0],):
         raise ValueError(f"{path} has {images.shape[0]} images but labels of shape {labels.shape}")

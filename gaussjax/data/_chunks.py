@@ -12,7 +12,8 @@ from jaxtyping import Float, Shaped
 from gaussjax._checks import check_positive_int
 from gaussjax.data._array import as_nhwc
 from gaussjax.data._dataset import Dataset, images_to_flat
-from gaussjax.data._pixels import default_value_range, to_signed_unit
+from gaussjax.data._npy import load_npy
+from gaussjax.data._pixels import check_pixel_range, default_value_range, to_signed_unit
 
 
 def iter_chunks(
@@ -36,6 +37,8 @@ def iter_chunks(
     to hold in memory as float32 at once.
     """
     chunk_size = check_positive_int("chunk_size", chunk_size)
+    if value_range is not None:
+        value_range = check_pixel_range("value_range", value_range)
     if isinstance(source, Dataset):
         yield from source.chunks(chunk_size)
         return
@@ -43,7 +46,7 @@ def iter_chunks(
         path = Path(source)
         if path.suffix != ".npy":
             raise ValueError(f"`source` path must be a .npy file (memory-mapped), got {path}")
-        source = np.load(path, mmap_mode="r", allow_pickle=False)
+        source = load_npy(path, mmap_mode="r")
     if not isinstance(source, np.ndarray):
         raise TypeError(f"`source` must be a Dataset, a .npy path or an array, got {type(source).__name__}")
     images = as_nhwc(source, channels_first=channels_first, name="source")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import numpy as np
 
 from gaussjax._checks import check_choice, check_positive_int
@@ -10,6 +13,7 @@ from gaussjax.data._files import resolve_root
 from gaussjax.data._pixels import to_signed_unit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_RESOLUTION = 4096  # one 4096 x 4096 x 3 image is 192 MiB as float32
 
 
 def center_crop_resize(image, resolution: int):
@@ -23,22 +27,43 @@ def center_crop_resize(image, resolution: int):
     return image if side == resolution else image.resize((resolution, resolution), Image.LANCZOS)
 
 
+def _read_image(path: Path, mode: str, resolution: int | None) -> np.ndarray:
+    """One image as uint8 `(H, W[, C])`; any error Pillow raises becomes a `ValueError` naming `path`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+            if resolution is not None:
+                image = center_crop_resize(image, resolution)
+            return np.asarray(image, dtype=np.uint8)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"cannot read image {path}: Pillow refuses it as a decompression bomb: {error}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as error:  # Pillow's decoders raise all of these
+        raise ValueError(f"cannot read image {path}: {error}") from None
+
+
 def load_folder(root=None, *, resolution: int | None = None, mode: str = "RGB") -> Dataset:
     """Every `.png`/`.jpg`/`.jpeg` file directly in `root`, sorted by name, as `(N, H, W, C)`.
 
     Args:
         root: the directory.
         resolution: if given, center-crop each image to a square and resize it to
-            `resolution x resolution`; otherwise all images must have the same size.
+            `resolution x resolution` (at most `MAX_RESOLUTION` = 4096); otherwise all
+            images must have the same size.
         mode: `"RGB"` (C = 3) or `"L"` (grayscale, C = 1).
 
-    No labels; the whole folder is one split (`"all"`).
+    No labels; the whole folder is one split (`"all"`). A file Pillow cannot read, or
+    refuses as a decompression bomb, raises `ValueError` naming it.
     """
-    from PIL import Image, UnidentifiedImageError
-
     check_choice("mode", mode, ("RGB", "L"))
     if resolution is not None:
         resolution = check_positive_int("resolution", resolution)
+        if resolution > MAX_RESOLUTION:
+            raise ValueError(
+                f"`resolution` must be <= {MAX_RESOLUTION} (one {MAX_RESOLUTION}x{MAX_RESOLUTION}x3 image is "
+                f"already 192 MiB as float32), got {resolution}"
+            )
     root = resolve_root("folder", root)
     if not root.is_dir():
         raise NotADirectoryError(f"`root` must be a directory of images, got the file {root}")
@@ -47,14 +72,7 @@ def load_folder(root=None, *, resolution: int | None = None, mode: str = "RGB") 
         raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} files found in {root}")
     arrays = []
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
-                if resolution is not None:
-                    image = center_crop_resize(image, resolution)
-                arrays.append(np.asarray(image, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"cannot read image {path}: {error}") from None
+        arrays.append(_read_image(path, mode, resolution))
         if arrays[-1].shape != arrays[0].shape:
             raise ValueError(
                 f"images in {root} differ in size: {paths[0].name} is {arrays[0].shape[:2]}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from gaussjax._checks import check_choice, check_positive_int
 from gaussjax.data._dataset import Dataset
-from gaussjax.data._files import find_file, read_bytes, resolve_root
+from gaussjax.data._files import find_file, has_more, open_stream, read_exactly, resolve_root
+from gaussjax.data._npy import npz_member, open_npz
 from gaussjax.data._pixels import to_signed_unit
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); data is big-endian.
@@ -20,21 +22,31 @@ _PREFIX = {"train": "train", "test": "t10k"}
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (plain or gzip) into a NumPy array of its declared shape and type.
 
-    Raises `ValueError` on a wrong magic number or a size that disagrees with the header.
+    The header (magic number, dimensions) is read first; then exactly the bytes it
+    declares, in bounded chunks, so a gzip bomb is refused after inflating at most the
+    declared size plus one byte. Raises `ValueError` naming `path` on a wrong magic
+    number, a truncated file, or trailing data after the declared payload.
     """
-    data = read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path} is truncated: its header declares {ndim} dimensions")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
-        kind = "truncated" if len(data) < expected else "longer than its header says"
-        raise ValueError(f"{path} is {kind}: header shape {shape} needs {expected} bytes, file has {len(data)}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    with open_stream(path) as (stream, most):
+        magic = stream.read(4)
+        if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+            found = f"0x{magic.hex()}" if magic else "none (the file is empty)"
+            raise ValueError(
+                f"{path} is not an IDX file: bad magic number {found} (expected 0x0000, "
+                f"a type code in {', '.join(f'{code:02x}' for code in _IDX_DTYPES)}, then the number of dimensions)"
+            )
+        dtype, ndim = np.dtype(_IDX_DTYPES[magic[2]]), magic[3]
+        shape = struct.unpack(f">{ndim}I", read_exactly(stream, 4 * ndim, path, f"its header of {ndim} dimensions"))
+        nbytes = math.prod(shape) * dtype.itemsize
+        if 4 + 4 * ndim + nbytes > most:
+            raise ValueError(
+                f"{path} is truncated: header shape {shape} needs {4 + 4 * ndim + nbytes} bytes, "
+                f"more than its {path.stat().st_size} bytes can hold"
+            )
+        data = read_exactly(stream, nbytes, path, f"the data of header shape {shape}")
+        if has_more(stream, path):
+            raise ValueError(f"{path} has trailing data: more than the {nbytes} bytes its header shape {shape} declares")
+    return data.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _idx_candidates(split: str, kind: str) -> list[str]:
@@ -45,11 +57,11 @@ def _idx_candidates(split: str, kind: str) -> list[str]:
 
 def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     keys = (f"x_{split}", f"y_{split}")
-    with np.load(path, allow_pickle=False) as archive:
+    with open_npz(path) as archive:
         missing = [k for k in keys if k not in archive.files]
         if missing:
             raise ValueError(f"{path} lacks arrays {missing}; a Keras-style mnist.npz holds {sorted(archive.files)}")
-        return archive[keys[0]], archive[keys[1]]
+        return npz_member(archive, keys[0], path), npz_member(archive, keys[1], path)
 
 
 def _missing_message(root: Path, directories: list[Path], split: str) -> str:
@@ -69,10 +81,12 @@ def load_mnist(root=None, split: str = "train", *, pad_to: int | None = None) ->
             also looked for under `root/MNIST/raw`) or `mnist.npz`; or the path of an
             `.npz` file itself.
         split: `"train"` or `"test"`.
-        pad_to: zero-pad each image symmetrically to `pad_to x pad_to` pixels (pad
-            value: black, i.e. -1), e.g. `32` for the paper's mini-EDM setting.
+        pad_to: zero-pad each (square) image symmetrically to `pad_to x pad_to` pixels
+            (pad value: black, i.e. -1), e.g. `32` for the paper's mini-EDM setting.
     """
     check_choice("split", split, tuple(_PREFIX))
+    if pad_to is not None:
+        pad_to = check_positive_int("pad_to", pad_to)
     root = resolve_root("mnist", root)
     if root.is_file():
         images, labels = _read_npz(root, split)
@@ -91,9 +105,11 @@ def load_mnist(root=None, split: str = "train", *, pad_to: int | None = None) ->
     if labels.shape != (images.shape[0],):
         raise ValueError(f"MNIST has {images.shape[0]} images but labels of shape {labels.shape}")
     if pad_to is not None:
-        pad_to = check_positive_int("pad_to", pad_to)
-        extra = pad_to - images.shape[1]
-        if extra < 0 or pad_to - images.shape[2] != extra:
-            raise ValueError(f"`pad_to` must be >= the image size {images.shape[1:]}, got {pad_to}")
+        height, width = images.shape[1:]
+        if height != width or height > pad_to:
+            raise ValueError(
+                f"`pad_to` = {pad_to} needs square images no larger than {pad_to} x {pad_to}, got {height} x {width}"
+            )
+        extra = pad_to - height
         images = np.pad(images, ((0, 0), (extra // 2, extra - extra // 2), (extra // 2, extra - extra // 2)))
     return Dataset("mnist", to_signed_unit(images[..., None], (0.0, 255.0), name="MNIST images"), labels, split)

@@ -6,6 +6,25 @@ import numpy as np
 
 from gaussjax._checks import check_value_range
 
+_FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+
+
+def check_pixel_range(name: str, value) -> tuple[float, float]:
+    """`value` as `(low, high)`: finite bounds with `low < high`, whose map onto [-1, 1] is finite in float32.
+
+    An infinite bound would map every stored value to one end of [-1, 1] (an all-black
+    or all-white dataset), so it is refused.
+    """
+    low, high = check_value_range(name, value)
+    if not (-_FLOAT32_MAX <= low and high <= _FLOAT32_MAX):
+        raise ValueError(
+            f"`{name}` must have finite bounds (within float32's range), got ({low:g}, {high:g}); "
+            "pass the range the data is stored in, e.g. (0, 1) or (0, 255)"
+        )
+    if 2.0 / (high - low) > _FLOAT32_MAX or 2.0 / (high - low) < _FLOAT32_TINY:
+        raise ValueError(f"`{name}` = ({low:g}, {high:g}) is too narrow or too wide to map onto [-1, 1] in float32")
+    return low, high
+
 
 def default_value_range(array: np.ndarray, *, name: str = "array") -> tuple[float, float]:
     """The value range a stored image array is assumed to span.
@@ -30,7 +49,7 @@ def to_signed_unit(array: np.ndarray, value_range: tuple[float, float], *, name:
     Raises `ValueError` if any value is NaN/inf or lies outside `value_range`, so
     mislabelled data (e.g. [0, 255] floats read as [-1, 1]) is caught at load time.
     """
-    low, high = check_value_range("value_range", value_range)
+    low, high = check_pixel_range("value_range", value_range)
     array = np.asarray(array)
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinite values")

@@ -72,3 +72,33 @@ def test_error_paths(tmp_path):
     np.save(tmp_path / "good.npy", np.zeros((2, 4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="low < high"):
         load_dataset("array", root=tmp_path / "good.npy", value_range=(1, 0))
+
+
+@pytest.mark.parametrize("value_range", [(0, np.inf), (-np.inf, 1), (0, 1e39)])
+def test_infinite_value_range_is_refused(tmp_path, value_range):
+    np.save(tmp_path / "x.npy", np.linspace(0, 1, 2 * 4 * 4).reshape(2, 4, 4))
+    with pytest.raises(ValueError, match="`value_range` must have finite bounds"):  # not an all-black dataset
+        load_dataset("array", root=tmp_path / "x.npy", value_range=value_range)
+
+
+def test_random_bytes_are_refused_naming_the_file_and_never_unpickled(tmp_path):
+    junk = b"\x80\x04" + np.random.default_rng(3).bytes(200)  # starts like a pickle, as NumPy would guess
+    (tmp_path / "x.npy").write_bytes(junk)
+    with pytest.raises(ValueError, match=r"x\.npy is not a valid \.npy file \(bad magic 0x8004.*numpy\.save"):
+        load_dataset("array", root=tmp_path / "x.npy")
+    (tmp_path / "d.npz").write_bytes(junk)
+    with pytest.raises(ValueError, match=r"d\.npz is not a valid \.npz file \(bad magic 0x8004.*numpy\.savez"):
+        load_dataset("array", root=tmp_path / "d.npz")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.npy is not a valid \.npy file \(bad magic none"):
+        load_dataset("array", root=tmp_path / "empty.npy")
+
+
+def test_object_arrays_are_refused_naming_the_file(tmp_path):
+    objects = np.empty((2, 4, 4), dtype=object)
+    np.save(tmp_path / "o.npy", objects, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"o\.npy is not a valid \.npy file: Object arrays"):
+        load_dataset("array", root=tmp_path / "o.npy")
+    np.savez(tmp_path / "o.npz", images=objects)
+    with pytest.raises(ValueError, match=r"o\.npz: array 'images' cannot be read: Object arrays"):
+        load_dataset("array", root=tmp_path / "o.npz")

@@ -30,3 +30,11 @@ def test_errors(tmp_path):
         next(iter_chunks([1, 2, 3]))
     with pytest.raises(ValueError, match="outside value_range"):
         next(iter_chunks(np.full((2, 4, 4), 3.0)))
+
+
+def test_bad_value_range_and_bad_npy_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="`value_range` must have finite bounds"):
+        next(iter_chunks(np.zeros((2, 4, 4)), value_range=(0, np.inf)))
+    (tmp_path / "x.npy").write_bytes(b"\x80\x04junk, not an array")
+    with pytest.raises(ValueError, match=r"x\.npy is not a valid \.npy file \(bad magic"):
+        next(iter_chunks(tmp_path / "x.npy"))

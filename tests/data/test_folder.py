@@ -8,17 +8,20 @@ from PIL import Image
 from gaussjax.data import load_dataset
 
 
-def write_png(path, pixels: np.ndarray):
-    """A PNG written from the spec (8-bit RGB or grayscale, filter 0), independent of Pillow."""
-    height, width = pixels.shape[:2]
-    color_type = 2 if pixels.ndim == 3 else 0
+def png_bytes(width: int, height: int, color_type: int, idat: bytes) -> bytes:
+    """A PNG from the spec (8-bit, filter 0) with the given header and compressed data, independent of Pillow."""
 
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
-    raw = b"".join(b"\x00" + row.tobytes() for row in pixels.astype(np.uint8))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def write_png(path, pixels: np.ndarray):
+    """A PNG of `pixels` (8-bit RGB `(H, W, 3)` or grayscale `(H, W)`)."""
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels.astype(np.uint8))
+    path.write_bytes(png_bytes(pixels.shape[1], pixels.shape[0], 2 if pixels.ndim == 3 else 0, zlib.compress(raw)))
 
 
 def test_png_folder_pixel_by_pixel(tmp_path):
@@ -84,3 +87,21 @@ def test_bad_arguments(tmp_path):
         load_dataset("folder", root=tmp_path, split="test")
     with pytest.raises(NotADirectoryError):
         load_dataset("folder", root=tmp_path / "a.png")
+
+
+def test_resolution_has_an_upper_bound(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="`resolution` must be <= 4096.*got 4097"):
+        load_dataset("folder", root=tmp_path, resolution=4097, mode="L")
+
+
+def test_decompression_bomb_and_decoder_errors_name_the_file(tmp_path):
+    # a 2 KB PNG declaring 20000 x 20000 pixels (400 MP, over Pillow's bomb limit)
+    (tmp_path / "bomb.png").write_bytes(png_bytes(20000, 20000, 0, zlib.compress(bytes(20001 * 2))))
+    with pytest.raises(ValueError, match=r"cannot read image .*bomb\.png: Pillow refuses it as a decompression bomb"):
+        load_dataset("folder", root=tmp_path)
+    (tmp_path / "bomb.png").unlink()
+    # a valid header, but compressed data that is not a zlib stream: fails while decoding
+    (tmp_path / "garbled.png").write_bytes(png_bytes(4, 4, 0, b"\x78\x9c" + bytes(range(40, 80))))
+    with pytest.raises(ValueError, match=r"cannot read image .*garbled\.png"):
+        load_dataset("folder", root=tmp_path)

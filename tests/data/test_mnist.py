@@ -1,5 +1,6 @@
 import gzip
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -139,3 +140,79 @@ def test_bad_options(tmp_path, mnist_arrays):
         load_dataset("mnist", root=tmp_path, pad_to=20)
     with pytest.raises(ValueError, match="official splits"):
         load_dataset("mnist", root=tmp_path, split="all")
+
+
+def idx_header(shape, type_code=0x08):
+    return struct.pack(">BBBB", 0, 0, type_code, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+
+
+def peak_memory_of(function):
+    """Peak traced memory (NumPy arrays and Python objects) while `function` runs, in bytes."""
+    tracemalloc.start()
+    try:
+        function()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, mnist_arrays):
+    write_mnist_idx(tmp_path, mnist_arrays, gz=True)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    # the header declares 2 images of 28x28 (1,568 bytes); the payload inflates to 50 MB of zeros
+    path.write_bytes(gzip.compress(idx_header((2, 28, 28)) + bytes(50 << 20)))
+    assert path.stat().st_size < 100_000
+
+    def load():
+        with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz has trailing data.*1568 bytes"):
+            load_dataset("mnist", root=tmp_path)
+
+    assert peak_memory_of(load) < 8 << 20  # bounded chunks, never the 50 MB
+
+
+def test_header_declaring_more_than_the_file_can_hold_allocates_nothing(tmp_path, mnist_arrays):
+    write_mnist_idx(tmp_path, mnist_arrays, gz=True)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_header((100_000, 28, 28)) + bytes(1000)))  # declares 78 MB
+
+    def load():
+        with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz is truncated.*can hold"):
+            load_dataset("mnist", root=tmp_path)
+
+    assert peak_memory_of(load) < 8 << 20
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_trailing_data(tmp_path, mnist_arrays, gz):
+    images = mnist_arrays["train"][0]
+    payload = idx_header(images.shape) + images.tobytes() + b"extra"
+    write_mnist_idx(tmp_path, mnist_arrays, gz=gz)
+    path = tmp_path / f"train-images-idx3-ubyte{'.gz' if gz else ''}"
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    with pytest.raises(ValueError, match=rf"{path.name} has trailing data"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_random_bytes_are_not_an_idx_file_nor_a_pickle(tmp_path, mnist_arrays):
+    junk = b"\x80\x04" + np.random.default_rng(4).bytes(300)
+    write_mnist_idx(tmp_path, mnist_arrays, gz=False)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(junk)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte is not an IDX file: bad magic number 0x8004"):
+        load_dataset("mnist", root=tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"not an IDX file: bad magic number none \(the file is empty\)"):
+        load_dataset("mnist", root=tmp_path)
+    (tmp_path / "mnist.npz").write_bytes(junk)
+    with pytest.raises(ValueError, match=r"mnist\.npz is not a valid \.npz file \(bad magic 0x8004"):
+        load_dataset("mnist", root=tmp_path / "mnist.npz")
+
+
+def test_pad_to_says_what_it_needs(tmp_path, mnist_arrays):
+    rng = np.random.default_rng(5)
+    write_mnist_idx(tmp_path, mnist_arrays, gz=False)
+    write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (7, 28, 20), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"`pad_to` = 32 needs square images no larger than 32 x 32, got 28 x 20"):
+        load_dataset("mnist", root=tmp_path, pad_to=32)
+    with pytest.raises(ValueError, match=r"`pad_to` = 20 needs square images no larger than 20 x 20, got 28 x 28"):
+        load_dataset("mnist", root=tmp_path, split="test", pad_to=20)
