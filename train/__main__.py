@@ -6,6 +6,9 @@
 
 Compiled programs are cached in RUN_DIR/.jax_cache (unless $JAX_COMPILATION_CACHE_DIR or JAX's
 configuration already names a cache), so a resumed run does not compile again.
+
+Exit status: 0 done; 1 the loss became NaN or infinite (the run stopped, its last good checkpoint kept);
+2 refused (invalid options, missing data, a run directory in use or holding another configuration).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if "jax" not in sys.modules:  # XLA reads its flags once, when JAX starts
         prefer_eigen_kernels()
     from train.configs import get_config, with_overrides
+    from train.errors import NonFiniteError, TrainingError
 
     try:
         config = with_overrides(
@@ -69,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out or Path("runs") / config.name
         use_compilation_cache(run_dir.absolute())
         train(config, run_dir, data_dir=args.data_dir, progress=not args.no_progress)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
+    except NonFiniteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError, KeyError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

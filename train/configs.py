@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
+from pathlib import Path
 
 import numpy as np
 
 PROBE_SIGMAS = tuple(float(s) for s in np.geomspace(0.01, 80.0, 16))  # the paper's MNIST probe grid
+MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of a seed (without x64): larger seeds would collide
 IMAGE_FIELDS = ("img_resolution", "in_channels", "out_channels", "label_dim")  # NetworkConfig fields set by the data
 
 
@@ -38,17 +41,17 @@ class NetworkConfig:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("img_resolution", "in_channels", "out_channels"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
-        _check_int("label_dim", self.label_dim, 0)
-        _check_int("model_channels", self.model_channels, 1)
-        _check_int("num_blocks", self.num_blocks, 0)
+                _check_int(f"NetworkConfig.{name}", getattr(self, name), 1)
+        _check_int("NetworkConfig.label_dim", self.label_dim, 0)
+        _check_int("NetworkConfig.model_channels", self.model_channels, 1)
+        _check_int("NetworkConfig.num_blocks", self.num_blocks, 0)
         for name, nonempty in (("channel_mult", True), ("attn_resolutions", False)):
             value = getattr(self, name)
             if not isinstance(value, tuple) or (nonempty and not value):
                 raise TypeError(f"`NetworkConfig.{name}` must be a {'non-empty ' * nonempty}tuple of positive "
                                 f"integers, got {value!r}")
             for item in value:
-                _check_int(name, item, 1)
+                _check_int(f"NetworkConfig.{name}", item, 1)
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
             raise ValueError(f"`NetworkConfig.dropout` must be a probability in [0, 1), got {dropout!r}")
@@ -90,16 +93,60 @@ class NetworkConfig:
     def from_json(cls, text: str) -> NetworkConfig:
         return cls.from_dict(json.loads(text))
 
+    @classmethod
+    def from_file(cls, path) -> NetworkConfig:
+        """A run's `network.json` (every field set); errors name the file and the field."""
 
-def _check_int(name: str, value, minimum: int) -> None:
+        def parse(fields: dict) -> NetworkConfig:
+            network = cls.from_dict(fields)
+            missing = [name for name in IMAGE_FIELDS if getattr(network, name) is None]
+            if missing:
+                raise ValueError(f"missing field(s): {', '.join(missing)}")
+            return network
+
+        return _read_json(path, parse)
+
+
+def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> None:
+    """Raise unless `value` is an integer (bools refused) in [minimum, maximum]; the message names `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`NetworkConfig.{name}` must be an integer, got {type(value).__name__} {value!r}")
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise ValueError(f"`{name}` must be an integer in [{minimum}, {maximum}], got {value}")
     if value < minimum:
-        raise ValueError(f"`NetworkConfig.{name}` must be >= {minimum}, got {value}")
+        raise ValueError(f"`{name}` must be {'a positive integer' if minimum == 1 else f'>= {minimum}'}, got {value}")
+
+
+def _check_real(name: str, value, *, positive: bool = True) -> None:
+    """Raise unless `value` is a finite real number (bools refused), and > 0 if `positive`."""
+    what = "a finite number > 0" if positive else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be {what}, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or (positive and not value > 0):
+        raise ValueError(f"`{name}` must be {what}, got {value!r}")
+
+
+def _check_type(name: str, value, kind: type) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(f"`{name}` must be a {kind.__name__}, got {type(value).__name__} {value!r}")
 
 
 def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+def _read_json(path, parse):
+    """`parse(fields)` of the JSON object in the file `path`; errors name the file (and, from `parse`, the field)."""
+    try:
+        fields = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    try:
+        if not isinstance(fields, dict):
+            raise TypeError(f"it must hold a JSON object, got {type(fields).__name__}")
+        return parse(fields)
+    except (TypeError, ValueError) as error:
+        raise (TypeError if isinstance(error, TypeError) else ValueError)(f"invalid {path}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,28 +195,63 @@ class TrainConfig:
         return json.dumps(dict(fields, network=self.network.architecture()), indent=2, sort_keys=True)
 
     @classmethod
+    def from_dict(cls, fields: dict) -> TrainConfig:
+        """From `to_json`'s mapping (lists for tuples); unknown and missing required keys are refused by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        missing = [name for name in ("name", "dataset", "network") if name not in fields]
+        if missing:
+            raise ValueError(f"missing TrainConfig field(s): {', '.join(missing)}")
+        tuples = {name: tuple(fields[name]) for name in ("probe_sigmas", "probe_gmm_components")
+                  if isinstance(fields.get(name), list)}
+        return cls(**dict(fields, **tuples))
+
+    @classmethod
     def from_json(cls, text: str) -> TrainConfig:
-        fields = json.loads(text)
-        for name in ("probe_sigmas", "probe_gmm_components"):
-            fields[name] = tuple(fields[name])
-        return cls(**fields)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_file(cls, path) -> TrainConfig:
+        """A run's `config.json`, validated (`validate`); errors name the file and the field."""
+
+        def parse(fields: dict) -> TrainConfig:
+            config = cls.from_dict(fields)
+            config.validate()
+            return config
+
+        return _read_json(path, parse)
 
     def validate(self, device_count: int = 1) -> None:
-        """Refuse invalid values before any work starts."""
+        """Refuse invalid values before any work starts: each field's type and range, errors naming the field.
+
+        Float hyperparameters must be finite (an infinite `lr` would train to NaN), and the seed
+        one that `jax.random.key` keeps whole.
+        """
+        for name, kind in (("name", str), ("dataset", str), ("dataset_options", dict), ("xflip", bool),
+                           ("probe_delta", bool), ("probe_sigmas", tuple), ("probe_gmm_components", tuple)):
+            _check_type(name, getattr(self, name), kind)
         for name in ("steps", "batch_size", "num_checkpoints", "log_every", "probe_queries"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            _check_int(name, getattr(self, name), 1)
+        for name in ("checkpoint_every", "probe_gmm_rank"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        _check_int("lr_warmup_steps", self.lr_warmup_steps, 0)
+        _check_int("seed", self.seed, 0, MAX_SEED)
+        for name in ("lr", "ema_halflife_images", "ema_rampup_ratio", "P_std", "sigma_data"):
+            _check_real(name, getattr(self, name))
+        _check_real("P_mean", self.P_mean, positive=False)
+        if self.grad_clip is not None:
+            _check_real("grad_clip", self.grad_clip)
+        if not self.probe_sigmas:
+            raise ValueError("`probe_sigmas` must not be empty")
+        for sigma in self.probe_sigmas:
+            _check_real("probe_sigmas", sigma)
+        for count in self.probe_gmm_components:
+            _check_int("probe_gmm_components", count, 1)
         if self.batch_size % device_count:
             raise ValueError(f"`batch_size` = {self.batch_size} must be divisible by the device count {device_count}")
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {self.lr}")
-        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
-            raise ValueError(f"`checkpoint_every` must be a positive integer, got {self.checkpoint_every}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"`grad_clip` must be > 0 or None, got {self.grad_clip}")
-        if self.lr_warmup_steps < 0 or self.ema_halflife_images <= 0:
-            raise ValueError("`lr_warmup_steps` must be >= 0 and `ema_halflife_images` > 0")
 
 
 CONFIGS: dict[str, TrainConfig] = {
@@ -263,3 +345,19 @@ def get_config(name: str) -> TrainConfig:
 def with_overrides(config: TrainConfig, **overrides) -> TrainConfig:
     """`config` with the non-None (command-line) overrides applied."""
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def read_run_files(run_dir) -> tuple[TrainConfig, NetworkConfig]:
+    """A run directory's `config.json` and `network.json`, validated and consistent with each other.
+
+    Errors name the file and the field (a hand-edited or damaged file is refused, not trained or sampled with).
+    """
+    run_dir = Path(run_dir)
+    config = TrainConfig.from_file(run_dir / "config.json")
+    network = NetworkConfig.from_file(run_dir / "network.json")
+    saved, expected = network.architecture(), config.network.architecture()
+    differing = sorted(name for name in saved if saved[name] != expected[name])
+    if differing:
+        raise ValueError(f"invalid {run_dir / 'network.json'}: it differs from the network of "
+                         f"{run_dir / 'config.json'} in: {', '.join(differing)}")
+    return config, network

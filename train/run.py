@@ -9,6 +9,7 @@ Files in the run directory:
     analytic_models.npz  the fitted isotropic / Gaussian / mixture models (cached)
     .jax_cache/          compiled programs, written by `python -m train` only, so a resumed run
                          does not compile again (unless $JAX_COMPILATION_CACHE_DIR points elsewhere)
+    .lock                locked by the training process while it runs (`train.lock`; holds its pid)
 
 `train` is setup (`open_run`, `resume`), the loop (`run_steps`) and the callback at each
 checkpoint (`CheckpointAndProbe`), which runs outside the jitted steps.
@@ -16,9 +17,12 @@ checkpoint (`CheckpointAndProbe`), which runs outside the jitted steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import math
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -33,6 +37,8 @@ from train import probes
 from train.checkpoints import Checkpointer, checkpoint_steps
 from train.checkpoints import load_denoiser as load_denoiser  # re-exported: its former home, used by docs
 from train.configs import TrainConfig
+from train.errors import NonFiniteError
+from train.lock import lock_run_dir
 from train.step import TrainState, bin_labels, init_state, make_optimizer, make_train_loop, metrics_row
 
 LOSS_COLUMNS = ["step", "loss", *bin_labels()]
@@ -41,16 +47,19 @@ LOSS_COLUMNS = ["step", "loss", *bin_labels()]
 def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True, log=print) -> Path:
     """Train (or resume) `config` in `run_dir`; returns the run directory.
 
+    Raises `RunDirectoryInUseError` if another process is training in `run_dir`, and
+    `NonFiniteError` if the loss becomes NaN or infinite (the run stops at the `loss.csv` row
+    where it does, nothing of it saved: the newest checkpoint stays the last good one).
     Global JAX configuration is left as it is (`python -m train` also turns on the
     persistent compilation cache).
     """
-    run = open_run(config, Path(run_dir), data_dir)
-    state = resume(run, log)
-    callback = CheckpointAndProbe(run, log)
-    if int(state.step) in checkpoint_steps(config):
-        callback(state)  # step 0, or a checkpoint whose probe a crash cut short
-        callback.reset_timers()  # its time (and the probe's compilation) is not counted
-    train_time = run_steps(run, state, callback, progress=progress)
+    with open_run(config, Path(run_dir), data_dir) as run:
+        state = resume(run, log)
+        callback = CheckpointAndProbe(run, log)
+        if int(state.step) in checkpoint_steps(config):
+            callback(state)  # step 0, or a checkpoint whose probe a crash cut short
+            callback.reset_timers()  # its time (and the probe's compilation) is not counted
+        train_time = run_steps(run, state, callback, progress=progress)
 
     log(probes.summary_table(run.run_dir / "probes.csv"))
     share = lambda t: f"{100 * t / max(train_time, 1e-9):.1f}% of training"  # noqa: E731
@@ -75,23 +84,31 @@ class Run:
     checkpointer: Checkpointer
 
 
-def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Run:
-    """Validate `config`, load the data, claim `run_dir` (config.json, network.json) and build the network."""
+@contextlib.contextmanager
+def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Iterator[Run]:
+    """Validate `config`, load the data, lock and claim `run_dir` (config.json, network.json), build the network.
+
+    `run_dir` stays locked (`train.lock`) until the block ends; everything that can be refused
+    (the config, the path, missing data files, a run directory in use or holding another
+    configuration) is refused before anything is written.
+    """
     config.validate(jax.local_device_count())
+    check_run_dir_path(run_dir)
     dataset = load_dataset(config.dataset, root=data_dir, **config.dataset_options)  # missing files fail here
-    check_run_dir(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
-    network = config.network.for_images(dataset.image_shape)
-    (run_dir / "network.json").write_text(network.to_json())
-    # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
-    # formulation on every backend (see gaussjax.nn._conv).
-    precond = EDMPrecond(net=SongUNet(**network.kwargs(), conv_impl="xla"), sigma_data=config.sigma_data)
-    mesh = make_mesh()
-    data = jax.numpy.asarray(dataset.images)
-    if mesh is not None:
-        data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
-    return Run(config, run_dir, dataset, precond, make_optimizer(config), mesh, data, Checkpointer(run_dir))
+    with lock_run_dir(run_dir):
+        check_run_dir(run_dir, config)
+        (run_dir / "config.json").write_text(config.to_json())
+        network = config.network.for_images(dataset.image_shape)
+        (run_dir / "network.json").write_text(network.to_json())
+        # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
+        # formulation on every backend (see gaussjax.nn._conv).
+        precond = EDMPrecond(net=SongUNet(**network.kwargs(), conv_impl="xla"), sigma_data=config.sigma_data)
+        mesh = make_mesh()
+        data = jax.numpy.asarray(dataset.images)
+        if mesh is not None:
+            data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
+        yield Run(config, run_dir, dataset, precond, make_optimizer(config), mesh, data, Checkpointer(run_dir))
 
 
 def resume(run: Run, log=print) -> TrainState:
@@ -147,38 +164,70 @@ def run_steps(run: Run, state: TrainState, on_checkpoint, *, progress: bool = Tr
     """Train from `state.step` to `config.steps`; returns the seconds spent in the steps.
 
     Appends a loss.csv row per `log_every` steps (rows also end at checkpoints) and calls
-    `on_checkpoint(state)` after each step of `checkpoint_steps(config)`.
+    `on_checkpoint(state)` after each step of `checkpoint_steps(config)`. A NaN or infinite
+    row loss raises `NonFiniteError` before that row is written or its state saved.
     """
     config, schedule = run.config, checkpoint_steps(run.config)
     train_loop = make_train_loop(config, run.precond, run.optimizer, run.mesh)
     step = int(state.step)
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     train_time = 0.0
-    while step < config.steps:
-        target = next(s for s in schedule if s > step)
-        count = min(config.log_every, target - step)
-        tick = time.perf_counter()
-        state, metrics = train_loop(state, run.data, count)
-        row = metrics_row(step + count, metrics)  # blocks until the steps are done
-        train_time += time.perf_counter() - tick
-        step += count
-        probes.append_rows(run.run_dir / "loss.csv", [row], LOSS_COLUMNS)
-        bar.update(count)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-        if step == target:
-            on_checkpoint(state)
-    bar.close()
+    with tqdm(total=config.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True) as bar:
+        while step < config.steps:
+            target = next(s for s in schedule if s > step)
+            count = min(config.log_every, target - step)
+            tick = time.perf_counter()
+            state, metrics = train_loop(state, run.data, count)
+            row = metrics_row(step + count, metrics)  # blocks until the steps are done
+            train_time += time.perf_counter() - tick
+            check_loss(run, step, row)
+            step += count
+            probes.append_rows(run.run_dir / "loss.csv", [row], LOSS_COLUMNS)
+            bar.update(count)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+            if step == target:
+                on_checkpoint(state)
     return train_time
 
 
+def check_loss(run: Run, step: int, row: dict) -> None:
+    """Stop the run if the mean loss of the steps after `step` (a `loss.csv` row) is NaN or infinite."""
+    if math.isfinite(row["loss"]):
+        return
+    saved = run.checkpointer.steps()
+    last = f"step {saved[-1]} in {run.run_dir / 'checkpoints'}" if saved else "none"
+    raise NonFiniteError(
+        f"the training loss became {row['loss']} in steps {step + 1}-{row['step']}; the run stopped at step "
+        f"{row['step']} without saving or probing it (last good checkpoint: {last}); "
+        "lower `lr` or set `grad_clip`"
+    )
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    """Refuse a run directory path that is a file, or that cannot be created (under a file, or not writable)."""
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ValueError(f"run directory {run_dir} exists and is not a directory; choose another --out")
+        existing = run_dir
+    else:
+        existing = next(parent for parent in run_dir.absolute().parents if parent.exists())
+        if not existing.is_dir():
+            raise ValueError(f"run directory {run_dir} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"run directory {run_dir} cannot be written: {existing} is not writable")
+
+
 def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    """Refuse a run directory that belongs to another configuration (only `steps` may change)."""
+    """Refuse a run directory that belongs to another configuration (only `steps` may change).
+
+    Its config.json is validated like a config (`TrainConfig.from_file`): a damaged or
+    hand-edited file is refused, naming the file and the field.
+    """
     path = run_dir / "config.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
-    current = json.loads(config.to_json())
-    differing = sorted(k for k in set(saved) | set(current) if k != "steps" and saved.get(k) != current.get(k))
+    saved = TrainConfig.from_file(path)
+    names = [field.name for field in dataclasses.fields(TrainConfig) if field.name != "steps"]
+    differing = sorted(name for name in names if getattr(saved, name) != getattr(config, name))
     if differing:
         raise ValueError(
             f"run directory {run_dir} holds a run of another configuration (differs in: {', '.join(differing)}); "

@@ -1,11 +1,12 @@
 import json
+import re
 
 import pytest
 
 from train.__main__ import main
-from train.checkpoints import checkpoint_steps
+from train.checkpoints import checkpoint_steps, load_denoiser
 from train.configs import CONFIGS, NetworkConfig, TrainConfig, get_config
-from train.run import check_run_dir
+from train.run import check_run_dir, train
 
 # What runs written before `NetworkConfig` hold (digits-tiny): network.json, and config.json's `network`.
 OLD_NETWORK_JSON = """{
@@ -37,7 +38,9 @@ def test_unknown_config_lists_known_ones(capsys):
     "argv, message",
     [
         (["--steps", "0"], "`steps` must be a positive integer"),
-        (["--lr=-1e-3"], "`lr` must be > 0"),
+        (["--lr=-1e-3"], "`lr` must be a finite number > 0, got -0.001"),
+        (["--lr", "inf"], "`lr` must be a finite number > 0, got inf"),
+        (["--lr", "nan"], "`lr` must be a finite number > 0, got nan"),
         (["--batch-size", "0"], "`batch_size` must be a positive integer"),
         (["--checkpoint-every", "0"], "`checkpoint_every` must be a positive integer"),
     ],
@@ -46,6 +49,24 @@ def test_invalid_values_are_refused_before_work(argv, message, capsys, tmp_path)
     assert main(["--config", "digits-tiny", "--out", str(tmp_path / "run"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "out, argv, message",
+    [
+        ("file", [], "run directory {out} exists and is not a directory; choose another --out"),
+        ("file/sub", [], "run directory {out} cannot be created: {tmp}/file is not a directory"),
+        ("run", ["--seed", "100000000000000000000000"], "`seed` must be an integer in [0, 4294967295], got 1000"),
+    ],
+)
+def test_an_unusable_out_or_seed_is_one_error_line_before_work(out, argv, message, capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / out
+    assert main(["--config", "digits-tiny", "--no-progress", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message.format(out=out, tmp=tmp_path)}") and err.count("\n") == 1
+    assert [path.name for path in tmp_path.iterdir()] == ["file"]
+    assert (tmp_path / "file").read_text() == ""
 
 
 def test_batch_size_must_divide_device_count():
@@ -80,11 +101,11 @@ def test_checkpoint_schedule_is_dense_early_sparse_late():
     "fields, error, message",
     [
         ({"dropout": 1.5}, ValueError, "`NetworkConfig.dropout` must be a probability"),
-        ({"channel_mult": (1, 0)}, ValueError, "`NetworkConfig.channel_mult` must be >= 1"),
+        ({"channel_mult": (1, 0)}, ValueError, "`NetworkConfig.channel_mult` must be a positive integer"),
         ({"channel_mult": ()}, TypeError, "`NetworkConfig.channel_mult` must be a non-empty tuple"),
         ({"model_channels": 2.5}, TypeError, "`NetworkConfig.model_channels` must be an integer"),
         ({"num_blocks": -1}, ValueError, "`NetworkConfig.num_blocks` must be >= 0"),
-        ({"img_resolution": 0}, ValueError, "`NetworkConfig.img_resolution` must be >= 1"),
+        ({"img_resolution": 0}, ValueError, "`NetworkConfig.img_resolution` must be a positive integer"),
     ],
 )
 def test_network_config_names_the_bad_field(fields, error, message):
@@ -122,3 +143,35 @@ def test_every_config_builds_its_network():
     for config in CONFIGS.values():
         net = SongUNet(**config.network.for_images((32, 32, 3)).kwargs())
         assert (net.model_channels, net.dropout) == (config.network.model_channels, config.network.dropout)
+
+
+@pytest.mark.parametrize(
+    "file, edit, error, message",
+    [
+        ("config.json", {"steps": "abc"}, TypeError, r"`steps` must be an integer, got str 'abc'"),
+        ("config.json", {"sigma_data": -0.5}, ValueError, r"`sigma_data` must be a finite number > 0, got -0\.5"),
+        ("config.json", {"lr": float("nan")}, ValueError, r"`lr` must be a finite number > 0, got nan"),
+        ("config.json", {"depth": 3}, ValueError, r"unknown TrainConfig field\(s\): depth"),
+        ("config.json", "{\"steps\": 60,", ValueError, r" is not valid JSON: "),
+        ("network.json", {"model_channels": "8"}, TypeError, r"`NetworkConfig.model_channels` must be an integer"),
+        ("network.json", {"img_resolution": None}, ValueError, r"missing field\(s\): img_resolution"),
+        ("network.json", {"model_channels": 16}, ValueError, r"differs from the network of .*config\.json in: model_channels"),
+        ("network.json", "[]", TypeError, r"it must hold a JSON object, got list"),
+    ],
+)
+def test_a_tampered_run_file_is_refused_naming_file_and_field(file, edit, error, message, tmp_path):
+    """load_denoiser and a resumed run validate config.json (and load_denoiser network.json) like a config."""
+    config = get_config("digits-tiny")
+    texts = {"config.json": config.to_json(), "network.json": config.network.for_images((8, 8, 1)).to_json()}
+    texts[file] = edit if isinstance(edit, str) else json.dumps(dict(json.loads(texts[file]), **edit))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name, text in texts.items():
+        (run_dir / name).write_text(text)
+    pattern = re.escape(str(run_dir / file)) + ".*" + message
+    with pytest.raises(error, match=pattern):
+        load_denoiser(run_dir)
+    if file == "config.json":
+        with pytest.raises(error, match=pattern):
+            train(config, run_dir, progress=False, log=lambda *a: None)
+        assert (run_dir / file).read_text() == texts[file]  # refused, not overwritten
