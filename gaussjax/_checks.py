@@ -70,17 +70,20 @@ def check_finite(name: str, array) -> None:
 
 def as_float(name: str, value):
     """`value` as a floating JAX array: integers and bools become the default float; complex is refused."""
-    try:
-        array = jnp.asarray(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a real numeric array, got {type(value).__name__} {value!r:.80}") from None
-    if not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == bool):
-        raise TypeError(f"`{name}` must be a real numeric array, got dtype {array.dtype}")
-    if jnp.issubdtype(array.dtype, jnp.complexfloating):
-        raise TypeError(f"`{name}` must be real, got a complex array ({array.dtype})")
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        array = array.astype(jnp.result_type(float))
-    return array
+    if not isinstance(value, (jax.Array, jax.core.Tracer)):  # host values: checked in NumPy, one transfer
+        try:
+            host = np.asarray(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"`{name}` must be a real numeric array, got {type(value).__name__} {value!r:.80}") from None
+        if host.dtype.kind not in "biuf":
+            kind = "real, got a complex array" if host.dtype.kind == "c" else "a real numeric array, got dtype"
+            raise TypeError(f"`{name}` must be {kind} ({host.dtype})")
+        return jnp.asarray(host, dtype=None if host.dtype.kind == "f" else jnp.result_type(float))
+    if jnp.issubdtype(value.dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` must be real, got a complex array ({value.dtype})")
+    if not (jnp.issubdtype(value.dtype, jnp.number) or value.dtype == bool):
+        raise TypeError(f"`{name}` must be a real numeric array, got dtype {value.dtype}")
+    return value if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.result_type(float))
 
 
 def check_float_array(name: str, value, *, ndim: int | None = None):

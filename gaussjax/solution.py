@@ -177,15 +177,7 @@ def gaussian_trajectory(
     gaussian, x_T, sigma_T, alpha_T, sigma, alpha, scalar = _check_trajectory(
         gaussian, x_T, sigma_T, sigma, alpha_T, alpha
     )
-    coords, perp = _decompose(gaussian, x_T, alpha_T)
-    growth = psi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
-    on_manifold = _along_axes(growth, coords, gaussian.eigvecs)
-    out = (
-        alpha[:, None, None] * gaussian.mean[None, None, :]
-        + (sigma / sigma_T)[:, None, None] * perp[None]
-        + on_manifold
-    )
-    return _restore(out, x_T, scalar)
+    return _restore(_states(gaussian, x_T, sigma_T, sigma, alpha_T, alpha), x_T, scalar)
 
 
 def gaussian_denoiser_trajectory(
@@ -204,10 +196,28 @@ def gaussian_denoiser_trajectory(
     gaussian, x_T, sigma_T, alpha_T, sigma, alpha, scalar = _check_trajectory(
         gaussian, x_T, sigma_T, sigma, alpha_T, alpha
     )
+    return _restore(_denoised_states(gaussian, x_T, sigma_T, sigma, alpha_T, alpha), x_T, scalar)
+
+
+@jax.jit
+def _states(gaussian, x_T, sigma_T, sigma, alpha_T, alpha):
+    """Eq. 15 / 18 for validated inputs: `(S, B, D)` states, `sigma`, `alpha` `(S,)`."""
+    coords, perp = _decompose(gaussian, x_T, alpha_T)
+    growth = psi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
+    on_manifold = _along_axes(growth, coords, gaussian.eigvecs)
+    return (
+        alpha[:, None, None] * gaussian.mean[None, None, :]
+        + (sigma / sigma_T)[:, None, None] * perp[None]
+        + on_manifold
+    )
+
+
+@jax.jit
+def _denoised_states(gaussian, x_T, sigma_T, sigma, alpha_T, alpha):
+    """Eq. 16 / 20 for validated inputs: `(S, B, D)` denoiser outputs."""
     coords, _ = _decompose(gaussian, x_T, alpha_T)
     gain = xi(sigma[:, None], gaussian.eigvals[None, :], sigma_T, alpha[:, None], alpha_T)  # (S, r)
-    out = gaussian.mean[None, None, :] + _along_axes(gain, coords, gaussian.eigvecs)
-    return _restore(out, x_T, scalar)
+    return gaussian.mean[None, None, :] + _along_axes(gain, coords, gaussian.eigvecs)
 
 
 def gaussian_final_state(

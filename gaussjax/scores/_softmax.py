@@ -66,11 +66,10 @@ def accumulate(
 
 
 def _exp_scaled(differences: Array, scale: Array | None) -> Array:
-    """`exp(scale * differences)` for `differences <= 0` (-inf allowed), at most 1."""
-    if scale is not None:  # 0 stays 0 and -inf stays -inf whatever the scale (no 0 * inf, no -inf * 0)
+    """`exp(scale * differences)` for `differences <= 0` (-inf allowed) and `0 < scale < inf`, at most 1."""
+    if scale is not None:  # -inf stays -inf whatever the (finite, > 0) scale, with finite gradients
         infinite = jnp.isneginf(differences)
-        finite = jnp.where(infinite | (differences == 0), 0.0, differences)  # (also keeps gradients finite)
-        differences = jnp.where(infinite, -jnp.inf, finite * scale)
+        differences = jnp.where(infinite, -jnp.inf, jnp.where(infinite, 0.0, differences) * scale)
     return jnp.exp(jnp.minimum(differences, 0))
 
 
