@@ -101,32 +101,57 @@ class ScoreProbe:
     candidate_outputs: dict
 
     def __call__(self, reference) -> list[dict]:
-        """Rows `sigma, candidate, fuv_score, fuv_denoiser` of `reference` against every candidate.
+        """Rows `sigma, candidate, fuv_score, fuv_denoiser, r2_denoiser, mse_denoiser` of `reference` vs each candidate.
 
         One jitted call: the reference denoises all `S Q` queries in one batch, and every
-        FUV is reduced on the device (one transfer, whatever the number of candidates).
+        statistic is reduced on the device (one transfer, whatever the number of candidates).
         """
         names = list(self.candidate_outputs)
         sigmas = jnp.asarray(self.sigmas, self.queries.dtype)
         outputs = tuple(self.candidate_outputs[name] for name in names)  # (a dict would come back key-sorted)
-        fuv_score, fuv_denoiser = jax.device_get(_probe_fuvs(traceable_model(reference), self.queries, sigmas, outputs))
+        stats = jax.device_get(_probe_statistics(traceable_model(reference), self.queries, sigmas, outputs))
         return [
-            {"sigma": float(sigma), "candidate": name, "fuv_score": float(fuv_score[c, i]),
-             "fuv_denoiser": float(fuv_denoiser[c, i])}
+            {"sigma": float(sigma), "candidate": name, **{column: float(stats[column][c, i]) for column in STATISTICS}}
             for i, sigma in enumerate(self.sigmas)
             for c, name in enumerate(names)
         ]
 
 
+STATISTICS = ("fuv_score", "fuv_denoiser", "r2_denoiser", "mse_denoiser")
+
+
+def denoiser_r2(reference: Float[ArrayLike, "Q D"], approx: Float[ArrayLike, "Q D"]) -> Float[Array, ""]:
+    """Coefficient of determination of `approx` for the denoiser outputs `reference (Q, D)`.
+
+        R^2 = 1 - sum ||ref - approx||^2 / sum ||ref - mean_q(ref)||^2
+
+    over the Q queries of one noise level (the denoiser-space agreement that Kamb & Ganguli
+    and Niedoba et al. report): 1 is perfect, 0 is no better than the mean output.
+    """
+    reference, approx = jnp.asarray(reference), jnp.asarray(approx)
+    centered = reference - jnp.mean(reference, axis=0, keepdims=True)
+    return 1 - jnp.sum(jnp.square(reference - approx)) / jnp.sum(jnp.square(centered))
+
+
 @jax.jit
-def _probe_fuvs(reference, queries, sigmas, candidate_outputs):
-    """`(C, S)` score and denoiser FUVs; `queries (S, Q, D)`, `sigmas (S,)`, C outputs `(S, Q, D)`."""
+def _probe_statistics(reference, queries, sigmas, candidate_outputs) -> dict:
+    """Each of `STATISTICS` as `(C, S)`; `queries (S, Q, D)`, `sigmas (S,)`, C outputs `(S, Q, D)`."""
     ref = reference.denoise(queries, sigmas[:, None])
     approx = jnp.stack(candidate_outputs)  # (C, S, Q, D)
-    per_candidate_and_sigma = jax.vmap(jax.vmap(fraction_unexplained_variance), in_axes=(None, 0))
-    scores = jax.vmap(score_from_denoiser, in_axes=(0, None, None))(approx, queries, sigmas[:, None])
-    ref_score = score_from_denoiser(ref, queries, sigmas[:, None])
-    return per_candidate_and_sigma(ref_score, scores), per_candidate_and_sigma(ref, approx)
+    per_sigma = jax.vmap(_pair_statistics)  # over S
+    return jax.vmap(per_sigma, in_axes=(None, 0, None, None))(ref, approx, queries, sigmas)
+
+
+def _pair_statistics(ref, approx, queries, sigma) -> dict:
+    """The statistics of one candidate at one sigma; `ref`, `approx`, `queries` `(Q, D)`, `sigma` scalar."""
+    return {
+        "fuv_score": fraction_unexplained_variance(
+            score_from_denoiser(ref, queries, sigma), score_from_denoiser(approx, queries, sigma)
+        ),
+        "fuv_denoiser": fraction_unexplained_variance(ref, approx),
+        "r2_denoiser": denoiser_r2(ref, approx),
+        "mse_denoiser": jnp.mean(jnp.square(ref - approx)),
+    }
 
 
 def make_score_probe(
@@ -171,7 +196,9 @@ def compare_scores(
 
     Returns:
         A tidy table: one dict per (sigma, candidate) with keys `sigma`, `candidate`,
-        `fuv_score`, `fuv_denoiser` (floats), in grid order.
+        `fuv_score`, `fuv_denoiser` (Eq. 28 of the score and of the denoiser),
+        `r2_denoiser` (`denoiser_r2`) and `mse_denoiser` (mean squared difference of the
+        denoiser outputs per coordinate), floats, in grid order.
     """
     return make_score_probe(candidates, queries, sigmas, key=key, num_queries=num_queries)(reference)
 

@@ -26,7 +26,12 @@ def test_rows_match_a_direct_computation(digits_models, key):
         approx_score = np.asarray(candidates[row["candidate"]].score(x.astype(np.float32), row["sigma"]))
         expected = np.sum((ref_score - approx_score) ** 2) / np.sum(ref_score**2)
         assert row["fuv_score"] == pytest.approx(expected, rel=1e-3)
-        assert row["fuv_denoiser"] >= 0
+        ref = np.asarray(delta.denoise(x.astype(np.float32), row["sigma"]), np.float64)
+        approx = np.asarray(candidates[row["candidate"]].denoise(x.astype(np.float32), row["sigma"]), np.float64)
+        squared = np.sum((ref - approx) ** 2)
+        assert row["fuv_denoiser"] == pytest.approx(squared / np.sum(ref**2), rel=1e-3)
+        assert row["r2_denoiser"] == pytest.approx(1 - squared / np.sum((ref - ref.mean(axis=0)) ** 2), rel=1e-3, abs=1e-5)
+        assert row["mse_denoiser"] == pytest.approx(squared / ref.size, rel=1e-3)
 
 
 def test_paper_ordering_gaussian_beats_isotropic_and_far_field(digits_models, key):
