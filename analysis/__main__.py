@@ -1,16 +1,28 @@
-"""`python -m analysis dataset [NAME] [--root DIR] [--split S] [--out DIR]`: summarize a dataset.
+"""`python -m analysis COMMAND ...`: reproduce the paper's figures on a training run or a dataset.
 
-`dataset`, the one command so far, prints a dataset's size, pixel statistics, class
-counts and the covariance spectrum its Gaussian model is built from (top eigenvalues,
-components for 50/90/99% of the variance); with --out it also writes sample and
-spectrum figures (PNG). NAME defaults to the embedded `digits`.
+    python -m analysis dataset digits                       # dataset summary and covariance spectrum
+    python -m analysis gaussian-theory --dataset digits     # Fig. 3: psi, xi, d xi / d sigma, amplification
+    python -m analysis score-agreement --run runs/digits    # Fig. 6: network vs analytic scores over sigma
+
+Every checkpoint command takes `--run RUN_DIR [--step N|latest] [--weights ema|raw] [--out DIR]
+[--seed S] [--num-queries Q]`, writes a tidy CSV and a PNG into `--out` and prints a short
+summary (docs/analysis.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+
+# command modules, in the order of the paper's figures; each defines NAME, HELP, NEEDS_NETWORK,
+# add_arguments(parser) and run(context, args) -> summary lines
+COMMAND_MODULES = tuple(
+    f"analysis.{name}"
+    for name in ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
+                 "learning_dynamics")
+)
 
 
 def _dataset_command(args: argparse.Namespace) -> None:
@@ -25,10 +37,20 @@ def _dataset_command(args: argparse.Namespace) -> None:
             print(f"wrote {path}")
 
 
+def _analysis_command(args: argparse.Namespace) -> None:
+    from analysis.context import load_context
+
+    context = load_context(args)
+    for line in args.module.run(context, args):
+        print(line)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from analysis.context import add_common_arguments
     from gaussjax.data import DATASETS
 
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     dataset = commands.add_parser("dataset", help="summarize a dataset and its covariance spectrum")
     dataset.add_argument("name", nargs="?", default="digits", choices=DATASETS, help="dataset (default: digits)")
@@ -36,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--split", default="train", choices=("train", "test", "all"))
     dataset.add_argument("--out", type=Path, default=None, help="directory for sample and spectrum PNGs")
     dataset.set_defaults(run=_dataset_command)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        command = commands.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_common_arguments(command, needs_network=module.NEEDS_NETWORK,
+                             num_queries=getattr(module, "NUM_QUERIES", 256))
+        module.add_arguments(command)
+        command.set_defaults(run=_analysis_command, module=module)
     return parser
 
 

@@ -1,0 +1,123 @@
+"""What every checkpoint-analysis command starts from: a network, its data, and where to write.
+
+`add_common_arguments` gives each command the same options (`--run`, `--step`, `--weights`,
+`--network`, `--dataset`, `--out`, `--seed`, `--num-queries`), and `load_context` turns them
+into an `AnalysisContext`, failing early with a clear message for a missing run, a step
+without a checkpoint, or a dataset that is not the one the run was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from gaussjax.data import Dataset, load_dataset
+
+DEFAULT_OUT = Path("analysis_out")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisContext:
+    """A trained network with its training and held-out data.
+
+    Attributes:
+        network: the denoiser (a `NeuralDenoiser`), or None for commands that need only data.
+        train: the training split `Dataset` (what the analytic models are fitted to).
+        test: the held-out split, or None if the dataset has none.
+        run_dir: the run directory, or None for `--network` files.
+        step: the checkpoint step analysed (None when not from a run).
+        weights: `'ema'` or `'raw'`.
+        out: directory for CSV and PNG files (created).
+        seed: seed of every random draw (queries, noise, `x_T`).
+        num_queries: query points per noise level (or samples, for sampling commands).
+    """
+
+    network: object
+    train: Dataset
+    test: Dataset | None
+    run_dir: Path | None
+    step: int | None
+    weights: str
+    out: Path
+    seed: int
+    num_queries: int
+
+    @property
+    def flat(self) -> np.ndarray:
+        """Training images as flat vectors `(N, D)`."""
+        return np.asarray(self.train.flat)
+
+    def path(self, name: str) -> Path:
+        """`out / name`."""
+        return self.out / name
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, num_queries: int = 256, needs_network: bool = True):
+    """The options every analysis command shares."""
+    source = parser.add_argument_group("what to analyse")
+    source.add_argument("--run", type=Path, default=None, help="a python -m train run directory")
+    source.add_argument("--step", default="latest", help="checkpoint step, or 'latest' (default)")
+    source.add_argument("--weights", default="ema", choices=("ema", "raw"), help="EMA (default) or raw weights")
+    source.add_argument("--dataset", default=None,
+                        help="dataset name (default: the run's; required without --run)")
+    source.add_argument("--data-dir", type=Path, default=None, help="where file-based datasets are")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    parser.add_argument("--num-queries", type=int, default=num_queries,
+                        help=f"query points (or samples) per noise level (default {num_queries})")
+    parser.set_defaults(needs_network=needs_network)
+
+
+def parse_step(text) -> int | None:
+    """`--step` as an int, or None for 'latest'."""
+    if text is None or str(text) == "latest":
+        return None
+    try:
+        step = int(str(text))
+    except ValueError:
+        raise ValueError(f"`--step` must be a non-negative integer or 'latest', got {text!r}") from None
+    if step < 0:
+        raise ValueError(f"`--step` must be >= 0, got {step}")
+    return step
+
+
+def load_context(args: argparse.Namespace) -> AnalysisContext:
+    """Load the run's network (unless the command needs none) and data, and create `--out`."""
+    if args.num_queries < 2:
+        raise ValueError(f"`--num-queries` must be >= 2, got {args.num_queries}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"`--seed` must be in [0, 2**32), got {args.seed}")
+    step, network, run_dir, dataset_name, options = parse_step(args.step), None, None, args.dataset, {}
+    if args.run is not None:
+        from train.checkpoints import Checkpointer, load_denoiser
+        from train.configs import read_run_files
+
+        run_dir = Path(args.run)
+        if not (run_dir / "config.json").exists():
+            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json): pass `--run` a python -m train "
+                                    "output directory")
+        config, _ = read_run_files(run_dir)
+        if dataset_name is not None and dataset_name != config.dataset:
+            raise ValueError(f"`--dataset` {dataset_name!r} does not match the run's dataset {config.dataset!r}")
+        dataset_name, options = config.dataset, dict(config.dataset_options)
+        if args.needs_network:
+            steps = Checkpointer(run_dir, read_only=True).steps()
+            if step is not None and step not in steps:
+                raise ValueError(f"`--step` {step} has no checkpoint in {run_dir}; checkpoints: {steps}")
+            network = load_denoiser(run_dir, step=step, weights=args.weights)
+            step = steps[-1] if step is None else step
+    elif args.needs_network:
+        raise ValueError("this command analyses a network: pass `--run RUN_DIR`")
+    if dataset_name is None:
+        raise ValueError("pass `--run RUN_DIR` or `--dataset NAME`")
+    train = load_dataset(dataset_name, root=args.data_dir, split="train", **options)
+    try:
+        test = load_dataset(dataset_name, root=args.data_dir, split="test", **options)
+    except ValueError:
+        test = None  # (folder and array datasets have no test split)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return AnalysisContext(network, train, test, run_dir, step, args.weights, out, args.seed, args.num_queries)
