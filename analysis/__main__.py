@@ -21,7 +21,7 @@ from pathlib import Path
 COMMAND_MODULES = tuple(
     f"analysis.{name}"
     for name in ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
-                 "learning_dynamics")
+                 "learning_dynamics", "report")
 )
 
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--root", type=Path, default=None, help="where the files are (file-based datasets)")
     dataset.add_argument("--split", default="train", choices=("train", "test", "all"))
     dataset.add_argument("--out", type=Path, default=None, help="directory for sample and spectrum PNGs")
-    dataset.set_defaults(run=_dataset_command)
+    dataset.set_defaults(handler=_dataset_command)
     for name in COMMAND_MODULES:
         module = importlib.import_module(name)
         command = commands.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
@@ -65,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_common_arguments(command, needs_network=module.NEEDS_NETWORK,
                              num_queries=getattr(module, "NUM_QUERIES", 256))
         module.add_arguments(command)
-        command.set_defaults(run=_analysis_command, module=module)
+        command.set_defaults(handler=_analysis_command, module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,13 +1,161 @@
-"""`python -m analysis learning-dynamics` (being written)."""
+"""`python -m analysis learning-dynamics --run RUN_DIR`: the paper's Fig. 12 from a run's probes.
+
+Reads the run's `probes.csv` (written at every checkpoint by `python -m train`, `train.probes`)
+and `loss.csv`; needs no network. Plots the fraction of the network's score variance that each
+analytic score leaves unexplained (FUV = 1 - EV, Fig. 12's y axis) against training step, for
+a few noise levels, on the training queries (solid) and the held-out queries (dashed), beside
+the training loss. At low noise the paper finds the Gaussian's FUV dipping and then rising
+(Sec. 5: the network learns the Gaussian structure first, then moves to richer models):
+for each sigma the step of the Gaussian's minimum FUV is reported, and whether the FUV at the
+last step is more than `RISE` (10%) above that minimum.
+
+Writes:
+    learning_dynamics.csv  the tidy probe rows of `--weights` (up to `--step`): step, sigma,
+                           reference, weights, queries, fuv_score, fuv_denoiser, r2_denoiser
+                           (values as in probes.csv; a pre-held-out run has train queries only
+                           and no r2_denoiser, written as nan)
+    gaussian_minimum.csv   sigma, queries, min_step, min_fuv, final_fuv, rises: per sigma and
+                           query set, the first step of the minimum of `--statistic` for
+                           `--reference` (default gaussian), its value, the value at the last
+                           step, and whether final_fuv > (1 + RISE) min_fuv
+    learning_dynamics.png  FUV vs step (log y) at a few sigmas, and the loss curve
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from analysis.output import figure, read_csv, save_figure, write_csv
 
 NAME = "learning-dynamics"
-HELP = "(being written)"
+HELP = "Fig. 12: FUV of the network vs analytic scores over training, and the Gaussian's dip-then-rise"
 NEEDS_NETWORK = False
 
+COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser"]
+MINIMUM_COLUMNS = ["sigma", "queries", "min_step", "min_fuv", "final_fuv", "rises"]
+STATISTICS = ("fuv_score", "fuv_denoiser")
+RISE = 0.10  # a rise after the minimum counts when the final FUV exceeds the minimum by more than this fraction
 
-def add_arguments(parser):
-    del parser
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", default="gaussian",
+                        help="analytic model of the minimum table (default gaussian; any reference in probes.csv)")
+    parser.add_argument("--statistic", default="fuv_score", choices=STATISTICS,
+                        help="FUV of the score (default, Fig. 12) or of the denoiser")
+    parser.add_argument("--panels", type=int, default=4, help="noise levels plotted (default 4, spread over the grid)")
 
 
-def run(context, args):
-    raise NotImplementedError("learning-dynamics")
+def run(context, args) -> list[str]:
+    """Read the run's probes and loss, write the CSVs and the PNG, return the dip-then-rise summary."""
+    if context.run_dir is None:
+        raise ValueError("learning-dynamics reads a run's probes.csv and loss.csv: pass `--run RUN_DIR`")
+    if args.panels < 1:
+        raise ValueError(f"`--panels` must be >= 1, got {args.panels}")
+    rows = select_rows(read_probes(context.run_dir / "probes.csv"), context.weights, context.step)
+    references = list(dict.fromkeys(r["reference"] for r in rows))
+    if args.reference not in references:
+        raise ValueError(f"`--reference` {args.reference!r} is not in probes.csv; references: {references}")
+    minimum = minimum_table(rows, args.reference, args.statistic)
+    loss = read_loss(context.run_dir / "loss.csv", context.step)
+    write_csv(context.path("learning_dynamics.csv"), rows, COLUMNS)
+    write_csv(context.path("gaussian_minimum.csv"), minimum, MINIMUM_COLUMNS)
+    plot(rows, loss, args.statistic, args.panels, context.path("learning_dynamics.png"))
+    return summary_lines(minimum, args.reference, args.statistic, context.weights)
+
+
+def read_probes(path: Path) -> list[dict]:
+    """probes.csv as typed rows (`COLUMNS`); a pre-held-out file's rows get `queries = train`, `r2_denoiser = nan`."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} not found: the run has not been probed yet (python -m train writes it)")
+    rows = read_csv(path)
+    missing = {"step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"} - set(rows[0] if rows else {})
+    if not rows or missing:
+        raise ValueError(f"{path} has no probe rows" + (f" (missing columns {sorted(missing)})" if missing else ""))
+    return [{"step": int(r["step"]), "sigma": float(r["sigma"]), "reference": r["reference"], "weights": r["weights"],
+             "queries": r.get("queries", "train"), "fuv_score": float(r["fuv_score"]),
+             "fuv_denoiser": float(r["fuv_denoiser"]), "r2_denoiser": float(r.get("r2_denoiser", "nan"))}
+            for r in rows]
+
+
+def select_rows(rows: list[dict], weights: str, max_step: int | None) -> list[dict]:
+    """The rows of `weights` up to `max_step` (all for None), in file order."""
+    chosen = [r for r in rows if r["weights"] == weights and (max_step is None or r["step"] <= max_step)]
+    if not chosen:
+        raise ValueError(f"probes.csv has no rows of `--weights` {weights!r}" +
+                         ("" if max_step is None else f" up to `--step` {max_step}"))
+    return chosen
+
+
+def read_loss(path: Path, max_step: int | None) -> np.ndarray:
+    """loss.csv's `(step, loss)` pairs up to `max_step`, `(L, 2)` (empty if the file is missing)."""
+    if not Path(path).exists():
+        return np.zeros((0, 2))
+    pairs = np.array([[float(r["step"]), float(r["loss"])] for r in read_csv(path)]).reshape(-1, 2)
+    return pairs if max_step is None else pairs[pairs[:, 0] <= max_step]
+
+
+def curve(rows: list[dict], reference: str, queries: str, sigma: float, statistic: str) -> tuple[np.ndarray, np.ndarray]:
+    """`statistic` against step `(T,)`, `(T,)` for one reference, query set and sigma, sorted by step."""
+    points = sorted((r["step"], r[statistic]) for r in rows
+                    if r["reference"] == reference and r["queries"] == queries and r["sigma"] == sigma)
+    steps, values = np.array(points, dtype=np.float64).reshape(-1, 2).T
+    return steps.astype(int), values
+
+
+def minimum_table(rows: list[dict], reference: str, statistic: str) -> list[dict]:
+    """Per query set and sigma: the first step of the minimum FUV, the minimum, the final FUV, and whether it rose."""
+    table = []
+    for queries in dict.fromkeys(r["queries"] for r in rows):
+        for sigma in sorted({r["sigma"] for r in rows if r["queries"] == queries}):
+            steps, values = curve(rows, reference, queries, sigma, statistic)
+            if len(steps) == 0:
+                continue
+            best = int(np.argmin(values))
+            table.append({"sigma": sigma, "queries": queries, "min_step": int(steps[best]),
+                          "min_fuv": float(values[best]), "final_fuv": float(values[-1]),
+                          "rises": bool(values[-1] > (1 + RISE) * values[best])})
+    return table
+
+
+def panel_sigmas(sigmas: list[float], count: int) -> list[float]:
+    """`count` noise levels spread evenly (by index) over the sorted grid, ends included."""
+    return [sigmas[i] for i in np.unique(np.linspace(0, len(sigmas) - 1, min(count, len(sigmas))).round().astype(int))]
+
+
+def plot(rows: list[dict], loss: np.ndarray, statistic: str, panels: int, path: Path) -> Path:
+    """FUV vs step (log y; solid train, dashed held-out queries) per chosen sigma, and the loss curve."""
+    sigmas = panel_sigmas(sorted({r["sigma"] for r in rows}), panels)
+    references = list(dict.fromkeys(r["reference"] for r in rows))
+    fig, axes = figure(ncols=len(sigmas) + 1)
+    first_step = min((r["step"] for r in rows if r["step"] > 0), default=1)
+    for axis, sigma in zip(axes[0], sigmas):
+        for index, reference in enumerate(references):
+            for queries, style in (("train", "-"), ("test", "--")):
+                steps, values = curve(rows, reference, queries, sigma, statistic)
+                if len(steps):
+                    axis.plot(steps, np.maximum(values, 1e-12), style, marker=".", color=f"C{index}",
+                              label=reference if queries == "train" else None)
+        axis.set_yscale("log")
+        axis.set_xscale("symlog", linthresh=first_step)
+        axis.set(title=f"sigma = {sigma:.3g}", xlabel="training step", ylabel=f"{statistic} (1 - EV)")
+    axes[0][0].legend(fontsize=7, title="solid: train, dashed: held-out", title_fontsize=6)
+    loss_axis = axes[0][-1]
+    if len(loss):
+        loss_axis.plot(loss[:, 0], loss[:, 1], color="k")
+    loss_axis.set(title="training loss", xlabel="training step", ylabel="loss", yscale="log")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def summary_lines(minimum: list[dict], reference: str, statistic: str, weights: str) -> list[str]:
+    """The dip-then-rise table: per query set and sigma, the step and value of the minimum, the final value."""
+    lines = [(f"{reference} {statistic} ({weights} weights): step of the minimum, and whether it rises "
+              f"> {RISE:.0%} after it"),
+             f"{'queries':>8} {'sigma':>9} {'min step':>9} {'min':>10} {'final':>10} {'rises':>6}"]
+    for row in minimum:
+        lines.append(f"{row['queries']:>8} {row['sigma']:>9.3g} {row['min_step']:>9d} {row['min_fuv']:>10.3g} "
+                     f"{row['final_fuv']:>10.3g} {'yes' if row['rises'] else 'no':>6}")
+    return lines

@@ -1,13 +1,146 @@
-"""`python -m analysis samples` (being written)."""
+"""`python -m analysis samples`: network samples beside the Gaussian, GMM and delta models' from the same noise (Fig. 8 B, C).
+
+From the same `x_T = sigma_max z` (seeded, as `trajectories`), each model maps noise to a sample:
+the network, a `--gmm-components` GMM and the delta mixture on the training set by the
+deterministic Heun sampler on `karras_sigmas(--num-steps)`, the Gaussian by its closed-form
+final state (Eq. 17). Pixels are in [-1, 1].
+
+Files in `--out`:
+    samples.png          one row of tiles per model (the first 16 samples), same noise per column.
+    samples_mse.csv      columns `model_a, model_b, mse`: the pixelwise MSE between two models'
+                         samples, averaged over samples and coordinates (Fig. 8 C), every pair.
+    samples_nearest.csv  columns `sample, nearest_index, distance, nearest_distance_ratio`: for each
+                         network sample, its nearest training image (Euclidean), the distance, and
+                         the ratio of the nearest to the second-nearest distance (a memorisation
+                         score: near 0 means a copy of one training image; 0 when both are 0).
+    samples.npz          the samples `(B, D)` under each model's name, and `x_T`.
+
+Summary: the MSE of the network's samples to each model's, and the fraction of network samples
+with `nearest_distance_ratio < MEMORISATION_RATIO = 1/3` (the threshold of Yoon et al. 2023 and
+Gu et al. 2023 for a memorised sample).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+import gaussjax as gj
+from analysis.output import figure, save_figure, write_csv
+from analysis.trajectories import (
+    add_model_arguments,
+    check_model_options,
+    fit_references,
+    initial_states,
+)
 
 NAME = "samples"
-HELP = "(being written)"
+HELP = "Fig. 8: samples of the network, the Gaussian solution, a GMM and the delta model from the same noise"
 NEEDS_NETWORK = True
+NUM_QUERIES = 64
+
+MODELS = ("network", "gaussian", "gmm", "delta")
+MSE_COLUMNS = ("model_a", "model_b", "mse")
+NEAREST_COLUMNS = ("sample", "nearest_index", "distance", "nearest_distance_ratio")
+MAX_TILES = 16  # samples shown per row
+MEMORISATION_RATIO = 1 / 3
+_CHUNK = 256  # samples per block of the distance matrix
 
 
-def add_arguments(parser):
-    del parser
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
 
 
-def run(context, args):
-    raise NotImplementedError("samples")
+def model_samples(network, references: dict, x_T: jax.Array, sigmas: jax.Array) -> dict:
+    """`{model: (B, D)}` samples from `x_T` at `sigmas[0]`: Heun for all but the Gaussian's closed form (Eq. 17)."""
+    models = {"network": network, **references}
+
+    def sample(name, model):
+        if name == "gaussian":
+            return gj.gaussian_final_state(model, x_T, sigmas[0])
+        return gj.heun_sampler(model, x_T, sigmas).x
+
+    return {name: np.asarray(sample(name, model))
+            for name, model in tqdm(models.items(), desc="sampling", leave=False)}
+
+
+def pairwise_mse(samples: dict) -> list[dict]:
+    """`mean((a - b)^2)` over samples and coordinates for every pair of models, in float64 (Fig. 8 C)."""
+    return [{"model_a": a, "model_b": b,
+             "mse": float(np.mean((samples[a].astype(np.float64) - samples[b].astype(np.float64)) ** 2))}
+            for a, b in itertools.combinations(samples, 2)]
+
+
+def _squared_distances(queries: np.ndarray, points: np.ndarray, point_norms: np.ndarray) -> np.ndarray:
+    """`||q - p||^2` `(b, N)` by the matmul form, in float64, clipped at 0."""
+    sq = np.sum(queries**2, axis=1)[:, None] - 2 * queries @ points.T + point_norms[None, :]
+    return np.maximum(sq, 0.0)
+
+
+def nearest_neighbours(samples: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sample's nearest training point: `(index (B,), distance (B,), nearest / second-nearest ratio (B,))`.
+
+    Needs `N >= 2` training points; a ratio of 0/0 (a duplicated training image hit exactly) is 0.
+    """
+    points = np.asarray(train, np.float64)
+    if len(points) < 2:
+        raise ValueError(f"the nearest-neighbour ratio needs >= 2 training images, got {len(points)}")
+    norms = np.sum(points**2, axis=1)
+    index, first, second = [], [], []
+    for start in range(0, len(samples), _CHUNK):
+        sq = _squared_distances(np.asarray(samples[start:start + _CHUNK], np.float64), points, norms)
+        two = np.argpartition(sq, 1, axis=1)[:, :2]
+        pair = np.take_along_axis(sq, two, axis=1)
+        order = np.argsort(pair, axis=1, kind="stable")
+        index.append(np.take_along_axis(two, order[:, :1], axis=1)[:, 0])
+        first.append(np.sqrt(np.take_along_axis(pair, order[:, :1], axis=1)[:, 0]))
+        second.append(np.sqrt(np.take_along_axis(pair, order[:, 1:], axis=1)[:, 0]))
+    index, first, second = (np.concatenate(v) for v in (index, first, second))
+    ratio = np.divide(first, second, out=np.zeros_like(first), where=second > 0)
+    return index, first, ratio
+
+
+def nearest_rows(index: np.ndarray, distance: np.ndarray, ratio: np.ndarray) -> list[dict]:
+    return [{"sample": i, "nearest_index": int(n), "distance": float(d), "nearest_distance_ratio": float(r)}
+            for i, (n, d, r) in enumerate(zip(index, distance, ratio))]
+
+
+def plot(samples: dict, unflatten, path):
+    """One row of image tiles per model, the first `MAX_TILES` samples, pixels [-1, 1] shown as [0, 1]."""
+    count = min(MAX_TILES, len(next(iter(samples.values()))))
+    fig, axes = figure(ncols=count, nrows=len(samples), size=(0.9, 0.9))
+    for row, (name, flat) in zip(axes, samples.items()):
+        images = np.clip((np.asarray(unflatten(flat[:count])) + 1) / 2, 0, 1)
+        for col, (ax, image) in enumerate(zip(row, images)):
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+    return save_figure(fig, path)
+
+
+def run(context, args) -> list[str]:
+    flat = context.flat
+    check_model_options(args, len(flat))
+    sigmas = gj.karras_sigmas(args.num_steps)
+    x_T = initial_states(context.seed, context.num_queries, flat.shape[1], float(sigmas[0]))
+    samples = model_samples(context.network, fit_references(flat, args.gmm_components, context.seed), x_T, sigmas)
+    np.savez(context.path("samples.npz"), x_T=np.asarray(x_T), **samples)
+    mse = pairwise_mse(samples)
+    index, distance, ratio = nearest_neighbours(samples["network"], flat)
+    written = [
+        write_csv(context.path("samples_mse.csv"), mse, MSE_COLUMNS),
+        write_csv(context.path("samples_nearest.csv"), nearest_rows(index, distance, ratio), NEAREST_COLUMNS),
+        plot(samples, context.train.unflatten, context.path("samples.png")),
+    ]
+    vs_network = ", ".join(f"{r['model_b']} {r['mse']:.4f}" for r in mse if r["model_a"] == "network")
+    return [
+        f"samples: {context.num_queries} from the same x_T, {args.num_steps} Heun steps, network step {context.step}",
+        f"  MSE network vs: {vs_network}",
+        (f"  memorised (nearest/second-nearest distance < 1/3): {np.mean(ratio < MEMORISATION_RATIO):.1%} "
+         f"of network samples; median nearest distance {np.median(distance):.4f}"),
+        *(f"wrote {path}" for path in written),
+    ]

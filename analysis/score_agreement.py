@@ -1,13 +1,189 @@
-"""`python -m analysis score-agreement` (being written)."""
+"""`python -m analysis score-agreement`: the network's score against analytic scores over sigma (paper Fig. 6, Sec. 4.2).
+
+The network (the reference) is compared with the isotropic (Eq. 29), Gaussian (Eq. 30-34),
+k-means Gaussian-mixture (`--gmm-components`; and one component per class when the data has
+labels, Eq. 41) and delta (the training set's exact score, Eq. 9-11) models, all fitted to
+the training split, with `gj.compare_scores` on three query sets: noised training images
+(`train`), noised held-out images (`test`, when the dataset has a test split) and pure
+noise (`noise`).
+
+Seeds: with `root = jax.random.key(--seed)` and `kmeans_key, query_key = split(root)`,
+the K-means mixture uses `fold_in(kmeans_key, K)` and query set `i` (train 0, test 1,
+noise 2) uses `fold_in(query_key, i)`.
+
+CSV `score_agreement.csv`, one row per (query set, sigma, reference model):
+    sigma           noise level
+    reference       the analytic model ('isotropic', 'gaussian', 'gmm5', ..., 'gmm-class', 'delta')
+    queries         'train', 'test' or 'noise'
+    fuv_score       fraction of the network's score variance the model leaves unexplained (Eq. 28)
+    fuv_denoiser    the same for the denoiser outputs
+    r2_denoiser     R^2 of the model's denoiser for the network's (`gaussjax.evaluation.denoiser_r2`)
+    mse_denoiser    mean squared difference of the denoiser outputs per coordinate
+PNG `score_agreement.png`: fuv_score vs sigma (log-log), one panel per query set, one line per
+model; vertical lines at the square roots of the top 10 covariance eigenvalues (as Fig. 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+import gaussjax as gj
+from analysis.output import figure, save_figure, write_csv
+from gaussjax.evaluation import noised_data, pure_noise
 
 NAME = "score-agreement"
-HELP = "(being written)"
+HELP = "Fig. 6: FUV of the network's score vs isotropic, Gaussian, GMM and delta scores over sigma"
 NEEDS_NETWORK = True
 
+COLUMNS = ("sigma", "reference", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser", "mse_denoiser")
+QUERY_SETS = ("train", "test", "noise")  # index i -> fold_in(query_key, i)
+EXPLAINED = 0.01  # sigma99: the Gaussian leaves < 1% of the score's variance unexplained
+R2_FLOOR = 0.9  # where the Gaussian's denoiser stops predicting the network's
+EIGVAL_LINES = 10
 
-def add_arguments(parser):
-    del parser
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("score-agreement")
+    group.add_argument("--gmm-components", default="5,10",
+                       help="comma-separated K of the k-means Gaussian mixtures (default '5,10'; '' for none)")
+    group.add_argument("--num-sigmas", type=int, default=12, help="noise levels (default 12)")
+    group.add_argument("--sigma-min", type=float, default=0.01, help="smallest noise level (default 0.01)")
+    group.add_argument("--sigma-max", type=float, default=80.0, help="largest noise level (default 80)")
 
 
-def run(context, args):
-    raise NotImplementedError("score-agreement")
+def parse_components(text: str) -> list[int]:
+    """`'5,10'` -> `[5, 10]`; each K a positive integer."""
+    try:
+        values = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"`--gmm-components` must be comma-separated integers, got {text!r}") from None
+    if any(k < 1 for k in values):
+        raise ValueError(f"`--gmm-components` must be positive, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def sigma_grid(num: int, low: float, high: float) -> np.ndarray:
+    """`(num,)` geometric noise levels from `low` to `high`, validated."""
+    if num < 1:
+        raise ValueError(f"`--num-sigmas` must be >= 1, got {num}")
+    if not 0 < low <= high < np.inf:
+        raise ValueError(f"need 0 < `--sigma-min` <= `--sigma-max` < inf, got {low}, {high}")
+    return np.geomspace(low, high, num)
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """`(kmeans_key, query_key)` from the run's `--seed` (see the module docstring)."""
+    kmeans_key, query_key = jax.random.split(jax.random.key(seed))
+    return kmeans_key, query_key
+
+
+def analytic_models(flat: np.ndarray, labels, components: list[int], kmeans_key) -> dict:
+    """name -> model fitted to the training set `flat (N, D)`, in the order of the plot's legend."""
+    for k in components:
+        if k > len(flat):
+            raise ValueError(f"`--gmm-components` K = {k} exceeds the {len(flat)} training images")
+    models = {"isotropic": gj.Isotropic(flat.mean(axis=0)), "gaussian": gj.fit_gaussian(flat)}
+    for k in components:
+        models[f"gmm{k}"] = gj.fit_gmm(flat, k, key=jax.random.fold_in(kmeans_key, k))
+    if labels is not None:
+        models["gmm-class"] = gj.fit_gmm(flat, len(np.unique(labels)), labels=np.asarray(labels))
+    models["delta"] = gj.DeltaMixture(flat)
+    return models
+
+
+def query_sets(context) -> dict:
+    """name -> query distribution: noised train / held-out images (when there is a test split), pure noise."""
+    sets = {"train": noised_data(context.flat)}
+    if context.test is not None:
+        sets["test"] = noised_data(np.asarray(context.test.flat))
+    sets["noise"] = pure_noise(context.flat.shape[1])
+    return sets
+
+
+def agreement_rows(network, models: dict, queries: dict, sigmas: np.ndarray, query_key, num_queries: int) -> list[dict]:
+    """Tidy rows of `gj.compare_scores` of the network against every model, per query set."""
+    rows = []
+    for name, distribution in tqdm(queries.items(), desc="score-agreement", unit="query set"):
+        key = jax.random.fold_in(query_key, QUERY_SETS.index(name))
+        for row in gj.compare_scores(network, models, distribution, sigmas, key=key, num_queries=num_queries):
+            rows.append({"sigma": row["sigma"], "reference": row.pop("candidate"), "queries": name, **row})
+    return rows
+
+
+def _gaussian_column(rows: list[dict], queries: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """`(sigmas, values)` of the Gaussian's `column` on one query set, sigma ascending."""
+    picked = sorted((float(r["sigma"]), float(r[column])) for r in rows
+                    if r["reference"] == "gaussian" and r["queries"] == queries)
+    return np.array([s for s, _ in picked]), np.array([v for _, v in picked])
+
+
+def sigma99(rows: list[dict], queries: str = "train") -> float | None:
+    """Smallest grid sigma from which on (it and every larger one) the Gaussian's fuv_score < 0.01; None if none."""
+    sigmas, fuv = _gaussian_column(rows, queries, "fuv_score")
+    good = fuv < EXPLAINED
+    tail = np.flatnonzero(~good)
+    first = 0 if tail.size == 0 else tail[-1] + 1
+    return float(sigmas[first]) if first < len(sigmas) else None
+
+
+def r2_breakdown(rows: list[dict], queries: str) -> float | None:
+    """Where the Gaussian's denoiser R^2 falls below 0.9, coming down from the sigma of its best R^2.
+
+    The largest grid sigma below the best one with R^2 < 0.9 (None if there is none). Above
+    the best sigma R^2 is not informative: the network's outputs barely vary across queries
+    there (they approach the data mean), so its denominator vanishes.
+    """
+    sigmas, r2 = _gaussian_column(rows, queries, "r2_denoiser")
+    best = sigmas[np.argmax(r2)]
+    below = sigmas[(r2 < R2_FLOOR) & (sigmas < best)]
+    return float(below.max()) if below.size else None
+
+
+def plot(rows: list[dict], eigvals: np.ndarray, path) -> None:
+    """Fig. 6: fuv_score vs sigma, log-log, a panel per query set and a line per model."""
+    sets = list(dict.fromkeys(r["queries"] for r in rows))
+    models = list(dict.fromkeys(r["reference"] for r in rows))
+    fig, axes = figure(len(sets))
+    for ax, name in zip(axes[0], sets):
+        for i, model in enumerate(models):
+            picked = [(r["sigma"], r["fuv_score"]) for r in rows if r["queries"] == name and r["reference"] == model]
+            ax.plot(*zip(*picked), marker=".", color=f"C{i}", label=model)
+        for lam in eigvals[:EIGVAL_LINES]:
+            ax.axvline(np.sqrt(lam), color="0.7", lw=0.5, ls=":")
+        ax.set(xscale="log", yscale="log", xlabel="sigma", title=f"{name} queries")
+    axes[0, 0].set_ylabel("FUV of the network's score")
+    axes[0, 0].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def _format(sigma: float | None, none: str) -> str:
+    return none if sigma is None else f"{sigma:.4g}"
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """sigma99 on train queries and the Gaussian denoiser's R^2 < 0.9 breakdown on train and held-out queries."""
+    lines = [f"sigma99 (Gaussian explains > 99% of the network's score at this and every larger grid sigma, "
+             f"train queries): {_format(sigma99(rows), 'none on the grid')}"]
+    for name in ("train", "test"):
+        if any(r["queries"] == name for r in rows):
+            lines.append(f"Gaussian denoiser R^2 < {R2_FLOOR} up to sigma = "
+                         f"{_format(r2_breakdown(rows, name), 'none (R^2 >= 0.9 everywhere)')} ({name} queries)")
+    return lines
+
+
+def run(context, args) -> list[str]:
+    """Fit the models, compare on every query set, write `score_agreement.csv` and `.png`, return the summary."""
+    components = parse_components(args.gmm_components)
+    sigmas = sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max)
+    kmeans_key, query_key = seed_keys(context.seed)
+    models = analytic_models(context.flat, context.train.labels, components, kmeans_key)
+    rows = agreement_rows(context.network, models, query_sets(context), sigmas, query_key, context.num_queries)
+    csv_path = write_csv(context.path("score_agreement.csv"), rows, COLUMNS)
+    png_path = context.path("score_agreement.png")
+    plot(rows, np.asarray(models["gaussian"].eigvals), png_path)
+    header = f"step {context.step} ({context.weights} weights), {len(sigmas)} sigmas, {context.num_queries} queries each"
+    return [header, *summary_lines(rows), f"wrote {csv_path}", f"wrote {png_path}"]

@@ -1,11 +1,16 @@
 """Score-structure probes at checkpoints (paper Sec. 5, Fig. 12): network vs analytic scores.
 
-At every checkpoint the network's denoiser (raw and EMA weights) is compared, on a
-fixed seeded set of noised training images over a sigma grid, with the isotropic,
-Gaussian, k-means Gaussian-mixture (several K), per-class mixture (when the data has
-labels) and delta (training-set) scores. The analytic models are fitted once per run
-and cached in the run directory; their denoiser outputs on the query set are computed
-once, so a probe costs only the network's forward passes.
+At every checkpoint the network's denoiser (raw and EMA weights) is compared, on two
+fixed seeded query sets over a sigma grid (noised training images, `queries = train`, and
+noised held-out images of the dataset's test split, `queries = test`, when it has one),
+with the isotropic, Gaussian, k-means Gaussian-mixture (several K), per-class mixture
+(when the data has labels) and delta (training-set) scores: the score and denoiser FUV,
+the denoiser R^2 and MSE of `gaussjax.evaluation.ScoreProbe`. The analytic models are
+fitted once per run and cached in the run directory; their denoiser outputs on the query
+sets are computed once, so a probe costs only the network's forward passes.
+
+Runs written before the held-out queries have the 6 `LEGACY_COLUMNS`; resuming one keeps
+writing that layout (train queries only), so its `probes.csv` stays one consistent table.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import jax
 import numpy as np
 
 import gaussjax as gj
+from gaussjax.data import load_dataset
 from gaussjax.evaluation import ScoreProbe, make_score_probe, noised_data
 from train.configs import TrainConfig
 
-PROBE_COLUMNS = ["step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"]
+PROBE_COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser",
+                 "mse_denoiser"]
+LEGACY_COLUMNS = ["step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"]  # before held-out queries
 MODEL_FILE = "analytic_models.npz"
 
 
@@ -56,20 +64,54 @@ def _mixture_order(name: str):
     return (1, 0) if name == "gmm-class" else (0, int(name[3:]))
 
 
-def build_probe(config: TrainConfig, flat: np.ndarray, models: dict) -> ScoreProbe:
-    """The fixed query set (noised training images, seeded) and the analytic outputs on it."""
-    key = jax.random.fold_in(jax.random.key(config.seed), 7)
+def build_probe(config: TrainConfig, flat: np.ndarray, models: dict, *, salt: int = 7) -> ScoreProbe:
+    """A fixed query set (`flat (N, D)` images noised, seeded by `config.seed` and `salt`) and the analytic outputs on it."""
+    key = jax.random.fold_in(jax.random.key(config.seed), salt)
     return make_score_probe(models, noised_data(flat), config.probe_sigmas, key=key, num_queries=config.probe_queries)
 
 
-def probe_rows(probe: ScoreProbe, step: int, denoisers: dict) -> list[dict]:
-    """Rows of `probes.csv` for one checkpoint: `denoisers` maps weights name (raw / ema) -> model."""
+def build_probes(config: TrainConfig, flat: np.ndarray, models: dict, test_flat: np.ndarray | None) -> dict:
+    """Query set name -> `ScoreProbe`: `train` (the queries of runs before held-out probes) and `test` (if any)."""
+    probes = {"train": build_probe(config, flat, models)}
+    if test_flat is not None and len(test_flat):
+        probes["test"] = build_probe(config, test_flat, models, salt=8)
+    return probes
+
+
+def load_test_flat(config: TrainConfig, data_dir=None) -> np.ndarray | None:
+    """The run dataset's test split as `(N, D)`, or None if it has none (folder and array datasets)."""
+    try:
+        dataset = load_dataset(config.dataset, root=data_dir, split="test", **config.dataset_options)
+    except ValueError:
+        return None
+    return np.asarray(dataset.flat)
+
+
+def probe_rows(probes: dict, step: int, denoisers: dict, columns: list[str] = PROBE_COLUMNS) -> list[dict]:
+    """Rows of `probes.csv` for one checkpoint.
+
+    `probes` maps query set name (train / test) -> `ScoreProbe`, `denoisers` weights name
+    (raw / ema) -> model. With the `LEGACY_COLUMNS` only the train queries are probed.
+    """
+    if "queries" not in columns:
+        probes = {"train": probes["train"]}
     rows = []
     for weights, denoiser in denoisers.items():
-        for row in probe(denoiser):
-            rows.append({"step": step, "sigma": row["sigma"], "reference": row["candidate"], "weights": weights,
-                         "fuv_score": row["fuv_score"], "fuv_denoiser": row["fuv_denoiser"]})
+        for queries, probe in probes.items():
+            for row in probe(denoiser):
+                full = {"step": step, "reference": row["candidate"], "weights": weights, "queries": queries, **row}
+                rows.append({column: full[column] for column in columns})
     return rows
+
+
+def file_columns(path: Path) -> list[str]:
+    """The columns `probes.csv` at `path` is written with: its own (current or legacy) header, else `PROBE_COLUMNS`."""
+    if Path(path).exists():
+        with open(path, newline="") as file:
+            header = next(csv.reader(file), None)
+        if header == LEGACY_COLUMNS:
+            return LEGACY_COLUMNS
+    return PROBE_COLUMNS
 
 
 def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -90,7 +132,10 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def truncate_rows(path: Path, max_step: int, columns: list[str]) -> None:
-    """Drop rows past `max_step` and any partly written line (after a crash), keeping the rest."""
+    """Drop rows past `max_step` and any partly written line (after a crash), keeping the rest.
+
+    `columns` must be the file's own (see `file_columns` for probes.csv): rows of another width are dropped.
+    """
     if not Path(path).exists():
         return
     rows = [r for r in read_rows(path) if None not in r.values() and r.get("step", "").isdigit()
@@ -105,8 +150,8 @@ def probed_steps(path: Path) -> set[int]:
 
 
 def summary_table(path: Path, num_sigmas: int = 3, weights: str = "ema", column: str = "fuv_score") -> str:
-    """FUV vs step at a few sigmas (low, middle, high of the probe grid), one column per reference."""
-    rows = [r for r in read_rows(path) if r["weights"] == weights]
+    """FUV vs step at a few sigmas (low, middle, high of the probe grid), one column per reference (train queries)."""
+    rows = [r for r in read_rows(path) if r["weights"] == weights and r.get("queries", "train") == "train"]
     if not rows:
         return "(no probes yet)"
     sigmas = sorted({float(r["sigma"]) for r in rows})

@@ -5,7 +5,8 @@ Files in the run directory:
     network.json         the SongUNet arguments (`NetworkConfig`, for `load_denoiser`)
     checkpoints/<step>/  Orbax checkpoints of the full training state
     loss.csv             mean loss per `log_every` steps, overall and per sigma bin
-    probes.csv           step, sigma, reference, weights, fuv_score, fuv_denoiser
+    probes.csv           step, sigma, reference, weights, queries (train / test), fuv_score, fuv_denoiser,
+                         r2_denoiser, mse_denoiser (`train.probes`; a pre-held-out run keeps its 6 columns)
     analytic_models.npz  the fitted isotropic / Gaussian / mixture models (cached)
     .jax_cache/          compiled programs, written by `python -m train` only, so a resumed run
                          does not compile again (unless $JAX_COMPILATION_CACHE_DIR points elsewhere)
@@ -55,7 +56,7 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
     """
     with open_run(config, Path(run_dir), data_dir) as run:
         state = resume(run, log)
-        callback = CheckpointAndProbe(run, log)
+        callback = CheckpointAndProbe(run, log, data_dir)
         if int(state.step) in checkpoint_steps(config):
             callback(state)  # step 0, or a checkpoint whose probe a crash cut short
             callback.reset_timers()  # its time (and the probe's compilation) is not counted
@@ -121,24 +122,28 @@ def resume(run: Run, log=print) -> TrainState:
         state = restored
         log(f"resuming {run.config.name} from step {int(state.step)} in {run.run_dir}")
     probes.truncate_rows(run.run_dir / "loss.csv", int(state.step), LOSS_COLUMNS)
-    probes.truncate_rows(run.run_dir / "probes.csv", int(state.step), probes.PROBE_COLUMNS)
+    path = run.run_dir / "probes.csv"
+    probes.truncate_rows(path, int(state.step), probes.file_columns(path))
     return state
 
 
 class CheckpointAndProbe:
     """The callback at each checkpoint step: save the state, then append its probe rows to probes.csv.
 
-    Built once per run (fits or loads the analytic models and the probe's queries); a step
-    already in probes.csv is not probed again. `seconds` sums the time spent in each part.
+    Built once per run (fits or loads the analytic models and the probes' train and held-out
+    queries); a step already in probes.csv is not probed again, and a probes.csv of an older
+    layout keeps its columns. `seconds` sums the time spent in each part.
     """
 
-    def __init__(self, run: Run, log=print):
+    def __init__(self, run: Run, log=print, data_dir=None):
         self.run = run
         started = time.perf_counter()
         flat = np.asarray(run.dataset.flat)
         models = probes.fit_analytic_models(run.config, flat, run.dataset.labels, run.run_dir)
-        self.probe = probes.build_probe(run.config, flat, models)
-        log(f"analytic models ({', '.join(models)}) and probe queries ready in {time.perf_counter() - started:.1f} s")
+        self.columns = probes.file_columns(run.run_dir / "probes.csv")
+        test_flat = probes.load_test_flat(run.config, data_dir) if "queries" in self.columns else None
+        self.probes = probes.build_probes(run.config, flat, models, test_flat)
+        log(f"analytic models ({', '.join(models)}) and probe queries ({', '.join(self.probes)}) ready in {time.perf_counter() - started:.1f} s")
         self.reset_timers()
 
     def reset_timers(self) -> None:
@@ -156,7 +161,7 @@ class CheckpointAndProbe:
             weights: NeuralDenoiser(module=self.run.precond, params=params, image_shape=self.run.dataset.image_shape)
             for weights, params in (("raw", state.params), ("ema", state.ema_params))
         }
-        probes.append_rows(path, probes.probe_rows(self.probe, step, denoisers), probes.PROBE_COLUMNS)
+        probes.append_rows(path, probes.probe_rows(self.probes, step, denoisers, self.columns), self.columns)
         self.seconds["probes"] += time.perf_counter() - tick
 
 

@@ -58,13 +58,18 @@ def test_loss_falls_and_files_are_written(tiny_run):
 
 def test_probes_csv_schema_and_values(tiny_run):
     rows = read_csv(tiny_run / "probes.csv")
-    assert list(rows[0]) == ["step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"]
+    assert list(rows[0]) == ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser",
+                             "r2_denoiser", "mse_denoiser"]
     references = {"isotropic", "gaussian", "gmm2", "gmm-class", "delta"}
     assert {r["reference"] for r in rows} == references
     assert {r["weights"] for r in rows} == {"raw", "ema"}
-    assert len(rows) == 4 * 3 * len(references) * 2  # checkpoints x sigmas x references x weights
-    values = np.array([[float(r["fuv_score"]), float(r["fuv_denoiser"])] for r in rows])
+    assert {r["queries"] for r in rows} == {"train", "test"}
+    assert len(rows) == 4 * 3 * len(references) * 2 * 2  # checkpoints x sigmas x references x weights x query sets
+    values = np.array([[float(r[c]) for c in ("fuv_score", "fuv_denoiser", "mse_denoiser")] for r in rows])
     assert np.all(np.isfinite(values)) and np.all(values >= 0)
+    # R^2 and FUV of the denoiser differ only in the centring of the reference: R^2 <= 1 - FUV
+    r2, fuv = (np.array([float(r[c]) for r in rows]) for c in ("r2_denoiser", "fuv_denoiser"))
+    assert np.all(r2 <= 1 - fuv + 1e-6)
     # training moves the network towards the analytic scores at high noise
     at = {(int(r["step"]), r["reference"], r["weights"], float(r["sigma"])): float(r["fuv_score"]) for r in rows}
     assert at[(60, "gaussian", "raw", 5.0)] < at[(0, "gaussian", "raw", 5.0)]
@@ -95,6 +100,7 @@ def test_sigkill_and_resume_give_the_uninterrupted_result(tmp_path, tiny_run):
     np.testing.assert_array_equal(resumed, expected)
     steps = [int(r["step"]) for r in read_csv(killed / "probes.csv")]
     assert sorted(set(steps)) == [0, 20, 40, 60] and steps == sorted(steps)
+    assert (killed / "probes.csv").read_text() == (tiny_run / "probes.csv").read_text()
 
 
 def test_resume_after_a_damaged_checkpoint_falls_back_with_one_warning(tmp_path, tiny_run):
@@ -176,13 +182,14 @@ def test_load_denoiser_recovers_the_probed_network(tiny_run, caplog):
     with caplog.at_level(logging.WARNING):
         denoisers = {weights: load_denoiser(tiny_run, weights=weights) for weights in ("ema", "raw")}
     assert not [r for r in caplog.records if "could not be restored" in r.getMessage()]
-    rows = probes.probe_rows(probes.build_probe(config, flat, models), 60, denoisers)
-    written = {(r["weights"], r["reference"], float(r["sigma"])): float(r["fuv_denoiser"])
+    built = probes.build_probes(config, flat, models, probes.load_test_flat(config))
+    rows = probes.probe_rows(built, 60, denoisers)
+    written = {(r["weights"], r["queries"], r["reference"], float(r["sigma"])): float(r["fuv_denoiser"])
                for r in read_csv(tiny_run / "probes.csv") if r["step"] == "60"}
     assert len(rows) == len(written)
     for row in rows:
-        np.testing.assert_allclose(row["fuv_denoiser"], written[row["weights"], row["reference"], row["sigma"]],
-                                   rtol=1e-3)
+        key = row["weights"], row["queries"], row["reference"], row["sigma"]
+        np.testing.assert_allclose(row["fuv_denoiser"], written[key], rtol=1e-3)
 
     denoiser = denoisers["ema"]
     samples = heun_sampler(denoiser, jax.random.normal(jax.random.key(0), (4, 64)) * 80.0, karras_sigmas(6)).x

@@ -1,0 +1,98 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from analysis.__main__ import main
+from analysis.output import read_csv
+
+COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser"]
+
+
+def run_command(tiny_run, out, *extra):
+    return main(["learning-dynamics", "--run", str(tiny_run), "--out", str(out), *extra])
+
+
+def numpy_minimum(rows, reference="gaussian", statistic="fuv_score"):
+    """(sigma, queries) -> (min_step, min_fuv, final_fuv, rises), recomputed with NumPy from probes.csv rows."""
+    table = {}
+    for queries in sorted({r["queries"] for r in rows}):
+        for sigma in sorted({float(r["sigma"]) for r in rows}):
+            chosen = [r for r in rows if r["reference"] == reference and r["queries"] == queries
+                      and float(r["sigma"]) == sigma]
+            steps = np.array([int(r["step"]) for r in chosen])
+            values = np.array([float(r[statistic]) for r in chosen])[np.argsort(steps, kind="stable")]
+            steps = np.sort(steps)
+            best = np.flatnonzero(values == values.min())[0]
+            table[sigma, queries] = (steps[best], values[best], values[-1], values[-1] > 1.1 * values[best])
+    return table
+
+
+@pytest.mark.parametrize("weights", ["ema", "raw"])
+def test_csv_reproduces_probes_and_the_minimum_table_matches_numpy(tiny_run, tmp_path, capsys, weights):
+    assert run_command(tiny_run, tmp_path, "--weights", weights) == 0
+    probes = [r for r in read_csv(tiny_run / "probes.csv") if r["weights"] == weights]
+    written = read_csv(tmp_path / "learning_dynamics.csv")
+    assert list(written[0]) == COLUMNS
+    assert written == [{c: r[c] for c in COLUMNS} for r in probes]  # the same rows, the same digits
+    assert {r["queries"] for r in written} == {"train", "test"}
+
+    minimum = read_csv(tmp_path / "gaussian_minimum.csv")
+    expected = numpy_minimum(probes)
+    assert len(minimum) == len(expected) == 2 * 3
+    for row in minimum:
+        min_step, min_fuv, final_fuv, rises = expected[float(row["sigma"]), row["queries"]]
+        assert int(row["min_step"]) == min_step
+        assert float(row["min_fuv"]) == min_fuv and float(row["final_fuv"]) == final_fuv
+        assert row["rises"] == str(bool(rises))
+    out = capsys.readouterr().out
+    assert f"gaussian fuv_score ({weights} weights)" in out and len(out.splitlines()) == 2 + len(minimum)
+    assert (tmp_path / "learning_dynamics.png").stat().st_size > 5000
+
+
+def test_step_reference_and_statistic_options(tiny_run, tmp_path):
+    assert run_command(tiny_run, tmp_path, "--step", "40", "--reference", "delta", "--statistic", "fuv_denoiser") == 0
+    probes = [r for r in read_csv(tiny_run / "probes.csv") if r["weights"] == "ema" and int(r["step"]) <= 40]
+    assert {r["step"] for r in read_csv(tmp_path / "learning_dynamics.csv")} == {"0", "20", "40"}
+    expected = numpy_minimum(probes, "delta", "fuv_denoiser")
+    for row in read_csv(tmp_path / "gaussian_minimum.csv"):
+        assert float(row["final_fuv"]) == expected[float(row["sigma"]), row["queries"]][2]
+
+
+def test_a_run_probed_before_held_out_queries_is_read(tiny_run, tmp_path):
+    """A probes.csv of the older 6-column layout: train queries, r2_denoiser nan."""
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    for name in ("config.json", "network.json", "loss.csv"):
+        shutil.copy(tiny_run / name, run_dir / name)
+    old = ["step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"]
+    rows = [r for r in read_csv(tiny_run / "probes.csv") if r["queries"] == "train"]
+    (run_dir / "probes.csv").write_text("\n".join([",".join(old), *(",".join(r[c] for c in old) for r in rows)]) + "\n")
+    assert run_command(run_dir, tmp_path / "out") == 0
+    written = read_csv(tmp_path / "out" / "learning_dynamics.csv")
+    assert {r["queries"] for r in written} == {"train"} and {r["r2_denoiser"] for r in written} == {"nan"}
+    assert [r["fuv_score"] for r in written] == [r["fuv_score"] for r in rows if r["weights"] == "ema"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ((), "pass `--run RUN_DIR`"),
+    (("--reference", "gmm7"), "`--reference` 'gmm7' is not in probes.csv"),
+    (("--panels", "0"), "`--panels` must be >= 1"),
+])
+def test_bad_inputs_are_named(tiny_run, tmp_path, capsys, extra, message):
+    argv = ["learning-dynamics", "--out", str(tmp_path), *extra]
+    if extra:
+        argv += ["--run", str(tiny_run)]
+    else:
+        argv += ["--dataset", "digits"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_run_without_probes_is_named(tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "unprobed"
+    run_dir.mkdir()
+    for name in ("config.json", "network.json"):
+        shutil.copy(tiny_run / name, run_dir / name)
+    assert run_command(run_dir, tmp_path / "out") == 2
+    assert "probes.csv not found" in capsys.readouterr().err
