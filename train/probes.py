@@ -64,17 +64,26 @@ def _mixture_order(name: str):
     return (1, 0) if name == "gmm-class" else (0, int(name[3:]))
 
 
-def build_probe(config: TrainConfig, flat: np.ndarray, models: dict, *, salt: int = 7) -> ScoreProbe:
-    """A fixed query set (`flat (N, D)` images noised, seeded by `config.seed` and `salt`) and the analytic outputs on it."""
+HELD_OUT_QUERY_FRACTION = 0.5  # held-out queries per sigma, relative to `probe_queries` (keeps probes <= 10%)
+
+
+def build_probe(
+    config: TrainConfig, flat: np.ndarray, models: dict, *, salt: int = 7, fraction: float = 1.0
+) -> ScoreProbe:
+    """A fixed query set (`flat (N, D)` images noised, seeded by `config.seed` and `salt`) and the analytic outputs on it.
+
+    `fraction` of `config.probe_queries` query points per sigma (at least 2).
+    """
     key = jax.random.fold_in(jax.random.key(config.seed), salt)
-    return make_score_probe(models, noised_data(flat), config.probe_sigmas, key=key, num_queries=config.probe_queries)
+    num_queries = max(2, round(fraction * config.probe_queries))
+    return make_score_probe(models, noised_data(flat), config.probe_sigmas, key=key, num_queries=num_queries)
 
 
 def build_probes(config: TrainConfig, flat: np.ndarray, models: dict, test_flat: np.ndarray | None) -> dict:
     """Query set name -> `ScoreProbe`: `train` (the queries of runs before held-out probes) and `test` (if any)."""
     probes = {"train": build_probe(config, flat, models)}
     if test_flat is not None and len(test_flat):
-        probes["test"] = build_probe(config, test_flat, models, salt=8)
+        probes["test"] = build_probe(config, test_flat, models, salt=8, fraction=HELD_OUT_QUERY_FRACTION)
     return probes
 
 

@@ -60,7 +60,7 @@ def test_probe_rows_hold_both_query_sets_with_the_denoiser_statistics(splits):
     assert len(rows) == 2 * len(CONFIG.probe_sigmas) * len(models)
     key = jax.random.fold_in(jax.random.key(CONFIG.seed), 8)
     expected = gj.compare_scores(network, models, gj.evaluation.noised_data(test_flat), CONFIG.probe_sigmas, key=key,
-                                 num_queries=CONFIG.probe_queries)
+                                 num_queries=round(probes.HELD_OUT_QUERY_FRACTION * CONFIG.probe_queries))
     test_rows = [r for r in rows if r["queries"] == "test"]
     assert [(r["sigma"], r["reference"]) for r in test_rows] == [(e["sigma"], e["candidate"]) for e in expected]
     for row, want in zip(test_rows, expected):
