@@ -64,7 +64,8 @@ def _mixture_order(name: str):
     return (1, 0) if name == "gmm-class" else (0, int(name[3:]))
 
 
-HELD_OUT_QUERY_FRACTION = 0.5  # held-out queries per sigma, relative to `probe_queries` (keeps probes <= 10%)
+HELD_OUT_QUERY_FRACTION = 0.5  # held-out queries per sigma, relative to `probe_queries` (probe cost, see docs)
+HELD_OUT_WEIGHTS = "ema"  # the only weights probed on held-out queries when both are probed
 
 
 def build_probe(
@@ -107,6 +108,8 @@ def probe_rows(probes: dict, step: int, denoisers: dict, columns: list[str] = PR
     rows = []
     for weights, denoiser in denoisers.items():
         for queries, probe in probes.items():
+            if queries != "train" and weights != HELD_OUT_WEIGHTS and HELD_OUT_WEIGHTS in denoisers:
+                continue  # held-out queries probe the EMA network only (what EDM samples with)
             for row in probe(denoiser):
                 full = {"step": step, "reference": row["candidate"], "weights": weights, "queries": queries, **row}
                 rows.append({column: full[column] for column in columns})

@@ -64,7 +64,9 @@ def test_probes_csv_schema_and_values(tiny_run):
     assert {r["reference"] for r in rows} == references
     assert {r["weights"] for r in rows} == {"raw", "ema"}
     assert {r["queries"] for r in rows} == {"train", "test"}
-    assert len(rows) == 4 * 3 * len(references) * 2 * 2  # checkpoints x sigmas x references x weights x query sets
+    # checkpoints x sigmas x references x (raw and EMA on train queries, EMA only on held-out ones)
+    assert len(rows) == 4 * 3 * len(references) * 3
+    assert {r["weights"] for r in rows if r["queries"] == "test"} == {"ema"}
     values = np.array([[float(r[c]) for c in ("fuv_score", "fuv_denoiser", "mse_denoiser")] for r in rows])
     assert np.all(np.isfinite(values)) and np.all(values >= 0)
     # R^2 and FUV of the denoiser differ only in the centring of the reference: R^2 <= 1 - FUV
