@@ -1,14 +1,47 @@
-"""EDM networks in Flax: the DDPM++ `SongUNet`, EDM preconditioning and loss, and the network as a denoiser.
+"""EDM networks in Flax: U-Nets, the four EDM preconditioners, the loss, the network as a denoiser, and importers.
 
-`SongUNet` reimplements NVlabs/edm's DDPM++/NCSN++ U-Net (same arguments, structure,
-initialization and parameter counts) on NHWC images; `EDMPrecond` wraps it into the
-EDM denoiser `D(x; sigma)`; `edm_loss` is EDM's training loss; `NeuralDenoiser` puts a
-trained network behind the same `denoise`/`score` protocol as the analytic models.
+`SongUNet` reimplements NVlabs/edm's DDPM++/NCSN++ U-Net and `DhariwalUNet` its ADM
+U-Net (same arguments, structure, initialization and parameter counts) on NHWC images;
+`EDMPrecond`, `VPPrecond`, `VEPrecond` and `iDDPMPrecond` wrap either into a denoiser
+`D(x; sigma)`; `edm_loss` is EDM's training loss; `NeuralDenoiser` puts a network behind
+the same `denoise`/`score` protocol as the analytic models. `load_edm_pickle` reads
+EDM's snapshot pickles without torch and without running their code;
+`save_safetensors` / `load_safetensors` move networks without pickles.
 """
 
 from gaussjax.nn._denoiser import NeuralDenoiser
+from gaussjax.nn._dhariwal import DhariwalUNet
+from gaussjax.nn._edm_pickle import load_edm_pickle
 from gaussjax.nn._loss import edm_loss
-from gaussjax.nn._precond import EDMPrecond, edm_preconditioning
+from gaussjax.nn._precond import (
+    EDMPrecond,
+    VEPrecond,
+    VPPrecond,
+    edm_preconditioning,
+    iddpm_preconditioning,
+    iDDPMPrecond,
+    ve_preconditioning,
+    vp_preconditioning,
+)
+from gaussjax.nn._safetensors import load_safetensors, save_safetensors
+from gaussjax.nn._torch_pickle import UnsafePickleError
 from gaussjax.nn._unet import SongUNet
 
-__all__ = ["EDMPrecond", "NeuralDenoiser", "SongUNet", "edm_loss", "edm_preconditioning"]
+__all__ = [
+    "DhariwalUNet",
+    "EDMPrecond",
+    "NeuralDenoiser",
+    "SongUNet",
+    "UnsafePickleError",
+    "VEPrecond",
+    "VPPrecond",
+    "edm_loss",
+    "edm_preconditioning",
+    "iDDPMPrecond",
+    "iddpm_preconditioning",
+    "load_edm_pickle",
+    "load_safetensors",
+    "save_safetensors",
+    "ve_preconditioning",
+    "vp_preconditioning",
+]

@@ -10,14 +10,20 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_query
-from gaussjax.conventions import score_from_denoiser
 from gaussjax._pytree import pytree_dataclass, static_field
-from gaussjax.nn._precond import EDMPrecond
+from gaussjax.conventions import score_from_denoiser
+from gaussjax.nn._precond import (
+    PRECONDITIONERS,
+    EDMPrecond,
+    VEPrecond,
+    VPPrecond,
+    iDDPMPrecond,
+)
 
 
 @pytree_dataclass
 class NeuralDenoiser:
-    """An `EDMPrecond` network with its parameters, as a `Denoiser`: `denoise(x, sigma)` and `score(x, sigma)`.
+    """A preconditioned network with its parameters, as a `Denoiser`: `denoise(x, sigma)` and `score(x, sigma)`.
 
     Queries are flat vectors `x (..., D)`, `D = H W C` (the layout of every analytic
     model, sampler and metric in gaussjax; pixels in row-major HWC order, as
@@ -27,21 +33,23 @@ class NeuralDenoiser:
     so the denoiser passes through `jax.jit` as an argument.
 
     Args:
-        module: the `EDMPrecond` network.
+        module: the network: an `EDMPrecond`, `VPPrecond`, `VEPrecond` or `iDDPMPrecond`.
         params: its variables, as from `module.init` (`{'params': ...}`).
-        image_shape: `(H, W, C)`; default `(R, R, C)` of `module.net`.
+        image_shape: `(H, W, C)`; default `(R, R, C)`, `R = net.img_resolution`, `C = net.in_channels`
+            (an iDDPM net outputs `2 C` channels; `D` keeps the first `C`).
         class_labels: `(label_dim,)` for every query or `(..., label_dim)` per query, for a
             conditional network; None: zeros (EDM's default).
     """
 
-    module: EDMPrecond = static_field()
+    module: EDMPrecond | VPPrecond | VEPrecond | iDDPMPrecond = static_field()
     params: Any
     image_shape: tuple = static_field(default=None)
     class_labels: Any = None
 
     def __post_init__(self):
-        if not isinstance(self.module, EDMPrecond):
-            raise TypeError(f"`module` must be an EDMPrecond, got {type(self.module).__name__}")
+        if not isinstance(self.module, PRECONDITIONERS):
+            names = ", ".join(cls.__name__ for cls in PRECONDITIONERS)
+            raise TypeError(f"`module` must be one of {names}, got {type(self.module).__name__}")
         net = self.module.net
         expected = (net.img_resolution, net.img_resolution, net.in_channels)
         shape = expected if self.image_shape is None else tuple(int(s) for s in self.image_shape)
@@ -110,6 +118,6 @@ class NeuralDenoiser:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _apply(module: EDMPrecond, params, x, sigma, class_labels):
+def _apply(module, params, x, sigma, class_labels):
     """The network in evaluation mode, compiled once per module and shape."""
     return module.apply(params, x, sigma, class_labels, train=False)

@@ -31,15 +31,21 @@ class FourierEmbedding(nn.Module):
     """`(N,) -> (N, num_channels)`: `[cos(2 pi x w), sin(2 pi x w)]` with fixed `w ~ N(0, scale^2)`.
 
     EDM draws `w` once at construction and keeps it as a non-trainable buffer; here it
-    is a constant of the architecture drawn from `jax.random.key(seed)`, so it is not a
-    parameter (parameter counts match EDM's) and never changes.
+    is a constant of the architecture, so it is not a parameter (parameter counts match
+    EDM's) and never changes: `freqs` if given (the `num_channels / 2` values of a
+    network imported from EDM, its `map_noise.freqs` buffer), else drawn from
+    `jax.random.key(seed)`.
     """
 
     num_channels: int
     scale: float = 16.0
     seed: int = 0
+    freqs: tuple = ()
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        freqs = jax.random.normal(jax.random.key(self.seed), (self.num_channels // 2,), jnp.float32) * self.scale
+        if self.freqs:
+            freqs = jnp.asarray(self.freqs, jnp.float32)
+        else:
+            freqs = jax.random.normal(jax.random.key(self.seed), (self.num_channels // 2,), jnp.float32) * self.scale
         x = x[:, None] * (2 * np.pi * freqs).astype(x.dtype)[None, :]
         return jnp.concatenate([jnp.cos(x), jnp.sin(x)], axis=1)

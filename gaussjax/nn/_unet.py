@@ -46,7 +46,7 @@ class SongUNet(nn.Module):
     without changing parameters or results: see `gaussjax.nn._conv`.
 
     The constant Fourier frequencies of `embedding_type='fourier'` (an EDM buffer) are
-    not parameters here either (see `FourierEmbedding`). Dropout, and label dropout,
+    not parameters here either: `fourier_freqs` (see `FourierEmbedding`). Dropout, and label dropout,
     draw from the `'dropout'` PRNG stream when `train=True`.
     """
 
@@ -70,9 +70,10 @@ class SongUNet(nn.Module):
     decoder_type: str = "standard"       # 'standard' for both DDPM++ and NCSN++, or 'skip'.
     resample_filter: tuple = (1, 1)      # Resampling filter: (1, 1) for DDPM++, (1, 3, 3, 1) for NCSN++.
     conv_impl: str = "auto"              # 3x3 convolutions: 'xla', 'matmul' (im2col) or 'auto' (matmul on CPU).
+    fourier_freqs: tuple = ()            # 'fourier' only: the frequencies (EDM's map_noise.freqs); () draws them.
 
     def __post_init__(self):
-        for name in ("channel_mult", "attn_resolutions", "resample_filter"):
+        for name in ("channel_mult", "attn_resolutions", "resample_filter", "fourier_freqs"):
             value = getattr(self, name)
             if isinstance(value, (list, np.ndarray)):
                 object.__setattr__(self, name, tuple(np.asarray(value).tolist()))
@@ -89,7 +90,7 @@ class SongUNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, noise_labels, class_labels=None, augment_labels=None, *, train: bool = False):
-        n = self._check_inputs(x, noise_labels, class_labels, augment_labels)
+        n = check_network_inputs(self, x, noise_labels, class_labels, augment_labels)
         encoder, decoder = _plan(self)
         block_kwargs = {
             "num_heads": 0, "dropout": self.dropout, "skip_scale": float(np.sqrt(0.5)), "eps": 1e-6,
@@ -102,7 +103,7 @@ class SongUNet(nn.Module):
         if self.embedding_type == "positional":
             emb = PositionalEmbedding(self.noise_channels, endpoint=True, name="map_noise")(noise_labels)
         else:
-            emb = FourierEmbedding(self.noise_channels, name="map_noise")(noise_labels)
+            emb = FourierEmbedding(self.noise_channels, freqs=self.fourier_freqs, name="map_noise")(noise_labels)
         emb = jnp.flip(emb.reshape(n, 2, -1), axis=1).reshape(emb.shape)  # swap sin/cos
         if self.label_dim:
             labels = class_labels.astype(emb.dtype)
@@ -159,22 +160,6 @@ class SongUNet(nn.Module):
     def _block(self, step: _Step, block_kwargs: dict) -> UNetBlock:
         kwargs = dict(block_kwargs, num_heads=1 if step.attention else 0)
         return UNetBlock(step.out_channels, up=step.up, down=step.down, name=step.name, **kwargs)
-
-    def _check_inputs(self, x, noise_labels, class_labels, augment_labels) -> int:
-        r, c = self.img_resolution, self.in_channels
-        if x.ndim != 4 or x.shape[1:] != (r, r, c):
-            raise ValueError(f"`x` must have shape (N, {r}, {r}, {c}) (NHWC), got {x.shape}")
-        n = x.shape[0]
-        if noise_labels.shape != (n,):
-            raise ValueError(f"`noise_labels` must have shape (N,) = ({n},), got {noise_labels.shape}")
-        if self.label_dim:
-            if class_labels is None:
-                raise ValueError(f"`class_labels` (N, {self.label_dim}) are required: label_dim = {self.label_dim}")
-            if class_labels.shape != (n, self.label_dim):
-                raise ValueError(f"`class_labels` must have shape ({n}, {self.label_dim}), got {class_labels.shape}")
-        if augment_labels is not None and self.augment_dim and augment_labels.shape != (n, self.augment_dim):
-            raise ValueError(f"`augment_labels` must have shape ({n}, {self.augment_dim}), got {augment_labels.shape}")
-        return n
 
 
 def _plan(config: SongUNet) -> tuple[list[_Step], list[_Step]]:
@@ -235,6 +220,24 @@ def _check_int_tuple(name: str, value, *, nonempty: bool) -> None:
         check_positive_int(f"{name}[{i}]", item)
 
 
+def check_network_inputs(net, x, noise_labels, class_labels, augment_labels) -> int:
+    """Validate the inputs of a U-Net `net` (SongUNet or DhariwalUNet) and return the batch size N."""
+    r, c = net.img_resolution, net.in_channels
+    if x.ndim != 4 or x.shape[1:] != (r, r, c):
+        raise ValueError(f"`x` must have shape (N, {r}, {r}, {c}) (NHWC), got {x.shape}")
+    n = x.shape[0]
+    if noise_labels.shape != (n,):
+        raise ValueError(f"`noise_labels` must have shape (N,) = ({n},), got {noise_labels.shape}")
+    if net.label_dim:
+        if class_labels is None:
+            raise ValueError(f"`class_labels` (N, {net.label_dim}) are required: label_dim = {net.label_dim}")
+        if class_labels.shape != (n, net.label_dim):
+            raise ValueError(f"`class_labels` must have shape ({n}, {net.label_dim}), got {class_labels.shape}")
+    if augment_labels is not None and net.augment_dim and augment_labels.shape != (n, net.augment_dim):
+        raise ValueError(f"`augment_labels` must have shape ({n}, {net.augment_dim}), got {augment_labels.shape}")
+    return n
+
+
 def _validate(config: SongUNet) -> None:
     """Raise a clear error for a configuration EDM would reject or that cannot run."""
     r = check_positive_int("img_resolution", config.img_resolution)
@@ -251,6 +254,14 @@ def _validate(config: SongUNet) -> None:
     _check_probability("label_dropout", config.label_dropout)
     check_choice("embedding_type", config.embedding_type, ("positional", "fourier"))
     check_positive_int("channel_mult_noise", config.channel_mult_noise)
+    if config.fourier_freqs and (config.embedding_type != "fourier"
+                                 or len(config.fourier_freqs) != config.noise_channels // 2
+                                 or not all(isinstance(v, numbers.Real) and np.isfinite(v) for v in config.fourier_freqs)):
+        raise ValueError(
+            f"`fourier_freqs` must be empty or, with embedding_type='fourier', hold model_channels * "
+            f"channel_mult_noise / 2 = {config.noise_channels // 2} finite numbers; got {len(config.fourier_freqs)} "
+            f"with embedding_type={config.embedding_type!r}"
+        )
     check_choice("encoder_type", config.encoder_type, ("standard", "skip", "residual"))
     check_choice("decoder_type", config.decoder_type, ("standard", "skip"))
     check_choice("conv_impl", config.conv_impl, CONV_IMPLS)

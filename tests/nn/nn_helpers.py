@@ -6,9 +6,12 @@ share a few compiled functions: `evaluate` (eval mode, the same compiled functio
 """
 
 import functools
+import os
+import sys
 
 import jax
 import numpy as np
+import pytest
 
 from gaussjax.nn._denoiser import _apply as evaluate  # noqa: F401  (module, variables, x, sigma, class_labels)
 
@@ -40,3 +43,16 @@ def random_variables(module, key, *args, scale=0.1, **kwargs):
             [flat[o:o + n].reshape(leaf.shape).astype(leaf.dtype) for o, n, leaf in zip(offsets, sizes, leaves)])
 
     return make(key)
+
+
+def import_edm():
+    """`(torch, training.networks)` of NVlabs/edm at $GAUSSJAX_EDM_SRC; skips the test if either fails to import."""
+    try:
+        source = os.environ["GAUSSJAX_EDM_SRC"]
+        if source not in sys.path:
+            sys.path.insert(0, source)
+        import torch
+        from training import networks
+        return torch, networks
+    except Exception as error:  # noqa: BLE001 - any failure to import torch or EDM means "not available here"
+        pytest.skip(f"torch/EDM not importable: {type(error).__name__}: {error}")

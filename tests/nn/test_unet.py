@@ -12,6 +12,7 @@ from nn_helpers import TINY, B, evaluate, random_variables, train_apply
 
 from gaussjax.nn import SongUNet
 from gaussjax.nn._rng import bit_generator_key
+from gaussjax.nn._torch_state import variables_from_state_dict
 
 REFERENCE = Path(__file__).parent / "data" / "edm_songunet_reference.npz"
 
@@ -83,28 +84,16 @@ def _load_reference(tag):
         if name in config:
             config[name] = tuple(config[name])
     flat = data[f"{tag}/params"].astype(np.float32)
-    params, offset = {}, 0
+    state, offset = {}, 0
     for name, shape in json.loads(str(data[f"{tag}/index"])):
         size = int(np.prod(shape))
-        value = flat[offset:offset + size].reshape(shape)
+        state[name] = flat[offset:offset + size].reshape(shape)
         offset += size
-        *path, leaf = name.split(".")
-        if path[0] in ("enc", "dec"):  # ModuleDict entry enc.8x8_block0 -> enc_8x8_block0
-            path = [f"{path[0]}_{path[1]}", *path[2:]]
-        if "norm" in path[-1]:
-            key = "scale" if leaf == "weight" else "bias"
-        elif leaf == "weight":
-            key = "kernel"
-            value = value.T if value.ndim == 2 else value.transpose(2, 3, 1, 0)  # (out, in[, k, k]) -> ([k, k,] in, out)
-        else:
-            key = "bias"
-        node = params
-        for part in path:
-            node = node.setdefault(part, {})
-        node[key] = jnp.asarray(value)
     inputs = [jnp.asarray(data[f"{tag}/x"]), jnp.asarray(data[f"{tag}/noise_labels"])]
     labels = {k: jnp.asarray(data[f"{tag}/{k}"]) for k in ("class_labels", "augment_labels") if f"{tag}/{k}" in data}
-    return SongUNet(**config), {"params": params}, inputs, labels, data[f"{tag}/output"]
+    net = SongUNet(**config)
+    variables = variables_from_state_dict(state, _variables_shape(net, inputs[0].shape[0], **labels))
+    return net, variables, inputs, labels, data[f"{tag}/output"]
 
 
 @pytest.mark.parametrize("tag, conv_impl", [("ddpmpp", "xla"), ("ddpmpp", "matmul"), ("ncsnpp", "auto"),

@@ -1,0 +1,325 @@
+"""The restricted EDM snapshot reader: state dicts against torch's own, both storage formats, refusals."""
+
+import io
+import json
+import math
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nn_helpers import import_edm
+
+from gaussjax.nn._torch_pickle import ModuleRecord, UnsafePickleError, read_edm_pickle
+
+DATA = Path(__file__).parent / "data"
+FIXTURES = [  # (pickle, npz of torch's state_dict() and the constructor kwargs)
+    ("edm_pickle_songunet.pkl", "edm_pickle_songunet_state.npz"),
+    ("edm_pickle_songunet_mini.pkl", "edm_pickle_songunet_mini_state.npz"),
+    ("edm_pickle_songunet_mini_zip.pkl", "edm_pickle_songunet_mini_state.npz"),
+]
+
+
+def _reference(npz: str) -> tuple[dict, dict]:
+    with np.load(DATA / npz) as f:
+        kwargs = json.loads(str(f["__init_kwargs__"]))
+        return {k: f[k] for k in f.files if k != "__init_kwargs__"}, kwargs
+
+
+@pytest.mark.parametrize("pkl, npz", FIXTURES)
+def test_state_dict_equals_torch(pkl, npz):
+    expected, kwargs = _reference(npz)
+    ema = read_edm_pickle(DATA / pkl)["ema"]
+    got = ema.state_dict()
+    assert list(got) == list(expected)  # same names, same order as torch's Module.state_dict()
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    assert ema.class_name == "EDMPrecond"
+    assert ema.init_args == ()
+    assert ema.init_kwargs == kwargs
+
+
+def test_legacy_and_zip_storages_agree():
+    legacy = read_edm_pickle(DATA / "edm_pickle_songunet_mini.pkl")["ema"].state_dict()
+    zipped = read_edm_pickle(DATA / "edm_pickle_songunet_mini_zip.pkl")["ema"].state_dict()
+    assert list(legacy) == list(zipped)
+    for name in legacy:
+        np.testing.assert_array_equal(legacy[name], zipped[name], err_msg=name)
+
+
+def test_snapshot_layout():
+    snapshot = read_edm_pickle(DATA / "edm_pickle_songunet.pkl")
+    assert list(snapshot) == ["ema", "loss_fn", "augment_pipe", "dataset_kwargs"]
+    ema, loss = snapshot["ema"], snapshot["loss_fn"]
+    assert ema.attributes["sigma_data"] == 0.5 and ema.attributes["training"] is False
+    unet = ema.modules["model"]
+    assert unet.class_name == "SongUNet"
+    assert unet.modules["enc"].class_name == "torch.nn.modules.container.ModuleDict"
+    block = unet.modules["dec"].modules["8x8_block0"]
+    assert block.class_name == "UNetBlock"
+    assert isinstance(block.attributes["skip_scale"], np.float64) and block.attributes["skip_scale"] == np.sqrt(0.5)
+    assert block.modules["skip"].parameters["bias"] is not None
+    assert (loss.class_name, loss.attributes) == ("EDMLoss", {"P_mean": -1.2, "P_std": 1.2, "sigma_data": 0.5})
+    assert snapshot["augment_pipe"].class_name == "AugmentPipe"
+    assert snapshot["augment_pipe"].init_kwargs["p"] == 0.12
+    assert snapshot["dataset_kwargs"]["class_name"] == "training.dataset.ImageFolderDataset"
+
+
+def test_state_dict_skips_none_and_non_persistent():
+    w = np.arange(3.0)
+    child = ModuleRecord("torch.nn.modules.linear.Linear", (), {}, {"weight": w, "bias": None}, {}, {})
+    parent = ModuleRecord("Net", (), {}, {}, {"kept": w, "dropped": w, "empty": None}, {"a": child, "b": None},
+                          non_persistent_buffers=frozenset({"dropped"}))
+    assert list(parent.state_dict()) == ["kept", "a.weight"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hand-written pickles: a tiny opcode builder, so no torch, EDM or dangerous object is needed to write them.
+
+
+class _Op(bytes):
+    """Raw pickle opcodes standing for one value."""
+
+
+def _value(v) -> bytes:
+    if isinstance(v, _Op):
+        return v
+    if isinstance(v, tuple):
+        return b"(" + b"".join(map(_value, v)) + b"t"
+    if isinstance(v, list):
+        return b"](" + b"".join(map(_value, v)) + b"e"
+    if isinstance(v, dict):
+        return b"}(" + b"".join(_value(k) + _value(x) for k, x in v.items()) + b"u"
+    return pickle.dumps(v, protocol=3)[2:-1]  # protocol 3: no framing, so header and STOP strip cleanly
+
+
+def _global(module: str, name: str) -> _Op:
+    return _Op(b"c" + module.encode() + b"\n" + name.encode() + b"\n")
+
+
+def _call(module: str, name: str, *args) -> _Op:
+    return _Op(_global(module, name) + _value(args) + b"R")
+
+
+def _persistent_id(*fields) -> bytes:
+    return _value(fields) + b"Q"
+
+
+def _pickle(obj) -> bytes:
+    return b"\x80\x04" + _value(obj) + b"."
+
+
+def _persistent(class_name="EDMPrecond", state=None, type_="class", module_src="") -> _Op:
+    meta = {"type": type_, "version": 6, "module_src": module_src, "class_name": class_name, "state": state or {}}
+    return _call("torch_utils.persistence", "_reconstruct_persistent_obj", meta)
+
+
+_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _legacy_storage(inner: bytes) -> _Op:
+    """``_load_from_bytes`` of a legacy-format serialization whose main pickle is ``inner``."""
+    header = b"".join(pickle.dumps(v, protocol=2) for v in (_MAGIC, 1001, {"little_endian": True}))
+    return _call("torch.storage", "_load_from_bytes", header + inner + pickle.dumps([], protocol=2))
+
+
+def _zip_storage(inner: bytes) -> _Op:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", inner)
+    return _call("torch.storage", "_load_from_bytes", buffer.getvalue())
+
+
+def _read(tmp_path, data: bytes):
+    path = tmp_path / "snapshot.pkl"
+    path.write_bytes(data)
+    return read_edm_pickle(path)
+
+
+@pytest.fixture
+def sentinel(tmp_path, monkeypatch):
+    """A path no refused pickle may create; the test fails if it exists afterwards."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "SENTINEL"
+    yield path
+    assert not path.exists()
+
+
+def _touch(sentinel) -> str:
+    return f"touch {sentinel}"
+
+
+_ATTACKS = {
+    "os.system": lambda s: (_call("posix", "system", _touch(s)), "posix.system"),
+    "eval": lambda s: (_call("builtins", "eval", f"open({str(s)!r}, 'w')"), "builtins.eval"),
+    "exec": lambda s: (_call("builtins", "exec", f"open({str(s)!r}, 'w')"), "builtins.exec"),
+    "popen": lambda s: (_call("subprocess", "Popen", ["touch", str(s)]), "subprocess.Popen"),
+    "import_module": lambda s: (_call("importlib", "import_module", "os"), "importlib.import_module"),
+    "getattr": lambda s: (_call("builtins", "getattr", _global("os", "path"), "join"), "builtins.getattr"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_ATTACKS))
+@pytest.mark.parametrize("where", ["top", "state", "parameter", "legacy_storage", "zip_storage"])
+def test_refuses_globals_outside_the_allow_list(tmp_path, sentinel, attack, where):
+    payload, reference = _ATTACKS[attack](sentinel)
+    if where == "state":
+        payload = {"ema": _persistent(state={"_parameters": {}, "sigma_data": payload})}
+    elif where == "parameter":
+        payload = {"ema": _persistent(state={"_parameters": {"weight": payload}})}
+    elif where == "legacy_storage":
+        payload = _legacy_storage(b"\x80\x02" + payload + b".")
+    elif where == "zip_storage":
+        payload = _zip_storage(b"\x80\x02" + payload + b".")
+    with pytest.raises(UnsafePickleError, match=f"global '{reference}'"):
+        _read(tmp_path, _pickle(payload))
+
+
+def test_module_src_is_never_executed(tmp_path, sentinel):
+    source = f"open({str(sentinel)!r}, 'w').close()\nclass EDMPrecond:\n    pass\n"
+    snapshot = _read(tmp_path, _pickle({"ema": _persistent(module_src=source, state={"sigma_data": 0.5})}))
+    assert snapshot["ema"].class_name == "EDMPrecond" and snapshot["ema"].attributes == {"sigma_data": 0.5}
+    assert "module_src" not in repr(snapshot)
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (_persistent(type_="function"), "type 'function'"),
+        (_persistent(class_name="os.system"), "class name 'os.system'"),
+        (_Op(b"Pevil\n"), "persistent id 'evil'"),
+        (_legacy_storage(b"\x80\x02Pevil\n."), "persistent id 'evil'"),
+        (_legacy_storage(b"\x80\x02" + _persistent_id("evil", _global("torch", "FloatStorage"), "0", "cpu", 1)
+                         + b"."), "persistent id"),
+        (_Op(_global("torch._utils", "_rebuild_parameter") + _value({"function": 1}) + b"b"), "set state"),
+        (_Op(_global("collections", "OrderedDict") + _value({"__setitem__": 1}) + b"b"), "TypeError"),
+        ({"x": _global("torch", "Size")}, "refusing _StandIn"),
+        (_call("torch._utils", "_rebuild_tensor_v2", b"raw", 0, (1,), (1,), False, {}), "not a storage"),
+        (_call("numpy", "dtype", "O8", False, True), r"numpy.dtype\('O8'\)"),
+        (_call("_codecs", "encode", "x", "rot13"), "encoding 'rot13'"),
+        ([1, 2], "expected a snapshot dict"),
+    ],
+)
+def test_refuses_non_data(tmp_path, payload, message):
+    with pytest.raises(ValueError, match=message):
+        _read(tmp_path, _pickle(payload))
+
+
+def test_refuses_storage_view_past_its_end(tmp_path):
+    storage = b"\x80\x02" + _persistent_id("storage", _global("torch", "FloatStorage"), "0", "cpu", 2, None) + b"."
+    header = b"".join(pickle.dumps(v, protocol=2) for v in (_MAGIC, 1001, {"little_endian": True}))
+    blob = header + storage + pickle.dumps(["0"], protocol=2) + (2).to_bytes(8, "little") + np.ones(2, "f4").tobytes()
+    loaded = _call("torch.storage", "_load_from_bytes", blob)
+    ok = _read(tmp_path, _pickle({"x": _call("torch._utils", "_rebuild_tensor_v2", loaded, 1, (1,), (1,), False, {})}))
+    np.testing.assert_array_equal(ok["x"], [1.0])
+    with pytest.raises(ValueError, match="overruns its storage"):
+        _read(tmp_path, _pickle({"x": _call("torch._utils", "_rebuild_tensor_v2", loaded, 1, (2,), (1,), False, {})}))
+
+
+def _legacy_blob(storage_class: str, raw: np.ndarray) -> _Op:
+    """``_load_from_bytes`` of a one-storage legacy serialization holding ``raw`` (written by NumPy, not torch)."""
+    pid = _persistent_id("storage", _global("torch", storage_class), "0", "cpu", raw.size, None)
+    header = b"".join(pickle.dumps(v, protocol=2) for v in (_MAGIC, 1001, {"little_endian": True}))
+    body = pickle.dumps(["0"], protocol=2) + raw.size.to_bytes(8, "little") + raw.tobytes()
+    return _call("torch.storage", "_load_from_bytes", header + b"\x80\x02" + pid + b"." + body)
+
+
+@pytest.mark.parametrize(
+    "storage_class, dtype",
+    [("FloatStorage", np.float32), ("HalfStorage", np.float16), ("DoubleStorage", np.float64),
+     ("LongStorage", np.int64), ("IntStorage", np.int32), ("ByteStorage", np.uint8), ("BoolStorage", np.bool_)],
+)
+def test_typed_storages_and_strided_views(tmp_path, storage_class, dtype):
+    raw = (np.arange(12) % 5 - 1).astype(dtype)
+    storage = _legacy_blob(storage_class, raw)
+    tensor = _call("torch._utils", "_rebuild_tensor_v2", storage, 1, (3, 2), (1, 4), False, {})  # offset, transposed
+    got = _read(tmp_path, _pickle({"t": tensor, "p": _call("torch._utils", "_rebuild_parameter", tensor, True, {})}))
+    expected = np.lib.stride_tricks.as_strided(raw[1:], (3, 2), (raw.itemsize, 4 * raw.itemsize))
+    for name in "tp":
+        assert got[name].dtype == dtype
+        np.testing.assert_array_equal(got[name], expected)
+
+
+def test_untyped_storage_takes_the_dtype_of_the_tensor(tmp_path):
+    raw = np.array([1.5, -2.0, 0.25], np.float16)
+    storage = _legacy_blob("UntypedStorage", raw.view(np.uint8))
+    tensor = _call("torch._utils", "_rebuild_tensor_v3", storage, 0, (3,), (1,), False, {}, _global("torch", "float16"))
+    got = _read(tmp_path, _pickle({"t": tensor}))["t"]
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, raw)
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.999])
+def test_truncated_file_names_the_path(tmp_path, cut):
+    data = (DATA / "edm_pickle_songunet_mini.pkl").read_bytes()
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ValueError, match="cut.pkl"):
+        read_edm_pickle(path)
+
+
+def test_garbage_and_missing_files(tmp_path):
+    path = tmp_path / "garbage.pkl"
+    path.write_bytes(os.urandom(64) + b"\x00")
+    with pytest.raises(ValueError, match="garbage.pkl"):
+        read_edm_pickle(path)
+    with pytest.raises(FileNotFoundError):
+        read_edm_pickle(tmp_path / "missing.pkl")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Live parity with EDM's own code; runs only where torch and EDM (GAUSSJAX_EDM_SRC) import.
+
+
+@pytest.mark.parametrize("model_type", ["SongUNet", "DhariwalUNet"])
+def test_live_pickle_matches_torch_state_dict(tmp_path, model_type):
+    torch, networks = import_edm()
+    torch.manual_seed(3)
+    kwargs = {"img_resolution": 8, "img_channels": 2, "label_dim": 3, "model_type": model_type, "model_channels": 8,
+                  "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [4]}
+    net = networks.EDMPrecond(**kwargs)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p))
+    net = net.eval().requires_grad_(False).cpu()
+    path = tmp_path / "live.pkl"
+    path.write_bytes(pickle.dumps({"ema": net, "dataset_kwargs": {"resolution": 8}}))
+    got = read_edm_pickle(path)["ema"]
+    expected = {k: v.numpy() for k, v in net.state_dict().items()}
+    assert list(got.state_dict()) == list(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got.state_dict()[name], value, err_msg=name)
+    assert got.init_kwargs == kwargs
+    assert math.isclose(got.attributes["sigma_data"], 0.5)
+
+
+def test_live_dtypes_and_strided_views_match_torch(tmp_path):
+    torch, _ = import_edm()
+    torch.manual_seed(4)
+    tensors = {
+        "float16_transposed": torch.randn(3, 5).half().t(),
+        "bfloat16": torch.randn(4, 2).to(torch.bfloat16),
+        "float64_slice": torch.randn(6, 6, dtype=torch.float64)[1:5:2, ::3],
+        "int64": torch.arange(7),
+        "int32": torch.arange(5, dtype=torch.int32) - 2,
+        "uint8": torch.arange(9, dtype=torch.uint8).reshape(3, 3),
+        "bool": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(2.5),
+        "parameter": torch.nn.Parameter(torch.randn(2, 3)),
+    }
+    path = tmp_path / "tensors.pkl"
+    path.write_bytes(pickle.dumps(tensors))
+    got = read_edm_pickle(path)
+    for name, tensor in tensors.items():
+        expected = tensor.detach()
+        if expected.dtype == torch.bfloat16:  # numpy has no bfloat16: compare its float32 values exactly
+            assert str(got[name].dtype) == "bfloat16"
+            np.testing.assert_array_equal(got[name].astype(np.float32), expected.float().numpy(), err_msg=name)
+        else:
+            assert got[name].dtype == expected.numpy().dtype, name
+            np.testing.assert_array_equal(got[name], expected.numpy(), err_msg=name)
