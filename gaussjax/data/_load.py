@@ -6,13 +6,15 @@ from gaussjax._checks import check_choice
 from gaussjax.data._array import load_array
 from gaussjax.data._cifar10 import load_cifar10
 from gaussjax.data._dataset import Dataset
+from gaussjax.data._edm_zip import load_edm_zip
 from gaussjax.data._embedded import load_digits, load_patches
 from gaussjax.data._folder import load_folder
 from gaussjax.data._mnist import load_mnist
 from gaussjax.data._splits import SPLITS
 
 EMBEDDED = ("digits", "patches")
-FROM_FILES = ("mnist", "cifar10", "folder", "array")
+FROM_FILES = ("mnist", "cifar10", "folder", "array", "edm-zip")
+WITHOUT_SPLIT = {"folder": load_folder, "array": load_array, "edm-zip": load_edm_zip}
 DATASETS = EMBEDDED + FROM_FILES
 
 
@@ -22,16 +24,19 @@ def load_dataset(name: str, *, root=None, split: str = "train", **options) -> Da
     Args:
         name: `"digits"` (default data: scikit-learn's 8x8 digits) or `"patches"`
             (RGB patches of scikit-learn's sample photographs), both embedded; or
-            `"mnist"`, `"cifar10"`, `"folder"`, `"array"`, read from `root`.
+            `"mnist"`, `"cifar10"`, `"folder"`, `"array"`, `"edm-zip"` (a `.zip` or
+            folder written by NVlabs/edm's `dataset_tool.py`, labels from its
+            `dataset.json`), read from `root`.
         root: where the files are (unused for the embedded sets); `None` falls back
             to `$GAUSSJAX_DATA/<name>`.
         split: `"train"`, `"test"` or `"all"`. `mnist` and `cifar10` have their
             official splits, `digits` and `patches` a fixed deterministic one;
-            `folder` and `array` have no split and return everything for `"train"`
-            or `"all"`.
+            `folder`, `array` and `edm-zip` have no split and return everything for
+            `"train"` or `"all"`.
         **options: per-dataset options: `patch_size`, `stride` (patches); `pad_to`
             (mnist); `resolution`, `mode` (folder); `key`, `labels_key`,
-            `value_range`, `channels_first` (array).
+            `value_range`, `channels_first` (array); `max_size` (edm-zip: the first
+            `max_size` images in sorted order).
 
     Returns:
         A `Dataset` with `.images`, `.labels` (or `None`), `.flat` `(N, D)` and `.name`.
@@ -46,10 +51,10 @@ def load_dataset(name: str, *, root=None, split: str = "train", **options) -> Da
         if root is not None:
             raise ValueError(f"dataset {name!r} is embedded in scikit-learn and takes no `root`")
         return {"digits": load_digits, "patches": load_patches}[name](split, **options)
-    if name in ("folder", "array"):
+    if name in WITHOUT_SPLIT:
         if split == "test":
             raise ValueError(f"dataset {name!r} has no test split; use split='all'")
-        return {"folder": load_folder, "array": load_array}[name](root, **options)
+        return WITHOUT_SPLIT[name](root, **options)
     if split == "all":
         raise ValueError(f"dataset {name!r} has official splits: use split='train' or split='test'")
     return {"mnist": load_mnist, "cifar10": load_cifar10}[name](root, split, **options)
