@@ -33,6 +33,7 @@ class AnalysisContext:
         out: directory for CSV and PNG files (created).
         seed: seed of every random draw (queries, noise, `x_T`).
         num_queries: query points per noise level (or samples, for sampling commands).
+        source: what is analysed, in words (the run, step and weights, or the network file).
     """
 
     network: object
@@ -44,6 +45,7 @@ class AnalysisContext:
     out: Path
     seed: int
     num_queries: int
+    source: str = ""
 
     @property
     def flat(self) -> np.ndarray:
@@ -59,6 +61,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, num_queries: int = 
     """The options every analysis command shares."""
     source = parser.add_argument_group("what to analyse")
     source.add_argument("--run", type=Path, default=None, help="a python -m train run directory")
+    source.add_argument("--network", type=Path, default=None,
+                        help="instead of --run: a network file, an NVlabs/edm snapshot (.pkl) or a gaussjax "
+                             ".safetensors export (needs --dataset)")
     source.add_argument("--step", default="latest", help="checkpoint step, or 'latest' (default)")
     source.add_argument("--weights", default="ema", choices=("ema", "raw"), help="EMA (default) or raw weights")
     source.add_argument("--dataset", default=None,
@@ -84,6 +89,22 @@ def parse_step(text) -> int | None:
     return step
 
 
+NETWORK_SUFFIXES = (".pkl", ".safetensors")
+
+
+def load_network_file(path: Path):
+    """A `NeuralDenoiser` from an EDM snapshot `.pkl` (`load_edm_pickle`) or a `.safetensors` export."""
+    from gaussjax.nn import load_edm_pickle, load_safetensors
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"`--network` {path} is not a file")
+    loaders = dict(zip(NETWORK_SUFFIXES, (load_edm_pickle, load_safetensors)))
+    if path.suffix not in loaders:
+        raise ValueError(f"`--network` must be a {' or '.join(NETWORK_SUFFIXES)} file, got {path.name!r}")
+    return loaders[path.suffix](path)
+
+
 def load_context(args: argparse.Namespace) -> AnalysisContext:
     """Load the run's network (unless the command needs none) and data, and create `--out`."""
     if args.num_queries < 2:
@@ -91,7 +112,15 @@ def load_context(args: argparse.Namespace) -> AnalysisContext:
     if not 0 <= args.seed < 2**32:
         raise ValueError(f"`--seed` must be in [0, 2**32), got {args.seed}")
     step, network, run_dir, dataset_name, options = parse_step(args.step), None, None, args.dataset, {}
-    if args.run is not None:
+    if args.run is not None and args.network is not None:
+        raise ValueError("pass either `--run RUN_DIR` or `--network FILE`, not both")
+    if args.network is not None:
+        if dataset_name is None:
+            raise ValueError("`--network` needs `--dataset NAME` (the data the network was trained on)")
+        if args.step != "latest":
+            raise ValueError("`--step` selects a run's checkpoint; a `--network` file holds one network")
+        network = load_network_file(args.network)
+    elif args.run is not None:
         from train.checkpoints import Checkpointer, load_denoiser
         from train.configs import read_run_files
 
@@ -110,7 +139,7 @@ def load_context(args: argparse.Namespace) -> AnalysisContext:
             network = load_denoiser(run_dir, step=step, weights=args.weights)
             step = steps[-1] if step is None else step
     elif args.needs_network:
-        raise ValueError("this command analyses a network: pass `--run RUN_DIR`")
+        raise ValueError("this command analyses a network: pass `--run RUN_DIR` or `--network FILE`")
     if dataset_name is None:
         raise ValueError("pass `--run RUN_DIR` or `--dataset NAME`")
     train = load_dataset(dataset_name, root=args.data_dir, split="train", **options)
@@ -118,6 +147,13 @@ def load_context(args: argparse.Namespace) -> AnalysisContext:
         test = load_dataset(dataset_name, root=args.data_dir, split="test", **options)
     except ValueError:
         test = None  # (folder and array datasets have no test split)
+    if network is not None and tuple(network.image_shape) != train.images.shape[1:]:
+        raise ValueError(f"the network takes images of shape {tuple(network.image_shape)}, but dataset "
+                         f"{dataset_name!r} has images of shape {train.images.shape[1:]}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    return AnalysisContext(network, train, test, run_dir, step, args.weights, out, args.seed, args.num_queries)
+    if run_dir is not None:
+        source = f"{run_dir} (step {step}, {args.weights} weights)" if args.needs_network else str(run_dir)
+    else:
+        source = str(args.network) if network is not None else f"dataset {dataset_name!r}"
+    return AnalysisContext(network, train, test, run_dir, step, args.weights, out, args.seed, args.num_queries, source)

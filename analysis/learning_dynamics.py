@@ -33,6 +33,7 @@ from analysis.output import figure, read_csv, save_figure, write_csv
 NAME = "learning-dynamics"
 HELP = "Fig. 12: FUV of the network vs analytic scores over training, and the Gaussian's dip-then-rise"
 NEEDS_NETWORK = False
+NEEDS_RUN = True  # reads the run's probes.csv and loss.csv (skipped by `report` on a --network file)
 
 COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser"]
 MINIMUM_COLUMNS = ["sigma", "queries", "min_step", "min_fuv", "final_fuv", "rises"]

@@ -93,13 +93,15 @@ def write_html(path: Path, heading: str, sections: list[Section]) -> Path:
 
 def run(context, args) -> list[str]:
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    if context.run_dir is None:  # a --network file: no probes.csv or loss.csv to read
+        skip |= {m.NAME for m in command_modules() if getattr(m, "NEEDS_RUN", False)}
     modules = [m for m in command_modules() if m.NAME not in skip]
     unknown = skip - {m.NAME for m in command_modules()}
     if unknown:
         raise ValueError(f"`--skip` names unknown commands: {', '.join(sorted(unknown))}")
     start = time.perf_counter()
     sections = [run_section(module, context, args) for module in tqdm(modules, desc="report", unit="command")]
-    heading = f"gaussjax analysis of {context.run_dir} (step {context.step}, {context.weights} weights)"
+    heading = f"gaussjax analysis of {context.source}"
     markdown = write_markdown(context.path("report.md"), heading, sections)
     page = write_html(context.path("report.html"), heading, sections)
     lines = [f"{s.name:<18} {s.seconds:6.1f} s  " + (s.summary[0] if s.summary else "") for s in sections]
