@@ -1,0 +1,190 @@
+"""Kamb & Ganguli's patch machines: the LS and ELS denoisers of a training set of images."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from gaussjax._blocks import BLOCK_ELEMENTS
+from gaussjax._checks import check_positive_int
+from gaussjax._precision import einsum, matmul
+from gaussjax._pytree import pytree_dataclass, static_field
+from gaussjax.scores import _softmax
+from gaussjax.scores._images import check_images, chunk_rows, map_query_blocks
+from gaussjax.scores._local import LocalModel
+
+ELS_CHUNK_COMPONENTS = 1024  # (image, position) pairs per ELS chunk: fastest measured on 2 CPU cores (bench/local.py)
+
+
+@pytree_dataclass
+class PatchMixture(LocalModel):
+    """The locally consistent (LS) or equivariant, locally consistent (ELS) patch denoiser.
+
+    Kamb & Ganguli (2024, "An analytic theory of creativity in convolutional diffusion
+    models", Sec. 3) take the optimal denoiser under a locality constraint (LS) and, in
+    addition, translation equivariance (ELS). In the EDM convention `x = y + sigma n`, with
+    `P_p z` the `k x k x C` window of image `z` centred at pixel `p` and `y_i` the N
+    training images, the output at pixel `p` (all C channels) is
+
+        LS:   D(x)_p = sum_i      w_i(p)    y_i[p],   w_i(p)    = softmax_i    (-||P_p x - P_p y_i||^2 / (2 sigma^2))
+        ELS:  D(x)_p = sum_{i,q}  w_{iq}(p) y_i[q],   w_{iq}(p) = softmax_{i,q}(-||P_p x - P_q y_i||^2 / (2 sigma^2))
+
+    (the softmax of ELS runs over every image i and every position q). The score is
+    `(D(x) - x) / sigma^2`; there is no log density. With the full window
+    `k = 2 max(H, W) - 1` LS is the exact delta-mixture denoiser (`DeltaMixture`); ELS
+    with `k = 1` is a per-pixel softmax over all pixel values of the training set.
+
+    Border convention: every image, query and training image alike, is zero-padded by
+    `k // 2` pixels, so a window near the border compares (and an ELS window at `q` near
+    the border offers) zeros outside the image. Kamb & Ganguli's reference code pairs
+    each machine with the padding mode of the network it models (their ResNets/UNets use
+    'zeros' or 'circular' convolution padding); only zero padding is implemented here.
+
+    Computation: `||P_p x||^2` is common to all components of a row (query b, pixel p) and
+    cancels, so the logits are `(P_p x . P_{p|q} y_i - ||P_{p|q} y_i||^2 / 2) / sigma^2`
+    with the patch norms precomputed here. Training images are streamed in chunks with
+    the online log-sum-exp of `_softmax` (`scale = 1 / sigma^2`, exact at any sigma); a
+    chunk's score block is `(B' P, S)` (LS) or `(R, S Q)` (ELS), kept near
+    `BLOCK_ELEMENTS / 4` by blocking the queries too (1M numbers: faster than
+    `BLOCK_ELEMENTS` on CPU, measured in bench/local.py). Cost per call for B queries, P = Q = H W
+    pixels, K = k^2 C: LS `2 B N P (K + C)` FLOPs and `B N P` exponentials; ELS
+    `2 B P N Q (K + C)` FLOPs and `B P N Q` exponentials.
+
+    Args:
+        images: `(N, H, W, C)` training images.
+        patch_size: k, odd, at most `2 max(H, W) - 1`.
+        equivariant: ELS if true, else LS.
+        chunk_size: training images per chunk (static; default: LS, a chunk's training
+            patches hold about `BLOCK_ELEMENTS` numbers; ELS, `ELS_CHUNK_COMPONENTS / (H W)`
+            images, small blocks being faster there).
+    """
+
+    chunks: Float[Array, "M S H W C"]  # images past N are zero padding
+    half_sq_norms: Float[Array, "M S P"]  # ||P_q y_i||^2 / 2, +inf on padding (weight exactly 0)
+    image_shape: tuple = static_field()
+    patch_size: int = static_field()
+    equivariant: bool = static_field()
+    num_images: int = static_field()
+
+    def __init__(
+        self,
+        images: Float[ArrayLike, "N H W C"],
+        patch_size: int,
+        *,
+        equivariant: bool = False,
+        chunk_size: int | None = None,
+    ):
+        images = check_images("images", images)
+        num_images, height, width, channels = images.shape
+        patch_size = _check_patch_size(patch_size, height, width)
+        pixels, patch_dim = height * width, patch_size**2 * channels
+        if chunk_size is None:
+            chunk_size = max(1, ELS_CHUNK_COMPONENTS // pixels if equivariant else BLOCK_ELEMENTS // (pixels * patch_dim))
+        chunk_size = min(check_positive_int("chunk_size", chunk_size), num_images)
+        half_sq = 0.5 * jnp.sum(jnp.square(patches(images, patch_size)), axis=-1)  # (N, P)
+        padding = jnp.arange(-(-num_images // chunk_size) * chunk_size) >= num_images
+        half_sq = jnp.where(padding.reshape(-1, chunk_size)[..., None], jnp.inf, chunk_rows(half_sq, chunk_size))
+        object.__setattr__(self, "chunks", chunk_rows(images, chunk_size))
+        object.__setattr__(self, "half_sq_norms", half_sq)
+        object.__setattr__(self, "image_shape", (height, width, channels))
+        object.__setattr__(self, "patch_size", patch_size)
+        object.__setattr__(self, "equivariant", bool(equivariant))
+        object.__setattr__(self, "num_images", num_images)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.chunks.shape[1]
+
+    @property
+    def images(self) -> Float[Array, "N H W C"]:
+        """The training images `(N, H, W, C)`."""
+        return self.chunks.reshape(-1, *self.image_shape)[: self.num_images]
+
+    def _denoise(self, x, sigma):
+        batch = x.shape[0]
+        pixels, channels = self.half_sq_norms.shape[-1], self.image_shape[-1]
+        query = patches(x.reshape(batch, *self.image_shape), self.patch_size)  # (B, P, K)
+        inv_variance = jnp.repeat(1.0 / jnp.square(sigma), pixels)  # (B P,)
+        if self.equivariant:
+            rows = query.reshape(batch * pixels, -1)
+            out = _blocked(lambda q, s: _stream_els(self, q, s), rows, inv_variance, self.chunk_size * pixels)
+        else:
+            rows = inv_variance.reshape(batch, pixels)
+            out = _blocked(lambda q, s: _stream_ls(self, q, s.reshape(-1)), query, rows, self.chunk_size)
+        return out.reshape(batch, pixels * channels)
+
+
+def _check_patch_size(patch_size, height: int, width: int) -> int:
+    """`patch_size` as an int, or raise unless it is odd and at most `2 max(H, W) - 1`."""
+    patch_size = check_positive_int("patch_size", patch_size)
+    if patch_size % 2 == 0:
+        raise ValueError(f"`patch_size` must be odd (a window centred at a pixel), got {patch_size}")
+    limit = 2 * max(height, width) - 1
+    if patch_size > limit:
+        raise ValueError(
+            f"`patch_size` must be at most 2 max(H, W) - 1 = {limit} (the window that covers the whole image "
+            f"from every pixel), got {patch_size}"
+        )
+    return patch_size
+
+
+def patches(images: Float[Array, "*B H W C"], patch_size: int) -> Float[Array, "*B P K"]:
+    """The zero-padded `k x k x C` window at every pixel, `P = H W` (row-major), `K = k^2 C`."""
+    *batch, height, width, channels = images.shape
+    r = patch_size // 2
+    padded = jnp.pad(images, [(0, 0)] * len(batch) + [(r, r), (r, r), (0, 0)])
+    shifted = [
+        padded[..., dy : dy + height, dx : dx + width, :] for dy in range(patch_size) for dx in range(patch_size)
+    ]
+    return jnp.concatenate(shifted, axis=-1).reshape(*batch, height * width, patch_size**2 * channels)
+
+
+def _blocked(stream, queries, inv_variance, components: int):
+    """`stream(queries, inv_variance)` in blocks of the leading axis so a score block has ~BLOCK_ELEMENTS / 4 numbers.
+
+    `queries (R, ...)` and `inv_variance (R, ...)` are cut into blocks of
+    `max(1, BLOCK_ELEMENTS // 4 // (components * rest))` rows (`rest` the softmax rows per
+    row of `inv_variance`, `components` the components per chunk); the results `(R, F)`
+    are concatenated.
+    """
+    per_row = components * (inv_variance.size // max(queries.shape[0], 1))
+    return map_query_blocks(stream, BLOCK_ELEMENTS // 4 // per_row, queries, inv_variance)
+
+
+def _stream_ls(model: PatchMixture, query, inv_variance) -> Float[Array, "B P C"]:
+    """LS: online softmax over images i, separately per (query b, pixel p) row; `query (B, P, K)`."""
+    batch, pixels, _ = query.shape
+    r = model.patch_size
+
+    def step(total, chunk):
+        images, half_sq = chunk  # (S, H, W, C), (S, P)
+        train = patches(images, r)  # (S, P, K)
+        scores = einsum("bpk,spk->bps", query, train) - half_sq.T[None]  # (B, P, S)
+        centres = images.reshape(images.shape[0], pixels, -1)  # (S, P, C)
+
+        def weigh(p):
+            return einsum("bps,spc->bpc", p.reshape(batch, pixels, -1), centres).reshape(batch * pixels, -1)
+
+        return _softmax.accumulate(total, scores.reshape(batch * pixels, -1), weigh, inv_variance), None
+
+    channels = model.image_shape[-1]
+    empty = _softmax.empty(batch * pixels, channels, jnp.result_type(query, model.chunks))
+    total, _ = jax.lax.scan(step, empty, (model.chunks, model.half_sq_norms))
+    return _softmax.weighted_mean(total).reshape(batch, pixels * channels)
+
+
+def _stream_els(model: PatchMixture, rows, inv_variance) -> Float[Array, "R C"]:
+    """ELS: online softmax over all (image i, position q) for query patches `rows (R, K)`."""
+    channels = model.image_shape[-1]
+
+    def step(total, chunk):
+        images, half_sq = chunk  # (S, H, W, C), (S, Q)
+        train = patches(images, model.patch_size).reshape(-1, rows.shape[-1])  # (S Q, K)
+        centres = images.reshape(-1, channels)  # (S Q, C)
+        scores = matmul(rows, train.T) - half_sq.reshape(1, -1)  # (R, S Q)
+        return _softmax.accumulate(total, scores, lambda p: matmul(p, centres), inv_variance), None
+
+    empty = _softmax.empty(rows.shape[0], channels, jnp.result_type(rows, model.chunks))
+    total, _ = jax.lax.scan(step, empty, (model.chunks, model.half_sq_norms))
+    return _softmax.weighted_mean(total)
