@@ -5,7 +5,9 @@ k-means Gaussian-mixture (`--gmm-components`; and one component per class when t
 labels, Eq. 41) and delta (the training set's exact score, Eq. 9-11) models, all fitted to
 the training split, with `gj.compare_scores` on three query sets: noised training images
 (`train`), noised held-out images (`test`, when the dataset has a test split) and pure
-noise (`noise`).
+noise (`noise`). `--local` adds local (patch) models (`gaussjax.scores.local_spec`: LS / ELS
+machines, patch posterior means, data-derived locality); the summary names the model whose
+denoiser best predicts the network's at each sigma.
 
 Seeds: with `root = jax.random.key(--seed)` and `kmeans_key, query_key = split(root)`,
 the K-means mixture uses `fold_in(kmeans_key, K)` and query set `i` (train 0, test 1,
@@ -13,7 +15,8 @@ noise 2) uses `fold_in(query_key, i)`.
 
 CSV `score_agreement.csv`, one row per (query set, sigma, reference model):
     sigma           noise level
-    reference       the analytic model ('isotropic', 'gaussian', 'gmm5', ..., 'gmm-class', 'delta')
+    reference       the analytic model ('isotropic', 'gaussian', 'gmm5', ..., 'gmm-class', 'delta', and any
+                    --local model: 'ls3', 'els3', 'pspc4', 'locality', ...)
     queries         'train', 'test' or 'noise'
     fuv_score       fraction of the network's score variance the model leaves unexplained (Eq. 28)
     fuv_denoiser    the same for the denoiser outputs
@@ -50,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("score-agreement")
     group.add_argument("--gmm-components", default="5,10",
                        help="comma-separated K of the k-means Gaussian mixtures (default '5,10'; '' for none)")
+    group.add_argument("--local", default="",
+                       help="comma-separated local (patch) models also compared: ls{k}, els{k}, pspc{p}, locality "
+                            "(e.g. 'ls3,els3,pspc4,locality'; default none)")
     group.add_argument("--num-sigmas", type=int, default=12, help="noise levels (default 12)")
     group.add_argument("--sigma-min", type=float, default=0.01, help="smallest noise level (default 0.01)")
     group.add_argument("--sigma-max", type=float, default=80.0, help="largest noise level (default 80)")
@@ -64,6 +70,19 @@ def parse_components(text: str) -> list[int]:
     if any(k < 1 for k in values):
         raise ValueError(f"`--gmm-components` must be positive, got {text!r}")
     return list(dict.fromkeys(values))
+
+
+def local_models(text: str, images: np.ndarray, gaussian) -> dict:
+    """`--local`'s specs -> local models of the training images `(N, H, W, C)` (see `gaussjax.scores.local_spec`)."""
+    from gaussjax.scores.local_spec import check_local_spec, make_local_model
+
+    specs = list(dict.fromkeys(part.strip() for part in str(text).split(",") if part.strip()))
+    for spec in specs:
+        try:
+            check_local_spec(spec)
+        except ValueError as error:
+            raise ValueError(f"`--local`: {error}") from None
+    return {spec: make_local_model(spec, images, gaussian=gaussian) for spec in specs}
 
 
 def sigma_grid(num: int, low: float, high: float) -> np.ndarray:
@@ -171,7 +190,18 @@ def summary_lines(rows: list[dict]) -> list[str]:
         if any(r["queries"] == name for r in rows):
             lines.append(f"Gaussian denoiser R^2 < {R2_FLOOR} from sigma = "
                          f"{_format(r2_breakdown(rows, name), 'none (R^2 >= 0.9 everywhere)')} ({name} queries)")
-    return lines
+    return lines + best_model_lines(rows)
+
+
+def best_model_lines(rows: list[dict]) -> list[str]:
+    """The model whose denoiser best predicts the network's (highest R^2) at each sigma, held-out queries if any."""
+    queries = "test" if any(r["queries"] == "test" for r in rows) else "train"
+    picked = [r for r in rows if r["queries"] == queries]
+    best = []
+    for sigma in sorted(dict.fromkeys(float(r["sigma"]) for r in picked)):
+        top = max((r for r in picked if float(r["sigma"]) == sigma), key=lambda r: float(r["r2_denoiser"]))
+        best.append(f"{sigma:.3g}: {top['reference']} ({float(top['r2_denoiser']):.3f})")
+    return [f"best denoiser R^2 per sigma ({queries} queries): " + ", ".join(best)]
 
 
 def run(context, args) -> list[str]:
@@ -180,6 +210,7 @@ def run(context, args) -> list[str]:
     sigmas = sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max)
     kmeans_key, query_key = seed_keys(context.seed)
     models = analytic_models(context.flat, context.train.labels, components, kmeans_key)
+    models.update(local_models(args.local, np.asarray(context.train.images), models["gaussian"]))
     rows = agreement_rows(context.network, models, query_sets(context), sigmas, query_key, context.num_queries)
     csv_path = write_csv(context.path("score_agreement.csv"), rows, COLUMNS)
     png_path = context.path("score_agreement.png")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gaussjax.scores.local_spec import check_local_spec
+
 PROBE_SIGMAS = tuple(float(s) for s in np.geomspace(0.01, 80.0, 16))  # the paper's MNIST probe grid
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of a seed (without x64): larger seeds would collide
 IMAGE_FIELDS = ("img_resolution", "in_channels", "out_channels", "label_dim")  # NetworkConfig fields set by the data
@@ -177,6 +179,7 @@ class TrainConfig:
     probe_gmm_components: tuple = (2, 5, 10, 50)  # k-means GMMs compared with the network
     probe_gmm_rank: int | None = None           # rank of each GMM component (None: full)
     probe_delta: bool = True                    # also the exact training-set score
+    probe_local: tuple = ()                     # local (patch) models, e.g. ('ls3', 'els3', 'pspc4', 'locality')
 
     def __post_init__(self):
         if isinstance(self.network, dict):  # the architecture fields, as in config.json
@@ -204,7 +207,7 @@ class TrainConfig:
         missing = [name for name in ("name", "dataset", "network") if name not in fields]
         if missing:
             raise ValueError(f"missing TrainConfig field(s): {', '.join(missing)}")
-        tuples = {name: tuple(fields[name]) for name in ("probe_sigmas", "probe_gmm_components")
+        tuples = {name: tuple(fields[name]) for name in ("probe_sigmas", "probe_gmm_components", "probe_local")
                   if isinstance(fields.get(name), list)}
         return cls(**dict(fields, **tuples))
 
@@ -230,7 +233,8 @@ class TrainConfig:
         one that `jax.random.key` keeps whole.
         """
         for name, kind in (("name", str), ("dataset", str), ("dataset_options", dict), ("xflip", bool),
-                           ("probe_delta", bool), ("probe_sigmas", tuple), ("probe_gmm_components", tuple)):
+                           ("probe_delta", bool), ("probe_sigmas", tuple), ("probe_gmm_components", tuple),
+                           ("probe_local", tuple)):
             _check_type(name, getattr(self, name), kind)
         for name in ("steps", "batch_size", "num_checkpoints", "log_every", "probe_queries"):
             _check_int(name, getattr(self, name), 1)
@@ -250,6 +254,11 @@ class TrainConfig:
             _check_real("probe_sigmas", sigma)
         for count in self.probe_gmm_components:
             _check_int("probe_gmm_components", count, 1)
+        for spec in self.probe_local:
+            try:
+                check_local_spec(spec)
+            except ValueError as error:
+                raise ValueError(f"`probe_local`: {error}") from None
         if self.batch_size % device_count:
             raise ValueError(f"`batch_size` = {self.batch_size} must be divisible by the device count {device_count}")
 

@@ -24,6 +24,7 @@ import numpy as np
 import gaussjax as gj
 from gaussjax.data import load_dataset
 from gaussjax.evaluation import ScoreProbe, make_score_probe, noised_data
+from gaussjax.scores.local_spec import make_local_model
 from train.configs import TrainConfig
 
 PROBE_COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser",
@@ -32,8 +33,11 @@ LEGACY_COLUMNS = ["step", "sigma", "reference", "weights", "fuv_score", "fuv_den
 MODEL_FILE = "analytic_models.npz"
 
 
-def fit_analytic_models(config: TrainConfig, flat: np.ndarray, labels, run_dir: Path) -> dict:
-    """name -> analytic model, fitted to the training set once and cached in `run_dir`."""
+def fit_analytic_models(config: TrainConfig, flat: np.ndarray, labels, run_dir: Path, image_shape=None) -> dict:
+    """name -> analytic model, fitted to the training set once and cached in `run_dir`.
+
+    The local models of `config.probe_local` need the training images' `image_shape (H, W, C)`.
+    """
     path = Path(run_dir) / MODEL_FILE
     if path.exists():
         with np.load(path) as archive:
@@ -57,6 +61,10 @@ def fit_analytic_models(config: TrainConfig, flat: np.ndarray, labels, run_dir: 
         models[name] = gj.GaussianMixture(*(arrays[f"{name}/{f}"] for f in ("weights", "means", "eigvals", "eigvecs")))
     if config.probe_delta:
         models["delta"] = gj.DeltaMixture(flat)
+    if config.probe_local:
+        images = np.asarray(flat).reshape(len(flat), *image_shape)
+        for spec in config.probe_local:
+            models[spec] = make_local_model(spec, images, gaussian=models["gaussian"])
     return models
 
 

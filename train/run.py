@@ -139,7 +139,8 @@ class CheckpointAndProbe:
         self.run = run
         started = time.perf_counter()
         flat = np.asarray(run.dataset.flat)
-        models = probes.fit_analytic_models(run.config, flat, run.dataset.labels, run.run_dir)
+        models = probes.fit_analytic_models(run.config, flat, run.dataset.labels, run.run_dir,
+                                              image_shape=run.dataset.images.shape[1:])
         self.columns = probes.file_columns(run.run_dir / "probes.csv")
         test_flat = probes.load_test_flat(run.config, data_dir) if "queries" in self.columns else None
         self.probes = probes.build_probes(run.config, flat, models, test_flat)

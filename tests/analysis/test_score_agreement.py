@@ -88,6 +88,7 @@ def test_summary_sigma99_and_r2_match_the_csv(tiny_run, tmp_path, capsys):
     (["--gmm-components", "3,x"], "--gmm-components"),
     (["--gmm-components", "0"], "--gmm-components"),
     (["--sigma-min", "0"], "--sigma-min"),
+    (["--local", "ls3,els2"], "`--local`: local model 'els2'"),
 ])
 def test_bad_inputs_are_named_errors(tiny_run, tmp_path, capsys, extra, message):
     assert main(_argv(tiny_run, tmp_path, *extra)) == 2
@@ -103,3 +104,22 @@ def test_missing_run_directory_is_a_named_error(tmp_path, capsys):
 def test_needs_a_run(tmp_path, capsys):
     assert main(["score-agreement", "--dataset", "digits", "--out", str(tmp_path)]) == 2
     assert "--run RUN_DIR" in capsys.readouterr().err
+
+
+def test_local_models_are_compared_and_the_best_model_is_named(tiny_run, tmp_path, capsys):
+    """`--local ls3`: its rows equal `compare_scores` with `PatchMixture(train images, 3)` on the same queries."""
+    argv = ["score-agreement", "--run", str(tiny_run), "--out", str(tmp_path), "--seed", str(SEED), "--num-queries",
+            "8", "--num-sigmas", "2", "--sigma-min", "0.2", "--sigma-max", "2", "--gmm-components", "", "--local", "ls3"]
+    assert main(argv) == 0
+    rows = [r for r in read_csv(tmp_path / "score_agreement.csv") if r["reference"] == "ls3"]
+    train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
+    _, query_key = jax.random.split(jax.random.key(SEED))
+    expected = gj.compare_scores(load_denoiser(tiny_run, weights="ema"), {"ls3": gj.scores.PatchMixture(train.images, 3)},
+                                 noised_data(test.flat), np.geomspace(0.2, 2, 2), key=jax.random.fold_in(query_key, 1),
+                                 num_queries=8)
+    got = [r for r in rows if r["queries"] == "test"]
+    assert len(got) == len(expected) == 2
+    for row, want in zip(got, expected):
+        assert float(row["r2_denoiser"]) == pytest.approx(want["r2_denoiser"], rel=1e-4, abs=1e-7)
+    best = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best denoiser R^2"))
+    assert "(test queries)" in best and best.count(":") == 3  # the header, then one "sigma: model" per sigma

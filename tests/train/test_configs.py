@@ -152,6 +152,7 @@ def test_every_config_builds_its_network():
         ("config.json", {"sigma_data": -0.5}, ValueError, r"`sigma_data` must be a finite number > 0, got -0\.5"),
         ("config.json", {"lr": float("nan")}, ValueError, r"`lr` must be a finite number > 0, got nan"),
         ("config.json", {"depth": 3}, ValueError, r"unknown TrainConfig field\(s\): depth"),
+        ("config.json", {"probe_local": ["els4"]}, ValueError, r"`probe_local`: local model 'els4': the window size k must be odd"),
         ("config.json", "{\"steps\": 60,", ValueError, r" is not valid JSON: "),
         ("network.json", {"model_channels": "8"}, TypeError, r"`NetworkConfig.model_channels` must be an integer"),
         ("network.json", {"img_resolution": None}, ValueError, r"missing field\(s\): img_resolution"),

@@ -122,3 +122,16 @@ def test_resuming_a_run_of_the_older_layout_keeps_its_columns(tmp_path):
     new = rows[len(legacy):]
     assert len(new) == len(legacy) // 2 and {r[0] for r in new} == {"40"}  # steps 0, 20 before; 40 now
     assert all(len(r) == 6 and np.isfinite(float(r[4])) for r in new)
+
+
+def test_local_probe_references_are_the_named_local_models(tmp_path):
+    """`probe_local` adds local models, built from the training images, beside the global references."""
+    train_set = load_dataset("digits")
+    config = CONFIG.replace(probe_local=("ls3", "pspc4"))
+    models = probes.fit_analytic_models(config, np.asarray(train_set.flat), None, tmp_path, image_shape=(8, 8, 1))
+    assert list(models)[-2:] == ["ls3", "pspc4"]
+    assert isinstance(models["ls3"], gj.scores.PatchMixture) and models["ls3"].patch_size == 3
+    assert isinstance(models["pspc4"], gj.scores.PatchPosteriorMean)
+    x = np.asarray(train_set.flat[:2])
+    expected = gj.scores.PatchMixture(train_set.images, 3).denoise(x, 0.5)
+    np.testing.assert_array_equal(models["ls3"].denoise(x, 0.5), expected)
