@@ -11,13 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax._checks import check_choice, check_nonnegative_int, check_positive_int
 from gaussjax.nn._block import UNetBlock
-from gaussjax.nn._conv import CONV_IMPLS, Conv2d
+from gaussjax.nn._conv import Conv2d
 from gaussjax.nn._embedding import PositionalEmbedding
 from gaussjax.nn._norm import GroupNorm, check_group_norm_channels
 from gaussjax.nn._rng import bit_generator_key
-from gaussjax.nn._unet import _check_int_tuple, _check_probability, check_network_inputs
+from gaussjax.nn._unet import check_network_inputs, check_unet_fields
 
 CHANNELS_PER_HEAD = 64  # ADM's attention head width: a block with C output channels gets C // 64 heads
 _ZERO_LAYERS = frozenset({"conv1", "proj"})  # last layer of each residual / attention branch (EDM's init_zero)
@@ -231,26 +230,7 @@ def _plan(config: DhariwalUNet) -> tuple[list[_Block], list[_Block]]:
 
 def _validate(config: DhariwalUNet) -> None:
     """Raise a clear error for a configuration EDM would reject or that cannot run."""
-    r = check_positive_int("img_resolution", config.img_resolution)
-    check_positive_int("in_channels", config.in_channels)
-    check_positive_int("out_channels", config.out_channels)
-    check_nonnegative_int("label_dim", config.label_dim)
-    check_nonnegative_int("augment_dim", config.augment_dim)
-    check_positive_int("model_channels", config.model_channels)
-    _check_int_tuple("channel_mult", config.channel_mult, nonempty=True)
-    check_positive_int("channel_mult_emb", config.channel_mult_emb)
-    check_nonnegative_int("num_blocks", config.num_blocks)
-    _check_int_tuple("attn_resolutions", config.attn_resolutions, nonempty=False)
-    _check_probability("dropout", config.dropout)
-    _check_probability("label_dropout", config.label_dropout)
-    check_choice("conv_impl", config.conv_impl, CONV_IMPLS)
-
-    factor = 2 ** (len(config.channel_mult) - 1)
-    if r % factor:
-        raise ValueError(
-            f"`img_resolution` ({r}) must be divisible by 2**(len(channel_mult) - 1) = {factor} "
-            f"(channel_mult = {config.channel_mult} has {len(config.channel_mult)} resolutions)"
-        )
+    check_unet_fields(config)
     if config.model_channels % 2:
         raise ValueError(f"the noise embedding needs an even number of channels; model_channels = "
                          f"{config.model_channels}")

@@ -238,8 +238,8 @@ def check_network_inputs(net, x, noise_labels, class_labels, augment_labels) -> 
     return n
 
 
-def _validate(config: SongUNet) -> None:
-    """Raise a clear error for a configuration EDM would reject or that cannot run."""
+def check_unet_fields(config) -> None:
+    """The arguments SongUNet and DhariwalUNet share: types, ranges, and a resolution that halves evenly."""
     r = check_positive_int("img_resolution", config.img_resolution)
     check_positive_int("in_channels", config.in_channels)
     check_positive_int("out_channels", config.out_channels)
@@ -252,6 +252,18 @@ def _validate(config: SongUNet) -> None:
     _check_int_tuple("attn_resolutions", config.attn_resolutions, nonempty=False)
     _check_probability("dropout", config.dropout)
     _check_probability("label_dropout", config.label_dropout)
+    check_choice("conv_impl", config.conv_impl, CONV_IMPLS)
+    factor = 2 ** (len(config.channel_mult) - 1)
+    if r % factor:
+        raise ValueError(
+            f"`img_resolution` ({r}) must be divisible by 2**(len(channel_mult) - 1) = {factor} "
+            f"(channel_mult = {config.channel_mult} has {len(config.channel_mult)} resolutions)"
+        )
+
+
+def _validate(config: SongUNet) -> None:
+    """Raise a clear error for a configuration EDM would reject or that cannot run."""
+    check_unet_fields(config)
     check_choice("embedding_type", config.embedding_type, ("positional", "fourier"))
     check_positive_int("channel_mult_noise", config.channel_mult_noise)
     if config.fourier_freqs and (config.embedding_type != "fourier"
@@ -264,18 +276,10 @@ def _validate(config: SongUNet) -> None:
         )
     check_choice("encoder_type", config.encoder_type, ("standard", "skip", "residual"))
     check_choice("decoder_type", config.decoder_type, ("standard", "skip"))
-    check_choice("conv_impl", config.conv_impl, CONV_IMPLS)
     f = config.resample_filter
     if (not isinstance(f, tuple) or len(f) < 2 or len(f) % 2
             or not all(isinstance(v, numbers.Real) and v > 0 for v in f)):
         raise ValueError(f"`resample_filter` must be a tuple of an even number (>= 2) of positive taps, got {f!r}")
-
-    factor = 2 ** (len(config.channel_mult) - 1)
-    if r % factor:
-        raise ValueError(
-            f"`img_resolution` ({r}) must be divisible by 2**(len(channel_mult) - 1) = {factor} "
-            f"(channel_mult = {config.channel_mult} has {len(config.channel_mult)} resolutions)"
-        )
     if config.noise_channels % 2:
         raise ValueError(
             f"the noise embedding needs an even number of channels; model_channels * channel_mult_noise = "
