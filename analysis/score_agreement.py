@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--local", default="",
                        help="comma-separated local (patch) models also compared: ls{k}, els{k}, pspc{p}, locality "
                             "(e.g. 'ls3,els3,pspc4,locality'; default none)")
+    group.add_argument("--query-sets", default=",".join(QUERY_SETS),
+                       help="comma-separated query sets among train, test, noise (default all; the draws of a set "
+                            "do not depend on which others are chosen)")
     group.add_argument("--num-sigmas", type=int, default=12, help="noise levels (default 12)")
     group.add_argument("--sigma-min", type=float, default=0.01, help="smallest noise level (default 0.01)")
     group.add_argument("--sigma-max", type=float, default=80.0, help="largest noise level (default 80)")
@@ -114,13 +117,22 @@ def analytic_models(flat: np.ndarray, labels, components: list[int], kmeans_key)
     return models
 
 
-def query_sets(context) -> dict:
-    """name -> query distribution: noised train / held-out images (when there is a test split), pure noise."""
+def query_sets(context, names: str = ",".join(QUERY_SETS)) -> dict:
+    """name -> query distribution: noised train / held-out images (when there is a test split), pure noise.
+
+    `names` (comma-separated) selects among them; `test` without a test split is an error.
+    """
+    chosen = list(dict.fromkeys(part.strip() for part in str(names).split(",") if part.strip()))
+    unknown = [name for name in chosen if name not in QUERY_SETS]
+    if unknown or not chosen:
+        raise ValueError(f"`--query-sets` must name some of {', '.join(QUERY_SETS)}, got {names!r}")
+    if "test" in chosen and context.test is None and names != ",".join(QUERY_SETS):
+        raise ValueError("`--query-sets` names 'test', but the dataset has no test split")
     sets = {"train": noised_data(context.flat)}
     if context.test is not None:
         sets["test"] = noised_data(np.asarray(context.test.flat))
     sets["noise"] = pure_noise(context.flat.shape[1])
-    return sets
+    return {name: sets[name] for name in QUERY_SETS if name in chosen and name in sets}
 
 
 def agreement_rows(network, models: dict, queries: dict, sigmas: np.ndarray, query_key, num_queries: int) -> list[dict]:
@@ -184,8 +196,10 @@ def _format(sigma: float | None, none: str) -> str:
 
 def summary_lines(rows: list[dict]) -> list[str]:
     """sigma99 on train queries and the Gaussian denoiser's R^2 < 0.9 breakdown on train and held-out queries."""
-    lines = [f"sigma99 (Gaussian explains > 99% of the network's score at this and every larger grid sigma, "
-             f"train queries): {_format(sigma99(rows), 'none on the grid')}"]
+    lines = []
+    if any(r["queries"] == "train" for r in rows):
+        lines.append(f"sigma99 (Gaussian explains > 99% of the network's score at this and every larger grid sigma, "
+                     f"train queries): {_format(sigma99(rows), 'none on the grid')}")
     for name in ("train", "test"):
         if any(r["queries"] == name for r in rows):
             lines.append(f"Gaussian denoiser R^2 < {R2_FLOOR} from sigma = "
@@ -211,7 +225,8 @@ def run(context, args) -> list[str]:
     kmeans_key, query_key = seed_keys(context.seed)
     models = analytic_models(context.flat, context.train.labels, components, kmeans_key)
     models.update(local_models(args.local, np.asarray(context.train.images), models["gaussian"]))
-    rows = agreement_rows(context.network, models, query_sets(context), sigmas, query_key, context.num_queries)
+    queries = query_sets(context, args.query_sets)
+    rows = agreement_rows(context.network, models, queries, sigmas, query_key, context.num_queries)
     csv_path = write_csv(context.path("score_agreement.csv"), rows, COLUMNS)
     png_path = context.path("score_agreement.png")
     plot(rows, np.asarray(models["gaussian"].eigvals), png_path)

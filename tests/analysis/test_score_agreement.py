@@ -89,6 +89,7 @@ def test_summary_sigma99_and_r2_match_the_csv(tiny_run, tmp_path, capsys):
     (["--gmm-components", "0"], "--gmm-components"),
     (["--sigma-min", "0"], "--sigma-min"),
     (["--local", "ls3,els2"], "`--local`: local model 'els2'"),
+    (["--query-sets", "train,holdout"], "`--query-sets` must name some of train, test, noise"),
 ])
 def test_bad_inputs_are_named_errors(tiny_run, tmp_path, capsys, extra, message):
     assert main(_argv(tiny_run, tmp_path, *extra)) == 2
@@ -109,7 +110,8 @@ def test_needs_a_run(tmp_path, capsys):
 def test_local_models_are_compared_and_the_best_model_is_named(tiny_run, tmp_path, capsys):
     """`--local ls3`: its rows equal `compare_scores` with `PatchMixture(train images, 3)` on the same queries."""
     argv = ["score-agreement", "--run", str(tiny_run), "--out", str(tmp_path), "--seed", str(SEED), "--num-queries",
-            "8", "--num-sigmas", "2", "--sigma-min", "0.2", "--sigma-max", "2", "--gmm-components", "", "--local", "ls3"]
+            "8", "--num-sigmas", "2", "--sigma-min", "0.2", "--sigma-max", "2", "--gmm-components", "", "--local", "ls3",
+            "--query-sets", "test"]
     assert main(argv) == 0
     rows = [r for r in read_csv(tmp_path / "score_agreement.csv") if r["reference"] == "ls3"]
     train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
@@ -118,7 +120,7 @@ def test_local_models_are_compared_and_the_best_model_is_named(tiny_run, tmp_pat
                                  noised_data(test.flat), np.geomspace(0.2, 2, 2), key=jax.random.fold_in(query_key, 1),
                                  num_queries=8)
     got = [r for r in rows if r["queries"] == "test"]
-    assert len(got) == len(expected) == 2
+    assert len(got) == len(rows) == len(expected) == 2  # only the chosen query set, with its own draws
     for row, want in zip(got, expected):
         assert float(row["r2_denoiser"]) == pytest.approx(want["r2_denoiser"], rel=1e-4, abs=1e-7)
     best = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best denoiser R^2"))
