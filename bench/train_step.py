@@ -15,13 +15,21 @@ Variants, each doing K optimizer steps per timed call:
   XLA:CPU's Eigen kernels instead; `python -m train` sets this).
 
 Networks, each built from a `train.configs` config (architecture and dropout exactly as that
-config trains it): `digits-715k`, the `digits` config's network (715,201 parameters: the size
-of the PyTorch/EDM reference in the task) at batch 256; `mnist`, the `mnist` config's (the
-paper's mini-EDM net, 32x32x1, 1,000,801 parameters) at its batch 128; `digits`, the `digits`
-config at its own batch size (what `python -m train` runs by default).
+config trains it): `digits-715k`, the `digits` config's network (715,201 parameters) at batch
+256; `mnist`, the `mnist` config's (the paper's mini-EDM net, 32x32x1, 1,000,801 parameters) at
+its batch 128; `digits`, the `digits` config at its own batch size (what `python -m train`
+runs by default).
 
+The PyTorch baseline runs in the same alternation: with `--torch-python PYTHON --edm-src EDM`
+(a Python with torch, and a checkout of NVlabs/edm), each worker also starts
+`bench/_edm_torch_step.py`, EDM's own `EDMPrecond(SongUNet)`, `EDMLoss` and Adam step with the
+same network arguments and batch, and times it as one more variant (`pytorch/edm`); the
+`vs PyTorch` column is the ratio to it. Without them there is no PyTorch column: no reference
+numbers are hard-coded (they would belong to another machine).
+
+    python bench/train_step.py --networks digits-715k,mnist --variants xla/loop,xla/unrolled --flags ynn-off \
+        --torch-python /work/torchref/.venv/bin/python --edm-src /work/torchref/edm
     python bench/train_step.py                          # all networks and variants (~40 min: xla/scan is slow)
-    python bench/train_step.py --networks digits --variants xla/loop --flags ynn-off
 """
 
 from __future__ import annotations
@@ -35,19 +43,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> the config whose network is timed, its image shape, the batch (None: the config's own), and
-# `pytorch`: images/s of NVlabs/edm on "this machine class" as quoted in the task (measured on a 2-core
-# machine, the same PyTorch code gives less: see docs/training.md, "Performance notes").
+# name -> the config whose network is timed, its image shape, and the batch (None: the config's own)
 NETWORKS = {
-    "digits-715k": {"config": "digits", "image_shape": (8, 8, 1), "batch": 256, "pytorch": 1900.0},
-    "mnist": {"config": "mnist", "image_shape": (32, 32, 1), "batch": None, "pytorch": 240.0},
-    "digits": {"config": "digits", "image_shape": (8, 8, 1), "batch": None, "pytorch": None},
+    "digits-715k": {"config": "digits", "image_shape": (8, 8, 1), "batch": 256},
+    "mnist": {"config": "mnist", "image_shape": (32, 32, 1), "batch": None},
+    "digits": {"config": "digits", "image_shape": (8, 8, 1), "batch": None},
 }
+TORCH_VARIANT = "pytorch/edm"
 VARIANTS = ("xla/loop", "matmul/loop", "xla/scan", "matmul/scan", "xla/unrolled", "matmul/unrolled")
 FLAG_SETTINGS = {"default": "", "ynn-off": "--xla_cpu_experimental_ynn_fusion_type="}
 
 
-def _worker(network: str, variants: list[str], steps: int, repeats: int) -> None:
+def _edm_step(torch_python: str, edm_src: str, kwargs: dict, shape, batch: int, steps: int, lr: float):
+    """A call that runs `steps` of EDM's PyTorch train step in a companion process and waits for it."""
+    command = [torch_python, str(ROOT / "bench" / "_edm_torch_step.py"), "--edm-src", edm_src,
+               "--network", json.dumps(kwargs), "--image-shape", ",".join(map(str, shape)), "--batch", str(batch),
+               "--steps", str(steps), "--lr", str(lr)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    info = json.loads(process.stdout.readline())
+
+    def run():
+        process.stdin.write("run\n")
+        process.stdin.flush()
+        return float(process.stdout.readline())
+
+    return run, info, process
+
+
+def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_python=None, edm_src=None) -> None:
     """Time the variants of one network under this process's XLA_FLAGS; print JSON lines."""
     sys.path.insert(0, str(ROOT))
     import jax
@@ -89,11 +112,23 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int) -> None
             run = lambda many=many, state=state: many(state)  # noqa: E731
         functions[variant] = run
 
+    torch_process = None
+    if torch_python:
+        edm_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+        functions[TORCH_VARIANT], torch_info, torch_process = _edm_step(
+            torch_python, edm_src, edm_kwargs, shape, config.batch_size, steps, config.lr)
+        if torch_info["parameters"] != info["parameters"]:
+            raise RuntimeError(f"EDM's network has {torch_info['parameters']} parameters, gaussjax's {info['parameters']}")
+        functions[TORCH_VARIANT]()  # warm up (first-call allocations)
     a = jax.random.normal(jax.random.key(3), (4096, 1024))
     b = jax.random.normal(jax.random.key(4), (1024, 1024))
     matmul = jax.jit(jnp.matmul)
     functions["matmul"] = lambda: matmul(a, b)
     times = time_alternating(functions, repeats=repeats)
+    if torch_process is not None:
+        torch_process.stdin.write("quit\n")
+        torch_process.stdin.close()
+        torch_process.wait()
     matmul_flops = 2 * 4096 * 1024 * 1024 / times.pop("matmul")
     for variant, seconds in times.items():
         print(json.dumps(dict(network=network, variant=variant, batch=config.batch_size,
@@ -110,10 +145,14 @@ def main() -> None:
     parser.add_argument("--flags", default=",".join(FLAG_SETTINGS), help="comma-separated: " + ", ".join(FLAG_SETTINGS))
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per timed call (K)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--torch-python", default=None, help="a Python with torch: time NVlabs/edm's step beside")
+    parser.add_argument("--edm-src", default=None, help="NVlabs/edm checkout (with --torch-python)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if bool(args.torch_python) != bool(args.edm_src):
+        parser.error("--torch-python and --edm-src go together")
     if args.worker:
-        _worker(args.worker, args.variants.split(","), args.steps, args.repeats)
+        _worker(args.worker, args.variants.split(","), args.steps, args.repeats, args.torch_python, args.edm_src)
         return
 
     rows = []
@@ -122,6 +161,8 @@ def main() -> None:
             env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FLAG_SETTINGS[flag_name]).strip())
             command = [sys.executable, __file__, "--worker", network, "--variants", args.variants,
                        "--steps", str(args.steps), "--repeats", str(args.repeats)]
+            if args.torch_python:
+                command += ["--torch-python", args.torch_python, "--edm-src", args.edm_src]
             out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
             rows += [dict(json.loads(line), flags=flag_name) for line in out.splitlines() if line.startswith("{")]
             print(f"... {network} / {flag_name} done", file=sys.stderr, flush=True)
@@ -134,16 +175,15 @@ def main() -> None:
     print("-" * len(header))
     for network in args.networks.split(","):
         mine = [r for r in rows if r["network"] == network]
-        pytorch = NETWORKS[network]["pytorch"]
         for r in mine:
-            versus = f"{r['images_per_s'] / pytorch:>9.2f}x" if pytorch else f"{'':>10}"
+            torch_row = next((t for t in mine if t["flags"] == r["flags"] and t["variant"] == TORCH_VARIANT), None)
+            versus = f"{r['images_per_s'] / torch_row['images_per_s']:>9.2f}x" if torch_row else f"{'':>10}"
             print(f"{network:<12} {r['parameters']:>9,} {r['batch']:>5} {r['flags']:<9} {r['variant']:<16} "
                   f"{r['images_per_s']:>9.1f} {r['images_per_s'] / mine[0]['images_per_s']:>7.2f}x {versus} "
                   f"{r['flops_per_s'] / 1e9:>8.1f} {r['flops_per_s'] / r['matmul_flops_per_s']:>8.0%}")
-        reference = f"; PyTorch/EDM reference {pytorch:.0f} images/s" if pytorch else ""
         print(f"{'':<12} the `{NETWORKS[network]['config']}` config's network; "
               f"{mine[0]['gflop_per_image']:.3f} GFLOP per image and step; float32 matmul "
-              f"{mine[0]['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s{reference}")
+              f"{mine[0]['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
