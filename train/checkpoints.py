@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -34,6 +35,24 @@ def checkpoint_steps(config: TrainConfig) -> list[int]:
     return sorted({0, *steps, config.steps})
 
 
+READ_ONLY_NOTICE = "Given directory is read only"  # Orbax's warning for a manager opened read-only (as asked)
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+    """Drop Orbax's "Given directory is read only" warning: loaders open the directory read-only on purpose."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(READ_ONLY_NOTICE)
+
+    logger = logging.getLogger("absl")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 class Checkpointer:
     """Saves `TrainState` pytrees under `run_dir / "checkpoints"`, one directory per step.
 
@@ -58,7 +77,8 @@ class Checkpointer:
         registry.add("default", ocp.args.StandardSave, standard)
         registry.add("default", ocp.args.StandardRestore, standard)
         registry.add("default", ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
-        return ocp.CheckpointManager(self.run_dir / "checkpoints", options=options, handler_registry=registry)
+        with _without_read_only_notice():
+            return ocp.CheckpointManager(self.run_dir / "checkpoints", options=options, handler_registry=registry)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())

@@ -230,3 +230,13 @@ def test_the_command_line_caches_compiled_programs_in_the_run_directory(tmp_path
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / ".jax_cache")
     use_compilation_cache(tmp_path / "elsewhere")  # one already configured is kept
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / ".jax_cache")
+
+
+def test_load_denoiser_prints_nothing(tiny_run):
+    """A user's `load_denoiser` call prints no Orbax warning (read-only notice, partial-restore notice)."""
+    code = f"from train.checkpoints import load_denoiser; load_denoiser({str(tiny_run)!r}); " \
+           f"load_denoiser({str(tiny_run)!r}, step=20, weights='raw')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, check=True)
+    printed = result.stdout + result.stderr
+    for notice in ("Given directory is read only", "could not be restored", "WARNING"):
+        assert notice not in printed, printed[-2000:]
