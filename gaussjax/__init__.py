@@ -9,7 +9,7 @@ See `docs/index.md`.
 from gaussjax import conventions, data, evaluation, fit, metrics, nn, ode, samplers, schedules, scores, solution
 from gaussjax.conventions import score_from_denoiser
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
-from gaussjax.fit import fit_gaussian, fit_gmm, kmeans
+from gaussjax.fit import fit_gaussian, fit_gmm, fit_patch_size, kmeans
 from gaussjax.metrics import fraction_unexplained_variance, per_sample_unexplained_variance
 from gaussjax.ode import PFODESolution, solve_pf_ode, solve_vp_pf_ode
 from gaussjax.samplers import (
@@ -21,7 +21,16 @@ from gaussjax.samplers import (
     hybrid_sampler,
 )
 from gaussjax.schedules import VPSchedule, cosine_schedule, ddpm_linear_schedule, karras_sigmas
-from gaussjax.scores import DeltaMixture, Denoiser, Gaussian, GaussianMixture, Isotropic
+from gaussjax.scores import (
+    DeltaMixture,
+    Denoiser,
+    Gaussian,
+    GaussianMixture,
+    Isotropic,
+    LocalDeltaMixture,
+    PatchMixture,
+    PatchPosteriorMean,
+)
 from gaussjax.solution import (
     gaussian_denoiser_trajectory,
     gaussian_final_state,
@@ -41,6 +50,9 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "Isotropic",
+    "LocalDeltaMixture",
+    "PatchMixture",
+    "PatchPosteriorMean",
     "compare_scores",
     "cosine_schedule",
     "ddim_sampler",
@@ -66,6 +78,7 @@ __all__ = [
     "fit",
     "fit_gaussian",
     "fit_gmm",
+    "fit_patch_size",
     "fraction_unexplained_variance",
     "kmeans",
     "metrics",
