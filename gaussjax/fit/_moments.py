@@ -83,6 +83,39 @@ def _blocks(X: Any) -> Iterator[np.ndarray]:
         del chunk
 
 
+def merge_moments(
+    count_a: int,
+    mean_a: Float[np.ndarray, " D"] | None,
+    scatter_a: Float[np.ndarray, "D D"] | None,
+    count_b: int,
+    mean_b: Float[np.ndarray, " D"] | None,
+    scatter_b: Float[np.ndarray, "D D"] | None,
+) -> tuple[int, Float[np.ndarray, " D"] | None, Float[np.ndarray, "D D"] | None]:
+    """Merge the (count, mean, centred scatter) of two disjoint sets of rows into those of their union.
+
+    The pairwise update of Chan, Golub & LeVeque (1979): with `n = n_a + n_b` and
+    `delta = mean_b - mean_a`,
+
+        mean    = mean_a + delta * n_b / n
+        scatter = scatter_a + scatter_b + outer(delta, delta) * n_a n_b / n
+
+    where `scatter = sum_n (x_n - mean)(x_n - mean)^T` (unnormalised). It is exact
+    in exact arithmetic and does not form raw second moments, so a large common
+    offset does not cancel the scatter away. A side with count 0 is the empty set
+    (its mean and scatter are ignored, and may be None): the other side is
+    returned unchanged. Used by `moments` and by `gaussjax.quality`'s `FeatureStats`.
+    """
+    if count_a == 0:
+        return count_b, mean_b, scatter_b
+    if count_b == 0:
+        return count_a, mean_a, scatter_a
+    total = count_a + count_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (count_b / total)
+    scatter = scatter_a + scatter_b + np.outer(delta, delta) * (count_a * count_b / total)
+    return total, mean, scatter
+
+
 def moments(
     X: Float[ArrayLike, "N D"] | Iterable[Float[ArrayLike, "n D"]],
 ) -> tuple[Float[np.ndarray, " D"], Float[np.ndarray, "D D"], int]:
@@ -114,14 +147,7 @@ def moments(
         centred = block - mean_b
         scatter_b = centred.T @ centred
         del block, centred  # release this chunk before the next is read
-        if count == 0:
-            count, mean, scatter = n_b, mean_b, scatter_b
-            continue
-        total = count + n_b
-        delta = mean_b - mean
-        mean = mean + delta * (n_b / total)
-        scatter = scatter + scatter_b + np.outer(delta, delta) * (count * n_b / total)
-        count = total
+        count, mean, scatter = merge_moments(count, mean, scatter, n_b, mean_b, scatter_b)
     if count == 0:
         raise ValueError("`X` is empty (N = 0)")
     cov = scatter / count
