@@ -1,4 +1,4 @@
-"""A restricted reader of NVlabs/edm snapshot pickles: torch modules read as plain data, no code run.
+"""Restricted readers of torch files: EDM snapshot pickles and ``torch.save`` state dicts, no code run.
 
 EDM's ``training_loop.py`` pickles ``dict(ema=..., loss_fn=..., augment_pipe=..., dataset_kwargs=...)`` with
 the standard library. Loading that with ``pickle.load`` imports torch and *executes* the Python source that
@@ -37,6 +37,18 @@ Allowed globals of the outer pickle:
 Globals of the nested storage pickles: ``torch.{Float,Half,BFloat16,Double,Long,Int,Short,Char,Byte,Bool}Storage``
 and ``torch.UntypedStorage``, named only inside persistent ids ``('storage', type, key, location, numel[,
 view_metadata])``.
+
+:func:`read_torch_state_dict` reads a file that ``torch.save(module.state_dict())`` wrote, in the legacy
+(``_use_new_zipfile_serialization=False``) or the zip format, with the same storage machinery. Its pickle may
+name only:
+
+- the storage classes above, inside ``('storage', ...)`` persistent ids;
+- ``torch._utils._rebuild_tensor`` (torch < 0.4), ``_rebuild_tensor_v2``, ``_rebuild_tensor_v3``,
+  ``_rebuild_parameter``, ``_rebuild_parameter_with_state``, ``torch.Size`` and the torch dtypes above;
+- ``collections.OrderedDict``, whose ``BUILD`` state may only be ``{'_metadata': ...}`` (the per-module
+  versions ``Module.state_dict()`` records; checked to be plain data, then dropped).
+
+The top level must be a dict of ``str`` names to tensors; any other value is refused.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModuleRecord", "UnsafePickleError", "read_edm_pickle"]
+__all__ = ["ModuleRecord", "UnsafePickleError", "read_edm_pickle", "read_torch_state_dict"]
 
 
 class UnsafePickleError(ValueError):
@@ -334,6 +346,9 @@ class _StorageRef:
     def __init__(self, storage_type: _StorageType, numel: int):
         self.storage_type, self.numel, self.array = storage_type, numel, None
 
+    def __setstate__(self, state):
+        raise UnsafePickleError("refusing to set state on a torch storage")
+
 
 class _NestedUnpickler(pickle.Unpickler):
     """Unpickler of a nested torch serialization: storage classes inside ``('storage', ...)`` ids only."""
@@ -388,15 +403,18 @@ def _load_from_bytes(data) -> _Storage:
     return root.array.view(_Storage)
 
 
-def _read_legacy(data: bytes, refs: dict) -> Any:
-    """Read torch's legacy format: magic, protocol, system info, pickle, storage keys, then raw storages."""
+def _read_legacy(data: bytes, refs: dict, unpickler: type[pickle.Unpickler] | None = None) -> Any:
+    """Read torch's legacy format: magic, protocol, system info, pickle, storage keys, then raw storages.
+
+    ``unpickler`` reads the main pickle (default :class:`_NestedUnpickler`); it records storages in ``refs``.
+    """
     stream = io.BytesIO(data)
     if _DataUnpickler(stream).load() != _LEGACY_MAGIC:
         raise ValueError("storage bytes are neither torch's legacy nor zip serialization (bad magic number)")
     _DataUnpickler(stream).load()  # protocol version
     info = _DataUnpickler(stream).load()
     order = "<" if not isinstance(info, dict) or info.get("little_endian", True) else ">"
-    root = _NestedUnpickler(stream, refs).load()
+    root = (unpickler or _NestedUnpickler)(stream, refs).load()
     keys = _DataUnpickler(stream).load()
     position = stream.tell()
     for key in keys:
@@ -412,8 +430,11 @@ def _read_legacy(data: bytes, refs: dict) -> Any:
     return root
 
 
-def _read_zip(data: bytes, refs: dict) -> Any:
-    """Read torch's zip format: ``<archive>/data.pkl`` plus one ``<archive>/data/<key>`` record per storage."""
+def _read_zip(data: bytes, refs: dict, unpickler: type[pickle.Unpickler] | None = None) -> Any:
+    """Read torch's zip format: ``<archive>/data.pkl`` plus one ``<archive>/data/<key>`` record per storage.
+
+    ``unpickler`` reads ``data.pkl`` (default :class:`_NestedUnpickler`); it records storages in ``refs``.
+    """
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(names) != 1:
@@ -422,7 +443,7 @@ def _read_zip(data: bytes, refs: dict) -> Any:
         order = "<"
         if f"{prefix}byteorder" in archive.namelist():
             order = "<" if archive.read(f"{prefix}byteorder") == b"little" else ">"
-        root = _NestedUnpickler(io.BytesIO(archive.read(names[0])), refs).load()
+        root = (unpickler or _NestedUnpickler)(io.BytesIO(archive.read(names[0])), refs).load()
         for key, ref in refs.items():
             raw = archive.read(f"{prefix}data/{key}")  # the one copy of these bytes
             dtype = ref.storage_type.dtype.newbyteorder(order)
@@ -567,3 +588,159 @@ def _entries(entries, kind: type, class_name: str, field: str) -> dict:
         if value is not None and not isinstance(value, kind):
             raise TypeError(f"{class_name}.{field}[{name!r}] is a {type(value).__name__}, expected {kind.__name__}")
     return dict(entries)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.save(state_dict) files: the storage machinery above, with tensors rebuilt once their bytes are read.
+
+
+def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``torch.save(module.state_dict())`` file without torch or code execution.
+
+    Both of torch's formats are read: the legacy one (``_use_new_zipfile_serialization=False``, and every
+    file written before torch 1.6, e.g. pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``) and the zip
+    one. Only the globals listed in the module docstring are allowed.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``{name: array}`` in the file's order, each tensor as a read-only NumPy array of its torch dtype
+        (float16 stays float16), strides and storage offsets applied. The ``_metadata`` that
+        ``Module.state_dict()`` attaches is dropped.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnsafePickleError: the file names anything outside the allow-list, or holds anything but tensors
+            under string names (a number, a string, a module...).
+        ValueError: the file is truncated, or not a torch serialization of a dict; the message names ``path``.
+    """
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        refs: dict[str, _StorageRef] = {}
+        if data[:4] == b"PK\x03\x04":
+            root = _read_zip(data, refs, _StateDictUnpickler)
+        else:
+            root = _read_legacy(data, refs, _StateDictUnpickler)
+        return _state_dict(root)
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, MemoryError, RecursionError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        raise ValueError(f"path {os.fspath(path)!r} is not a readable torch state dict: "
+                         f"{type(error).__name__}: {error}") from error
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+    """A tensor whose storage bytes follow the pickle: rebuilt by :meth:`resolve` once they are read."""
+
+    storage: Any  # a _StorageRef, or ('view', _StorageRef, (key, start, length)) for a legacy storage view
+    offset: int
+    size: tuple
+    stride: tuple
+    dtype: np.dtype | None = None
+
+    def __setstate__(self, state):
+        raise UnsafePickleError("refusing to set state on a tensor")
+
+    def resolve(self) -> np.ndarray:
+        storage = self.storage
+        if isinstance(storage, tuple):
+            _, ref, view = storage
+            if not (isinstance(view, tuple) and len(view) == 3 and all(isinstance(v, int) for v in view[1:])):
+                raise UnsafePickleError(f"refusing storage view metadata {view!r}")
+            base = ref.array[view[1]:view[1] + view[2]]
+        else:
+            base = storage.array
+        return _strided(base.view(_Storage), self.offset, self.size, self.stride, self.dtype)
+
+
+def _storage_arg(storage):
+    if isinstance(storage, _StorageRef) or (isinstance(storage, tuple) and len(storage) == 3
+                                           and storage[0] == "view" and isinstance(storage[1], _StorageRef)):
+        return storage
+    raise UnsafePickleError(f"refusing tensor rebuilt from a {type(storage).__name__}, not a storage")
+
+
+def _lazy_tensor_v1(storage, offset, size, stride):
+    return _TensorRef(_storage_arg(storage), offset, tuple(size), tuple(stride))
+
+
+def _lazy_tensor_v2(storage, offset, size, stride, requires_grad, hooks, metadata=None):
+    del requires_grad, hooks, metadata
+    return _TensorRef(_storage_arg(storage), offset, tuple(size), tuple(stride))
+
+
+def _lazy_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
+    del requires_grad, hooks, metadata
+    if not isinstance(dtype, _TorchDtype):
+        raise UnsafePickleError(f"refusing tensor dtype {dtype!r}")
+    return _TensorRef(_storage_arg(storage), offset, tuple(size), tuple(stride), dtype.dtype)
+
+
+def _lazy_parameter(data, requires_grad, hooks, state=None):
+    del requires_grad, hooks, state
+    if not isinstance(data, _TensorRef):
+        raise UnsafePickleError(f"refusing parameter wrapping a {type(data).__name__}")
+    return data
+
+
+class _StateDict(collections.OrderedDict):
+    """Stand-in for ``collections.OrderedDict``: a BUILD may set ``_metadata`` (kept aside, never applied)."""
+
+    def __setstate__(self, state):
+        if state is None:
+            return
+        if not (isinstance(state, dict) and set(state) <= {"_metadata"}):
+            keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise UnsafePickleError(f"refusing attributes {keys} on collections.OrderedDict (only _metadata)")
+        if "_metadata" in state:
+            _to_data(state["_metadata"], {})  # refuses anything but plain data
+        self.__dict__["_metadata_state"] = state.get("_metadata")
+
+
+def _state_dict_allow_list() -> dict[tuple[str, str], Any]:
+    allowed: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): _StateDict,
+        ("torch._utils", "_rebuild_tensor"): _StandIn("_rebuild_tensor", _lazy_tensor_v1),
+        ("torch._utils", "_rebuild_tensor_v2"): _StandIn("_rebuild_tensor_v2", _lazy_tensor_v2),
+        ("torch._utils", "_rebuild_tensor_v3"): _StandIn("_rebuild_tensor_v3", _lazy_tensor_v3),
+        ("torch._utils", "_rebuild_parameter"): _StandIn("_rebuild_parameter", _lazy_parameter),
+        ("torch._utils", "_rebuild_parameter_with_state"):
+            _StandIn("_rebuild_parameter_with_state", _lazy_parameter),
+        ("torch", "Size"): _StandIn("torch.Size", _torch_size),
+    }
+    allowed.update((("torch", name), _TorchDtype(name)) for name in _TORCH_DTYPES)
+    return allowed
+
+
+_STATE_DICT_ALLOWED = _state_dict_allow_list()
+
+
+class _StateDictUnpickler(_NestedUnpickler):
+    """Unpickler of a ``torch.save``d state dict: storages by persistent id, tensors, OrderedDict."""
+
+    def find_class(self, module, name):
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        try:
+            return _STATE_DICT_ALLOWED[module, name]
+        except KeyError:
+            raise UnsafePickleError(f"refusing global '{module}.{name}'") from None
+
+
+def _state_dict(root) -> dict[str, np.ndarray]:
+    """``{name: array}`` from the unpickled root, which must map ``str`` names to tensors only."""
+    if type(root) not in (dict, _StateDict):
+        raise TypeError(f"expected a dict of tensors at the top level, got {type(root).__name__}")
+    out = {}
+    for name, value in root.items():
+        if not isinstance(name, str):
+            raise UnsafePickleError(f"refusing state-dict key of type {type(name).__name__}: {name!r}")
+        if not isinstance(value, _TensorRef):
+            raise UnsafePickleError(f"refusing state-dict entry {name!r}: a {type(value).__qualname__}, "
+                                    "not a tensor")
+        out[name] = value.resolve()
+    return out
