@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gaussjax._checks import check_choice, check_nonnegative_int
+from gaussjax._orbax import without_read_only_notice
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
 from train import _quiet_restore
 from train.configs import TrainConfig, read_run_files
@@ -33,24 +33,6 @@ def checkpoint_steps(config: TrainConfig) -> list[int]:
         first = max(config.steps / 200, 1)
         steps = np.unique(np.round(np.geomspace(first, config.steps, config.num_checkpoints))).astype(int).tolist()
     return sorted({0, *steps, config.steps})
-
-
-READ_ONLY_NOTICE = "Given directory is read only"  # Orbax's warning for a manager opened read-only (as asked)
-
-
-@contextlib.contextmanager
-def _without_read_only_notice():
-    """Drop Orbax's "Given directory is read only" warning: loaders open the directory read-only on purpose."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(READ_ONLY_NOTICE)
-
-    logger = logging.getLogger("absl")
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
 
 
 class Checkpointer:
@@ -77,7 +59,7 @@ class Checkpointer:
         registry.add("default", ocp.args.StandardSave, standard)
         registry.add("default", ocp.args.StandardRestore, standard)
         registry.add("default", ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
-        with _without_read_only_notice():
+        with without_read_only_notice():
             return ocp.CheckpointManager(self.run_dir / "checkpoints", options=options, handler_registry=registry)
 
     def steps(self) -> list[int]:
