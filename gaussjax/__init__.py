@@ -6,7 +6,7 @@ solution, analytical teleportation, and EDM training with score-structure probes
 See `docs/index.md`.
 """
 
-from gaussjax import conventions, data, evaluation, fit, metrics, nn, ode, samplers, schedules, scores, solution
+from gaussjax import conventions, data, evaluation, fit, metrics, nn, ode, quality, samplers, schedules, scores, solution
 from gaussjax.conventions import score_from_denoiser
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
 from gaussjax.fit import fit_gaussian, fit_gmm, fit_patch_size, kmeans
@@ -84,6 +84,7 @@ __all__ = [
     "metrics",
     "nn",
     "ode",
+    "quality",
     "noised_data",
     "per_sample_unexplained_variance",
     "pure_noise",
