@@ -6,7 +6,21 @@ solution, analytical teleportation, and EDM training with score-structure probes
 See `docs/index.md`.
 """
 
-from gaussjax import conventions, data, evaluation, fit, metrics, nn, ode, quality, samplers, schedules, scores, solution
+from gaussjax import (
+    conventions,
+    data,
+    evaluation,
+    fit,
+    metrics,
+    nn,
+    ode,
+    quality,
+    samplers,
+    schedules,
+    scores,
+    solution,
+    teleportation,
+)
 from gaussjax.conventions import score_from_denoiser
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
 from gaussjax.fit import fit_gaussian, fit_gmm, fit_patch_size, kmeans
@@ -38,6 +52,8 @@ from gaussjax.solution import (
     gaussian_warm_start,
     teleport,
 )
+
+from gaussjax.teleportation import TeleportChoice, auto_sigma_skip
 
 __version__ = "0.1.0"
 
@@ -72,6 +88,9 @@ __all__ = [
     "solve_pf_ode",
     "solve_vp_pf_ode",
     "teleport",
+    "TeleportChoice",
+    "auto_sigma_skip",
+    "teleportation",
     "conventions",
     "data",
     "evaluation",

@@ -33,6 +33,7 @@ from gaussjax._pytree import traceable_model
 from gaussjax.scores import Denoiser, Gaussian
 from gaussjax.conventions import vp_denoise
 from gaussjax.schedules import VPSchedule
+from gaussjax.teleportation import auto_sigma_skip
 from gaussjax.solution import teleport
 
 
@@ -331,7 +332,7 @@ def hybrid_sampler(
     gaussian: Gaussian,
     x_T: Float[ArrayLike, "*batch D"],
     sigmas: Float[ArrayLike, "N+1"],
-    n_skip: int,
+    n_skip: int | str,
     sampler: Callable[..., SamplerOutput] = heun_sampler,
     **kwargs,
 ) -> SamplerOutput:
@@ -346,7 +347,10 @@ def hybrid_sampler(
         gaussian: `Gaussian` fitted to the training data.
         x_T: `(..., D)` initial states at `sigmas[0]`.
         sigmas: the sampler's full grid `(N + 1,)` (may be traced).
-        n_skip: steps to skip, a Python int in `[0, N - 1]` (it sets the sampler's grid length).
+        n_skip: steps to skip, a Python int in `[0, N - 1]` (it sets the sampler's grid length),
+            or `"auto"`: `gaussjax.teleportation.auto_sigma_skip(model, gaussian, sigmas, x_T).n_skip`,
+            the last step at which the model's score still agrees with the Gaussian's along the
+            closed-form states (needs concrete `x_T` and `sigmas`: call it outside `jax.jit`).
         sampler: `heun_sampler` (default), `euler_sampler` or `dpmpp_2m_sampler`.
         **kwargs: passed to `sampler`.
 
@@ -355,6 +359,14 @@ def hybrid_sampler(
         trajectory then starts at `sigmas[n_skip]`).
     """
     grid = _sampling_grid(sigmas, None)
+    if isinstance(n_skip, str):
+        if n_skip != "auto":
+            raise ValueError(f"`n_skip` must be a non-negative int or 'auto', got {n_skip!r}")
+        if not is_concrete(x_T, grid):
+            raise TypeError("`n_skip='auto'` measures the model on concrete states (a host-side decision that "
+                            "sets the grid length), but `x_T` or `sigmas` is traced: call "
+                            "gaussjax.teleportation.auto_sigma_skip outside jax.jit and pass its n_skip")
+        n_skip = auto_sigma_skip(model, gaussian, grid, x_T).n_skip
     n_skip = check_nonnegative_int("n_skip", n_skip)
     if n_skip > grid.shape[0] - 2:
         raise ValueError(f"`n_skip` must be in [0, len(sigmas) - 2] = [0, {grid.shape[0] - 2}], got {n_skip}")
