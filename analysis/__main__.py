@@ -21,7 +21,7 @@ from pathlib import Path
 COMMAND_MODULES = tuple(
     f"analysis.{name}"
     for name in ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
-                 "learning_dynamics", "report")
+                 "learning_dynamics", "teleport", "report")
 )
 
 

@@ -41,10 +41,14 @@ class Section:
 
 
 def command_modules() -> list:
-    """The figure commands, in the order of the paper's figures (the registry of `python -m analysis`)."""
+    """The figure commands, in the order of the paper's figures (the registry of `python -m analysis`).
+
+    Commands that set `IN_REPORT = False` (minutes of sampling, e.g. `teleport`) are left out: run them alone.
+    """
     from analysis.__main__ import COMMAND_MODULES
 
-    return [importlib.import_module(name) for name in COMMAND_MODULES if not name.endswith(".report")]
+    modules = [importlib.import_module(name) for name in COMMAND_MODULES if not name.endswith(".report")]
+    return [module for module in modules if getattr(module, "IN_REPORT", True)]
 
 
 def default_arguments(module, shared: argparse.Namespace) -> argparse.Namespace:

@@ -1,0 +1,267 @@
+"""`python -m analysis teleport`: how many sampler steps analytical teleportation saves at unchanged quality (Fig. 14; Tables 1, 4-6).
+
+Analytical teleportation (paper Alg. 1) replaces a sampler's first `n_skip` steps on the grid
+`karras_sigmas(--num-steps)` by the closed-form Gaussian solution (`gj.hybrid_sampler`). For every
+`n_skip = 0, 1, ...` the network samples `--num-samples` images from the SAME `x_T = sigma_max z`
+(seeded), and their quality is measured against the held-out split (the train split if the
+dataset has none; the summary says so):
+
+- `fd`: the Frechet distance of features (`fid` with `--inception`: Inception pool3 features);
+- `kid`, `kid_std`: the kernel inception distance (mean and std over subsets) in the same features;
+- `precision`, `recall`: improved precision / recall (k = 3) in the same features;
+- `mse_to_full`: the pixelwise MSE to the full sampler's (`n_skip = 0`) samples from the same `x_T`.
+
+Features: without `--inception`, a small classifier trained on the run's train split
+(`train_feature_net`; cached in `OUT/feature_net/` and reused when it was trained on the same
+dataset). The distance is then called "FD", never "FID". `--inception PATH` uses FID's
+InceptionV3 (pytorch-fid's weight file, `load_inception`).
+
+Noise floor: the FD between two independent full-sampler sample sets of the same size (the
+second from another `x_T`), measured per sampler, not assumed. `n_skip` is within the noise
+floor when `FD(n_skip) <= FD(0) + floor`. "Saves X% NFE within the noise floor" refers to the
+largest `n_skip` up to which EVERY `n_skip` is within the floor (a contiguous run from 0, so one
+lucky draw cannot claim a saving), as a share of the full sampler's NFE. NFE: Heun on N steps
+costs `2N - 1`, so teleporting `k` steps costs `2(N - k) - 1`; Euler and DPM-Solver++(2M) cost
+`N - k`. The sweep stops at the first `n_skip` (past the auto choice) whose FD exceeds
+`COLLAPSE_FACTOR = 3` times `FD(0) + floor` (quality has collapsed), or at `N - 1`.
+
+Auto choice: `gaussjax.teleportation.auto_sigma_skip` on `--num-queries` states (no data needed),
+the same for every sampler (it depends only on the grid); its row is marked in the plot.
+
+Files in `--out`:
+    teleport.csv   columns `sampler, n_skip, sigma_skip, nfe, fd, kid, kid_std, precision, recall,
+                   mse_to_full, within_floor` (`fid` for `fd` with `--inception`), one row per n_skip.
+    teleport.png   NFE vs FD per sampler with the noise-floor band `FD(0) + floor` and the auto choice.
+    teleport_floor.csv  columns `sampler, nfe, fd_full, fd_second, floor`: the noise floor per sampler.
+    teleport_auto.csv   columns `step, sigma, disagreement, teleported`: the auto choice's curve.
+    teleport_features.npz  float32 features: `real` (held-out), every row's samples
+                   (`<sampler>_<n_skip>`) and the noise floor's second set (`<sampler>_second`),
+                   so every FD, KID and precision/recall can be recomputed.
+    feature_net/   the cached feature net (without `--inception`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+import gaussjax as gj
+from analysis.output import figure, save_figure, write_csv
+from gaussjax.quality import (FeatureStats, frechet_distance, kernel_inception_distance, load_feature_net,
+                              load_inception, precision_recall, save_feature_net, train_feature_net)
+from gaussjax.teleportation import AUTO_SKIP_TOLERANCE, auto_sigma_skip
+
+NAME = "teleport"
+HELP = "Fig. 14: analytical teleportation, NFE vs FD per sampler, with the auto-chosen sigma_skip"
+NEEDS_NETWORK = True
+NUM_QUERIES = 64  # states per level for the auto choice
+IN_REPORT = False  # minutes on a CPU: `report` leaves it out (run it on its own)
+
+SAMPLERS = {"heun": gj.heun_sampler, "dpmpp2m": gj.dpmpp_2m_sampler, "euler": gj.euler_sampler}
+COLLAPSE_FACTOR = 3.0
+SAMPLE_BATCH = 512  # samples per sampler call
+FEATURE_BATCH = 512  # images per feature-net call
+KID_SUBSETS = 100
+FLOOR_COLUMNS = ("sampler", "nfe", "fd_full", "fd_second", "floor")
+AUTO_COLUMNS = ("step", "sigma", "disagreement", "teleported")
+
+
+def columns(metric: str) -> tuple[str, ...]:
+    name = metric.lower()
+    return ("sampler", "n_skip", "sigma_skip", "nfe", name, "kid", "kid_std", "precision", "recall", "mse_to_full",
+            "within_floor")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sampler", default="heun", choices=(*SAMPLERS, "all"),
+                        help="sampler after the teleport (default heun; all: heun, dpmpp2m and euler)")
+    parser.add_argument("--num-steps", type=int, default=18, help="steps N on the Karras grid (default 18: Heun 35 NFE)")
+    parser.add_argument("--num-samples", type=int, default=256, help="samples per n_skip (default 256)")
+    parser.add_argument("--inception", type=Path, default=None,
+                        help="pytorch-fid Inception weights (.pth): FID instead of the feature net's FD")
+
+
+def _check_options(args) -> None:
+    if args.num_steps < 2:
+        raise ValueError(f"`--num-steps` must be >= 2 (teleporting needs a step to skip), got {args.num_steps}")
+    if args.num_samples < 5:
+        raise ValueError(f"`--num-samples` must be >= 5 (precision/recall use k = 3 neighbours), got {args.num_samples}")
+
+
+def feature_extractor(context, args) -> tuple:
+    """`(features(images (B, H, W, C)) -> (B, F) np.ndarray, metric name, description)`."""
+    if args.inception is not None:
+        inception = load_inception(args.inception)
+        return (lambda images: np.asarray(inception(images), np.float64)), "FID", "Inception pool3 features"
+    path, train = context.path("feature_net"), context.train
+    net = None
+    if (path / "feature_net.json").is_file():
+        cached = load_feature_net(path)
+        if cached.dataset_name == train.name and tuple(cached.image_shape) == tuple(train.images.shape[1:]):
+            net, how = cached, f"cached {path}"
+        else:
+            shutil.rmtree(path)  # a feature net of another dataset: retrain
+    if net is None:
+        net = train_feature_net(train, jax.random.fold_in(jax.random.key(context.seed), 1), progress=False)
+        save_feature_net(net, path)
+        how = f"trained, saved to {path}"
+    accuracy = "n/a" if net.accuracy is None else f"{net.accuracy:.1%} on {net.accuracy_split}"
+    return (lambda images: np.asarray(net.features(images), np.float64)), "FD", (
+        f"feature net ({how}; held-out accuracy {accuracy})")
+
+
+def _features(extract, unflatten, flat: np.ndarray) -> np.ndarray:
+    return np.concatenate([extract(jnp.asarray(unflatten(flat[i:i + FEATURE_BATCH])))
+                           for i in range(0, len(flat), FEATURE_BATCH)])
+
+
+def sample(network, gaussian, x_T: jax.Array, sigmas: jax.Array, n_skip: int, sampler) -> tuple[np.ndarray, int]:
+    """Teleport + `sampler` from `x_T (M, D)`, `SAMPLE_BATCH` at a time: `(samples (M, D), NFE per sample)`."""
+    parts, nfe = [], None
+    for start in range(0, x_T.shape[0], SAMPLE_BATCH):
+        out = gj.hybrid_sampler(network, gaussian, x_T[start:start + SAMPLE_BATCH], sigmas, n_skip, sampler=sampler)
+        parts.append(np.asarray(out.x))
+        nfe = int(out.nfe)
+    return np.concatenate(parts), nfe
+
+
+class Quality:
+    """FD, KID and precision/recall of sample features against fixed real features."""
+
+    def __init__(self, real: np.ndarray, seed: int):
+        self.real, self.real_stats, self.seed = real, FeatureStats.from_features(real), seed
+
+    def fd(self, fake: np.ndarray) -> float:
+        return float(frechet_distance(self.real_stats, FeatureStats.from_features(fake)))
+
+    def __call__(self, fake: np.ndarray) -> dict:
+        kid = kernel_inception_distance(self.real, fake, key=jax.random.key(self.seed), num_subsets=KID_SUBSETS,
+                                        subset_size=min(len(self.real), len(fake)))
+        pr = precision_recall(self.real, fake, k=3)
+        return {"fd": self.fd(fake), "kid": float(kid.mean), "kid_std": float(kid.std),
+                "precision": float(pr.precision), "recall": float(pr.recall)}
+
+
+def sweep(name, network, gaussian, x_T, x_T2, sigmas, quality, features, auto_skip: int, saved: dict):
+    """Rows for `n_skip = 0 ..` until collapse (see the module docstring), and the noise-floor row."""
+    sampler = SAMPLERS[name]
+    full, full_nfe = sample(network, gaussian, x_T, sigmas, 0, sampler)
+    second, _ = sample(network, gaussian, x_T2, sigmas, 0, sampler)
+    f_full, f_second = features(full), features(second)
+    saved[f"{name}_second"] = f_second.astype(np.float32)
+    floor = {"sampler": name, "nfe": full_nfe, "fd_full": quality.fd(f_full), "fd_second": quality.fd(f_second)}
+    floor["floor"] = float(frechet_distance(FeatureStats.from_features(f_full), FeatureStats.from_features(f_second)))
+    limit = floor["fd_full"] + floor["floor"]
+    rows, sigma_values = [], np.asarray(sigmas, np.float64)
+    for n_skip in tqdm(range(len(sigmas) - 1), desc=f"teleport + {name}", leave=False):
+        if n_skip == 0:
+            x, nfe, f = full, full_nfe, f_full
+        else:
+            x, nfe = sample(network, gaussian, x_T, sigmas, n_skip, sampler)
+            f = features(x)
+        saved[f"{name}_{n_skip}"] = f.astype(np.float32)  # the features are float32 to begin with
+        row = {"sampler": name, "n_skip": n_skip, "sigma_skip": float(sigma_values[n_skip]), "nfe": nfe, **quality(f),
+               "mse_to_full": float(np.mean((x.astype(np.float64) - full.astype(np.float64)) ** 2))}
+        row["within_floor"] = bool(row["fd"] <= limit)
+        rows.append(row)
+        if n_skip >= auto_skip and row["fd"] > COLLAPSE_FACTOR * limit:
+            break
+    return rows, floor
+
+
+def within_floor_skip(rows: list[dict]) -> int:
+    """The largest n_skip up to which every row is within the noise floor (0 if only n_skip = 0)."""
+    best = 0
+    for row in rows:
+        if not row["within_floor"]:
+            break
+        best = row["n_skip"]
+    return best
+
+
+def plot(rows: list[dict], floors: dict, auto_skip: int, metric: str, path: Path) -> Path:
+    fig, axes = figure(size=(5.2, 3.6))
+    ax = axes[0, 0]
+    for i, (name, floor) in enumerate(floors.items()):
+        color = f"C{i}"
+        mine = [r for r in rows if r["sampler"] == name]
+        ax.plot([r["nfe"] for r in mine], [r["fd"] for r in mine], "o-", color=color, ms=3, label=name)
+        ax.axhspan(max(floor["fd_full"] - floor["floor"], 0), floor["fd_full"] + floor["floor"], color=color, alpha=0.12)
+        auto = [r for r in mine if r["n_skip"] == auto_skip]
+        if auto:
+            ax.plot(auto[0]["nfe"], auto[0]["fd"], "*", color=color, ms=13, mec="k",
+                    label=f"auto ({name}, n_skip={auto_skip})")
+    ax.set_xlabel("NFE per sample")
+    ax.set_ylabel(metric)
+    ax.set_yscale("log")
+    ax.set_title(f"teleport + sampler: NFE vs {metric} (band: FD(0) ± noise floor)", fontsize=8)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def run(context, args) -> list[str]:
+    _check_options(args)
+    start = time.perf_counter()
+    flat = context.flat
+    names = list(SAMPLERS) if args.sampler == "all" else [args.sampler]
+    sigmas = gj.karras_sigmas(args.num_steps)
+    gaussian = gj.fit_gaussian(flat)
+    network, dim = context.network, flat.shape[1]
+    noise = jax.random.split(jax.random.key(context.seed), 3)
+    x_T = float(sigmas[0]) * jax.random.normal(noise[0], (args.num_samples, dim), jnp.float32)
+    x_T2 = float(sigmas[0]) * jax.random.normal(noise[1], (args.num_samples, dim), jnp.float32)
+    choice = auto_sigma_skip(network, gaussian, sigmas, key=noise[2], num_states=context.num_queries)
+
+    extract, metric, described = feature_extractor(context, args)
+    real_split, fallback = (context.test, "") if context.test is not None else (
+        context.train, " (the dataset has no held-out split: against the TRAIN split)")
+    real = _features(extract, context.train.unflatten, np.asarray(real_split.flat))
+    quality = Quality(real, context.seed)
+
+    def features(samples):
+        return _features(extract, context.train.unflatten, samples)
+
+    rows, floors, saved = [], {}, {"real": real.astype(np.float32)}
+    for name in names:
+        mine, floors[name] = sweep(name, network, gaussian, x_T, x_T2, sigmas, quality, features, choice.n_skip, saved)
+        rows += mine
+    table = columns(metric)
+    out_rows = [{**{k: v for k, v in r.items() if k != "fd"}, metric.lower(): r["fd"]} for r in rows]
+    np.savez(context.path("teleport_features.npz"), **saved)
+    auto_rows = [{"step": i, "sigma": float(s), "disagreement": float(d), "teleported": i <= choice.n_skip}
+                 for i, (s, d) in enumerate(zip(np.asarray(sigmas), choice.disagreement))]
+    written = [
+        write_csv(context.path("teleport.csv"), out_rows, table),
+        write_csv(context.path("teleport_floor.csv"), list(floors.values()), FLOOR_COLUMNS),
+        write_csv(context.path("teleport_auto.csv"), auto_rows, AUTO_COLUMNS),
+        plot(rows, floors, choice.n_skip, metric, context.path("teleport.png")),
+    ]
+    lines = [
+        (f"teleport: {args.num_samples} samples per n_skip from the same x_T, {args.num_steps} steps on the Karras "
+         f"grid, network step {context.step}; {metric} with {described}, against {real_split.name}/"
+         f"{real_split.split} ({len(real)} images){fallback}"),
+        (f"  auto choice (tolerance {AUTO_SKIP_TOLERANCE}): n_skip={choice.n_skip}, "
+         f"sigma_skip={choice.sigma_skip:.3g}"),
+    ]
+    for name in names:
+        mine, floor = [r for r in rows if r["sampler"] == name], floors[name]
+        full_nfe, best = mine[0]["nfe"], within_floor_skip(mine)
+        best_row = mine[best]
+        lines.append(
+            f"{name}: saves {1 - best_row['nfe'] / full_nfe:.0%} NFE within the noise floor (n_skip={best}, "
+            f"NFE {best_row['nfe']} of {full_nfe}, {metric} {best_row['fd']:.3g} vs {floor['fd_full']:.3g} "
+            f"+ floor {floor['floor']:.3g})")
+        auto = [r for r in mine if r["n_skip"] == choice.n_skip][0]
+        lines.append(
+            f"  {name} auto: n_skip={choice.n_skip}, sigma_skip={choice.sigma_skip:.3g}, NFE {auto['nfe']} of "
+            f"{full_nfe} (saves {1 - auto['nfe'] / full_nfe:.0%}), {metric} {auto['fd']:.3g}, "
+            + ("within the noise floor" if auto["within_floor"] else "OUTSIDE the noise floor"))
+    lines.append(f"  in {time.perf_counter() - start:.0f} s")
+    return lines + [f"wrote {path}" for path in written]
