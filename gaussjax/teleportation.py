@@ -122,7 +122,7 @@ def auto_sigma_skip(
         sigmas: the sampler's grid `(N + 1,)`, strictly decreasing (e.g. `karras_sigmas(18)`).
         x_T: optional `(..., D)` initial states at `sigmas[0]`; the first `num_states` (over the
             flattened batch axes) are used.
-        key: PRNG key for drawing `x_T` when none is given (default `jax.random.key(0)`).
+        key: PRNG key for drawing `x_T` when none is given (one of the two is required).
         num_states: states per level, >= 1.
         tolerance: the largest disagreement (score FUV) left to the Gaussian, >= 0;
             default `AUTO_SKIP_TOLERANCE` = 0.01 (the Gaussian explains 99% of the score).
@@ -139,7 +139,7 @@ def auto_sigma_skip(
         >>> from gaussjax.teleportation import auto_sigma_skip
         >>> g = gj.fit_gaussian(jax.random.normal(jax.random.key(1), (200, 4)))
         >>> sigmas = gj.karras_sigmas(18)
-        >>> choice = auto_sigma_skip(g, g, sigmas)   # the Gaussian agrees with itself everywhere
+        >>> choice = auto_sigma_skip(g, g, sigmas, key=jax.random.key(0))  # the Gaussian agrees with itself
         >>> choice.n_skip, len(choice.disagreement)
         (17, 18)
         >>> x = gj.hybrid_sampler(g, g, 80.0 * jax.random.normal(jax.random.key(2), (8, 4)), sigmas, choice.n_skip).x
@@ -157,7 +157,9 @@ def auto_sigma_skip(
         raise ValueError(f"`sigmas[0]` must be > 0, got {grid[0]}")
     dtype = gaussian.mean.dtype
     if x_T is None:
-        key = jax.random.key(0) if key is None else check_key(key)
+        if key is None:
+            raise TypeError("pass `x_T` (the states to sample from) or `key` (to draw sigmas[0] * z)")
+        key = check_key(key)
         x_T = grid[0] * jax.random.normal(key, (num_states, gaussian.dim), dtype)
     else:
         x_T = jnp.asarray(x_T)

@@ -119,6 +119,8 @@ def test_bad_arguments(setup):
     g, sigmas, x_T = setup
     with pytest.raises(ValueError, match="num_states"):
         auto_sigma_skip(g, g, sigmas, x_T, num_states=0)
+    with pytest.raises(TypeError, match="pass `x_T`.*or `key`"):
+        auto_sigma_skip(g, g, sigmas)
     with pytest.raises(ValueError, match="decreasing"):
         auto_sigma_skip(g, g, sigmas[::-1], x_T)
     with pytest.raises(ValueError, match="D = 6"):
