@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--data-dir", type=Path, default=None, help="where the dataset files are (mnist, cifar10)")
+    parser.add_argument("--precision", default=None, choices=("float32", "bf16"),
+                        help="bf16: bfloat16 activations on float32 weights, loss, Adam and EMA (default float32)")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every K steps (default: log-spaced)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = with_overrides(
             get_config(args.config), steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            checkpoint_every=args.checkpoint_every,
+            checkpoint_every=args.checkpoint_every, precision=args.precision,
         )
         import jax
 

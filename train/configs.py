@@ -14,6 +14,8 @@ from gaussjax.scores.local_spec import check_local_spec
 
 PROBE_SIGMAS = tuple(float(s) for s in np.geomspace(0.01, 80.0, 16))  # the paper's MNIST probe grid
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of a seed (without x64): larger seeds would collide
+# `precision`: the train step's activation dtype ('bf16': the network runs in bfloat16 on float32 master weights)
+PRECISIONS = {"float32": None, "bf16": "bfloat16"}  # -> EDMPrecond(compute_dtype=...)
 IMAGE_FIELDS = ("img_resolution", "in_channels", "out_channels", "label_dim")  # NetworkConfig fields set by the data
 
 
@@ -174,6 +176,7 @@ class TrainConfig:
     num_checkpoints: int = 16                   # log-spaced checkpoints (plus step 0) unless checkpoint_every
     checkpoint_every: int | None = None
     log_every: int = 50                         # optimizer steps per loss.csv row (the host syncs once per row)
+    precision: str = "float32"                  # 'bf16': bfloat16 activations; float32 weights, loss, Adam and EMA
     probe_sigmas: tuple = PROBE_SIGMAS
     probe_queries: int = 256                    # query points per sigma (noised training images)
     probe_gmm_components: tuple = (2, 5, 10, 50)  # k-means GMMs compared with the network
@@ -241,6 +244,8 @@ class TrainConfig:
         for name in ("checkpoint_every", "probe_gmm_rank"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check_int("lr_warmup_steps", self.lr_warmup_steps, 0)
         _check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("lr", "ema_halflife_images", "ema_rampup_ratio", "P_std", "sigma_data"):

@@ -12,7 +12,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gaussjax.nn import edm_loss
-from train.configs import TrainConfig
+from train.configs import PRECISIONS, TrainConfig
 
 # Per-sigma-bin training loss: bin edges in sigma (the first and last bins are open).
 LOSS_BIN_EDGES = (0.01, 0.05, 0.2, 1.0, 5.0)
@@ -77,6 +77,8 @@ def zero_metrics() -> Metrics:
 def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
     """`train_step(state, data, metrics) -> (state, metrics)`: one optimizer step (pure, not jitted).
 
+    With `config.precision == 'bf16'` the network runs in bfloat16 (`EDMPrecond.compute_dtype`);
+    parameters, gradients, Adam's moments, the EMA and the loss stay float32.
     `data (N, H, W, C)` is the whole training set on the device(s); the step draws its
     batch indices, flips and noise from the state's key, so results depend only on the
     state. With a mesh of several devices the batch is sharded over its `"data"` axis and
@@ -84,6 +86,7 @@ def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
     """
     edges = jnp.log(jnp.asarray(LOSS_BIN_EDGES))
     num_bins = len(LOSS_BIN_EDGES) + 1
+    precond = precond.clone(compute_dtype=PRECISIONS[config.precision])  # mixed precision: float32 parameters
 
     def train_step(state: TrainState, data, metrics: Metrics):
         key, batch_key, flip_key, loss_key = jax.random.split(jax.random.wrap_key_data(state.key), 4)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _NET_ATTRIBUTES = ("img_resolution", "in_channels", "out_channels", "label_dim")
+COMPUTE_DTYPES = (None, "bfloat16", "float16")  # `compute_dtype` of the preconditioners (None: float32)
 
 
 def _floating(sigma):
@@ -181,7 +182,12 @@ class _Preconditioner(nn.Module):
 
     Subclasses give `scalings(sigma)`; `F`'s first `net.in_channels` output channels are
     used (iDDPM's network also outputs its learned variance). Computed in float32 and
-    cast back to `x`'s dtype, like EDM without fp16. Unconditional nets ignore
+    cast back to `x`'s dtype, like EDM without fp16; with `compute_dtype='bfloat16'` (or
+    `'float16'`, EDM's `use_fp16`) the network `F` runs in that dtype: its input is cast,
+    each layer casts its float32 parameters to the activations' dtype (so parameters,
+    gradients and optimizer state stay float32: mixed precision), normalisation
+    statistics stay float32, and `F`'s output is cast back to float32 before the
+    skip connection. Unconditional nets ignore
     `class_labels`; conditional ones get zeros when none are given (EDM's default).
     Parameters live under `params['params']['net']`.
 
@@ -192,11 +198,14 @@ class _Preconditioner(nn.Module):
     """
 
     net: nn.Module  # F: SongUNet, DhariwalUNet, or any module with their call and attributes.
+    compute_dtype: str | None = None  # F's activation dtype: None (float32), 'bfloat16' or 'float16'.
 
     out_per_in = 1  # net.out_channels / net.in_channels (not a field)
 
     def __post_init__(self):
         _check_net(self.net, self.out_per_in, type(self).__name__)
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         self._check_arguments()
         super().__post_init__()
 
@@ -235,7 +244,8 @@ class _Preconditioner(nn.Module):
             class_labels = None
 
         c_skip, c_out, c_in, c_noise = (c[:, None, None, None] for c in self.scalings(sigma))
-        F_x = self.net(c_in * x, c_noise[:, 0, 0, 0], class_labels, augment_labels, train=train)
+        net_in = c_in * x if self.compute_dtype is None else (c_in * x).astype(self.compute_dtype)
+        F_x = self.net(net_in, c_noise[:, 0, 0, 0], class_labels, augment_labels, train=train)
         F_x = F_x[..., : self.net.in_channels].astype(jnp.float32)
         return (c_skip * x + c_out * F_x).astype(dtype)
 

@@ -95,6 +95,28 @@ def test_bad_arguments():
         jax.eval_shape(precond.apply, variables, jnp.zeros((8, 8, 1)), 1.0)
 
 
+def test_bfloat16_compute_dtype_is_mixed_precision(tiny_random):
+    """`compute_dtype='bfloat16'`: the network's convolutions run in bfloat16 on float32 parameters."""
+    precond, variables = tiny_random
+    half = precond.clone(compute_dtype="bfloat16")
+    x = jax.random.normal(jax.random.key(1), (B, 8, 8, 1))
+    full = evaluate(precond, variables, x, SIGMAS, None)
+    mixed = jax.jit(half.apply)(variables, x, SIGMAS)
+    assert mixed.dtype == jnp.float32
+    # D = c_skip x + c_out F: F carries bfloat16's relative error (2^-8 per rounding, a few roundings deep).
+    c_out = np.asarray(edm_preconditioning(SIGMAS)[1])[:, None, None, None]
+    F_error = np.abs(np.asarray(mixed) - np.asarray(full)) / c_out
+    assert 1e-4 < F_error.max() < 0.1  # bfloat16 was used, and only bfloat16's error is made
+    xla_convolutions = half.clone(net=half.net.clone(conv_impl="xla"))  # (on CPU "auto" is im2col + matmul)
+    jaxpr = str(jax.make_jaxpr(xla_convolutions.apply)(variables, x, SIGMAS))
+    convolutions = [line for line in jaxpr.splitlines() if "conv_general_dilated" in line]
+    assert convolutions and all("bf16[" in line for line in convolutions)
+    grads = jax.grad(lambda v: jnp.sum(half.apply(v, x, SIGMAS) ** 2))(variables)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(grads)} == {jnp.dtype(jnp.float32)}
+    with pytest.raises(ValueError, match="`compute_dtype` must be one of"):
+        precond.clone(compute_dtype="float8")
+
+
 # ---- EDM's VP, VE and iDDPM preconditioners, and parity of all four with NVlabs/edm's PyTorch code ----
 
 REFERENCE = Path(__file__).parent / "data" / "edm_precond_reference.npz"

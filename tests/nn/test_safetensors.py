@@ -85,7 +85,7 @@ def test_layout_read_by_a_plain_parser(denoiser, tmp_path):
     header, data = parse(path)
     config = json.loads(header.pop("__metadata__")["gaussjax"])
     assert config["format"] == "gaussjax.network/1" and config["image_shape"] == [8, 8, 1]
-    assert config["precond"] == {"class": "EDMPrecond", "kwargs": {"sigma_data": 0.5}}
+    assert config["precond"] == {"class": "EDMPrecond", "kwargs": {"compute_dtype": None, "sigma_data": 0.5}}
     assert config["net"]["class"] == "SongUNet"
     assert {k: config["net"]["kwargs"][k] for k in TINY} == {**TINY, "channel_mult": [1, 2], "attn_resolutions": []}
     assert "params.net.enc_8x8_conv.kernel" in header
