@@ -11,8 +11,12 @@ Variants, each doing K optimizer steps per timed call:
 - `dispatch`: `loop` = K jitted one-step calls (what `python -m train` does,
   `train.step.make_train_loop`); `scan` = one call of a rolled `lax.fori_loop` over K
   steps; `unrolled` = the same loop unrolled;
-- `XLA flags`: the default, and YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`,
-  XLA:CPU's Eigen kernels instead; `python -m train` sets this).
+- `precision`: float32, or a trailing `/bf16` (`TrainConfig(precision="bf16")`: bfloat16
+  activations on float32 weights, loss, Adam and EMA), e.g. `xla/loop/bf16`;
+- `XLA flags`: the default; YNNPACK fusions off (`ynn-off`: `--xla_cpu_experimental_ynn_fusion_type=`,
+  XLA:CPU's Eigen kernels instead; `python -m train` sets this); `2dev`: also two CPU devices
+  with single-threaded kernels, the batch split over them (`--xla_force_host_platform_device_count=2
+  --xla_cpu_multi_thread_eigen=false`).
 
 Networks, each built from a `train.configs` config (architecture and dropout exactly as that
 config trains it): `digits-715k`, the `digits` config's network (715,201 parameters) at batch
@@ -27,7 +31,8 @@ same network arguments and batch, and times it as one more variant (`pytorch/edm
 `vs PyTorch` column is the ratio to it. Without them there is no PyTorch column: no reference
 numbers are hard-coded (they would belong to another machine).
 
-    python bench/train_step.py --networks digits-715k,mnist --variants xla/loop,xla/unrolled --flags ynn-off \
+    python bench/train_step.py --networks digits-715k,mnist --variants xla/loop,xla/unrolled,xla/loop/bf16 \
+        --flags ynn-off,2dev \
         --torch-python /work/torchref/.venv/bin/python --edm-src /work/torchref/edm
     python bench/train_step.py                          # all networks and variants (~40 min: xla/scan is slow)
 """
@@ -51,7 +56,14 @@ NETWORKS = {
 }
 TORCH_VARIANT = "pytorch/edm"
 VARIANTS = ("xla/loop", "matmul/loop", "xla/scan", "matmul/scan", "xla/unrolled", "matmul/unrolled")
-FLAG_SETTINGS = {"default": "", "ynn-off": "--xla_cpu_experimental_ynn_fusion_type="}
+# a variant may end in "/bf16": the same with `TrainConfig(precision="bf16")` (e.g. "xla/loop/bf16")
+FLAG_SETTINGS = {
+    "default": "",
+    "ynn-off": "--xla_cpu_experimental_ynn_fusion_type=",
+    # one CPU device per core, each running its ops on one thread; the batch split over them
+    "2dev": "--xla_cpu_experimental_ynn_fusion_type= --xla_force_host_platform_device_count=2 "
+            "--xla_cpu_multi_thread_eigen=false",
+}
 
 
 def _edm_step(torch_python: str, edm_src: str, kwargs: dict, shape, batch: int, steps: int, lr: float):
@@ -76,10 +88,12 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec
 
     from bench._timing import time_alternating
     from gaussjax.nn import EDMPrecond, SongUNet
     from train.configs import get_config
+    from train.run import make_mesh
     from train.step import init_state, make_optimizer, make_train_loop, make_train_step, zero_metrics
 
     spec = NETWORKS[network]
@@ -90,18 +104,23 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
     kwargs = config.network.for_images(shape).kwargs()  # exactly the network `python -m train` trains
     data = jax.random.uniform(jax.random.key(1), (2048, *shape), minval=-1, maxval=1)
     optimizer = make_optimizer(config)
+    mesh = make_mesh()  # as `python -m train`: data parallel over all local devices
+    replicate = (lambda tree: tree) if mesh is None else (
+        lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec())))
+    data = replicate(data)
 
     functions, info = {}, {}
     for variant in variants:
-        conv_impl, dispatch = variant.split("/")
+        conv_impl, dispatch, *precision = variant.split("/")
+        config = config.replace(precision=precision[0] if precision else "float32")
         precond = EDMPrecond(SongUNet(**kwargs, conv_impl=conv_impl), sigma_data=config.sigma_data)
-        state = init_state(config, precond, shape, optimizer)
+        state = replicate(init_state(config, precond, shape, optimizer))
         info["parameters"] = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
-        step = make_train_step(config, precond, optimizer, None)
+        step = make_train_step(config, precond, optimizer, mesh)
         cost = jax.jit(step).lower(state, data, zero_metrics()).compile().cost_analysis()
         info["flops"] = (cost if isinstance(cost, dict) else cost[0])["flops"]  # of one step
         if dispatch == "loop":
-            loop, holder = make_train_loop(config, precond, optimizer, None), {"state": state}
+            loop, holder = make_train_loop(config, precond, optimizer, mesh), {"state": state}
 
             def run(loop=loop, holder=holder):  # the state is donated: carry it forward
                 holder["state"], metrics = loop(holder["state"], data, steps)

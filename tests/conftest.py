@@ -47,3 +47,12 @@ def key(request):
     import zlib
 
     return jax.random.key(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def sentinel(tmp_path, monkeypatch):
+    """A file that no refused pickle may create (tests of the restricted readers); fails if it exists afterwards."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "SENTINEL"
+    yield path
+    assert not path.exists()

@@ -140,15 +140,6 @@ def _read(tmp_path, data: bytes):
     return read_edm_pickle(path)
 
 
-@pytest.fixture
-def sentinel(tmp_path, monkeypatch):
-    """A path no refused pickle may create; the test fails if it exists afterwards."""
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "SENTINEL"
-    yield path
-    assert not path.exists()
-
-
 def _touch(sentinel) -> str:
     return f"touch {sentinel}"
 

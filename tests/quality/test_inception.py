@@ -93,15 +93,6 @@ def _zip_file(obj, raw: bytes | None = None) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def sentinel(tmp_path, monkeypatch):
-    """A file no refused pickle may create; the test fails if it exists afterwards."""
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "SENTINEL"
-    yield path
-    assert not path.exists()
-
-
 def _attacks(sentinel: Path) -> dict:
     touch = f"open({str(sentinel)!r}, 'w').close()"
     return {"posix.system": _Call(os.system, f"touch {sentinel}"), "builtins.eval": _Call(eval, touch),
