@@ -111,7 +111,7 @@ def test_bfloat16_compute_dtype_is_mixed_precision(tiny_random):
     jaxpr = str(jax.make_jaxpr(xla_convolutions.apply)(variables, x, SIGMAS))
     convolutions = [line for line in jaxpr.splitlines() if "conv_general_dilated" in line]
     assert convolutions and all("bf16[" in line for line in convolutions)
-    grads = jax.grad(lambda v: jnp.sum(half.apply(v, x, SIGMAS) ** 2))(variables)
+    grads = jax.eval_shape(jax.grad(lambda v: jnp.sum(half.apply(v, x, SIGMAS) ** 2)), variables)
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(grads)} == {jnp.dtype(jnp.float32)}
     with pytest.raises(ValueError, match="`compute_dtype` must be one of"):
         precond.clone(compute_dtype="float8")
