@@ -688,7 +688,7 @@ def _lazy_parameter(data, requires_grad, hooks, state=None):
 
 
 class _StateDict(collections.OrderedDict):
-    """Stand-in for ``collections.OrderedDict``: a BUILD may set ``_metadata`` (kept aside, never applied)."""
+    """Stand-in for ``collections.OrderedDict``: a BUILD may set ``_metadata`` (checked to be data, then dropped)."""
 
     def __setstate__(self, state):
         if state is None:
@@ -697,8 +697,7 @@ class _StateDict(collections.OrderedDict):
             keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
             raise UnsafePickleError(f"refusing attributes {keys} on collections.OrderedDict (only _metadata)")
         if "_metadata" in state:
-            _to_data(state["_metadata"], {})  # refuses anything but plain data
-        self.__dict__["_metadata_state"] = state.get("_metadata")
+            _to_data(state["_metadata"], {})  # refuses anything but plain data; torch's version info, unused here
 
 
 def _state_dict_allow_list() -> dict[tuple[str, str], Any]:
