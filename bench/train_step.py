@@ -10,13 +10,17 @@ Variants, each doing K optimizer steps per timed call:
   product ('matmul'): `SongUNet(conv_impl=...)`;
 - `dispatch`: `loop` = K jitted one-step calls (what `python -m train` does,
   `train.step.make_train_loop`); `scan` = one call of a rolled `lax.fori_loop` over K
-  steps; `unrolled` = the same loop unrolled;
+  steps; `unrolled` = the same loop unrolled. Every variant returns the final state (and
+  donates the previous one), so none can skip work a trainer needs (the last step's Adam
+  update, the EMA) as dead code;
 - `precision`: float32, or a trailing `/bf16` (`TrainConfig(precision="bf16")`: bfloat16
   activations on float32 weights, loss, Adam and EMA), e.g. `xla/loop/bf16`;
 - `XLA flags`: the default; YNNPACK fusions off (`ynn-off`: `--xla_cpu_experimental_ynn_fusion_type=`,
   XLA:CPU's Eigen kernels instead; `python -m train` sets this); `2dev`: also two CPU devices
   with single-threaded kernels, the batch split over them (`--xla_force_host_platform_device_count=2
-  --xla_cpu_multi_thread_eigen=false`).
+  --xla_cpu_multi_thread_eigen=false`); `tcmalloc`: ynn-off with gperftools' tcmalloc preloaded
+  (`LD_PRELOAD`), whose allocator keeps freed pages where glibc's returns XLA's per-call
+  buffers to the kernel (about 40,000 page faults per digits step at batch 256).
 
 Networks, each built from a `train.configs` config (architecture and dropout exactly as that
 config trains it): `digits-715k`, the `digits` config's network (715,201 parameters) at batch
@@ -40,6 +44,7 @@ numbers are hard-coded (they would belong to another machine).
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import json
 import os
 import subprocess
@@ -63,7 +68,10 @@ FLAG_SETTINGS = {
     # one CPU device per core, each running its ops on one thread; the batch split over them
     "2dev": "--xla_cpu_experimental_ynn_fusion_type= --xla_force_host_platform_device_count=2 "
             "--xla_cpu_multi_thread_eigen=false",
+    # ynn-off with gperftools' tcmalloc preloaded (LD_PRELOAD) instead of glibc's malloc
+    "tcmalloc": "--xla_cpu_experimental_ynn_fusion_type=",
 }
+PRELOADS = {"tcmalloc": "tcmalloc_minimal"}  # setting -> library preloaded in its worker (ctypes.util.find_library)
 
 
 def _edm_step(torch_python: str, edm_src: str, kwargs: dict, shape, batch: int, steps: int, lr: float):
@@ -71,7 +79,8 @@ def _edm_step(torch_python: str, edm_src: str, kwargs: dict, shape, batch: int, 
     command = [torch_python, str(ROOT / "bench" / "_edm_torch_step.py"), "--edm-src", edm_src,
                "--network", json.dumps(kwargs), "--image-shape", ",".join(map(str, shape)), "--batch", str(batch),
                "--steps", str(steps), "--lr", str(lr)]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # the stock PyTorch step, whatever the setting
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     info = json.loads(process.stdout.readline())
 
     def run():
@@ -120,15 +129,18 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
         cost = jax.jit(step).lower(state, data, zero_metrics()).compile().cost_analysis()
         info["flops"] = (cost if isinstance(cost, dict) else cost[0])["flops"]  # of one step
         if dispatch == "loop":
-            loop, holder = make_train_loop(config, precond, optimizer, mesh), {"state": state}
+            loop = make_train_loop(config, precond, optimizer, mesh)
+        else:  # one compiled call of `steps` steps that returns the final state, as a trainer would use it
+            loop = jax.jit(lambda s, _data, _n, step=step, unroll=dispatch == "unrolled": jax.lax.fori_loop(
+                0, steps, lambda _, c: step(c[0], data, c[1]), (s, zero_metrics()), unroll=unroll),
+                static_argnums=2, donate_argnums=0)
 
-            def run(loop=loop, holder=holder):  # the state is donated: carry it forward
-                holder["state"], metrics = loop(holder["state"], data, steps)
-                return metrics.loss
-        else:
-            many = jax.jit(lambda s, step=step, unroll=dispatch == "unrolled": jax.lax.fori_loop(
-                0, steps, lambda _, c: step(c[0], data, c[1]), (s, zero_metrics()), unroll=unroll)[1].loss)
-            run = lambda many=many, state=state: many(state)  # noqa: E731
+        holder = {"state": state}
+
+        def run(loop=loop, holder=holder):  # the state is donated: carry it forward
+            holder["state"], metrics = loop(holder["state"], data, steps)
+            return metrics.loss
+
         functions[variant] = run
 
     torch_process = None
@@ -178,6 +190,12 @@ def main() -> None:
     for network in args.networks.split(","):
         for flag_name in args.flags.split(","):
             env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FLAG_SETTINGS[flag_name]).strip())
+            if flag_name in PRELOADS:
+                library = ctypes.util.find_library(PRELOADS[flag_name])
+                if library is None:
+                    parser.error(f"--flags {flag_name}: lib{PRELOADS[flag_name]} is not installed "
+                                 "(Debian: apt install libtcmalloc-minimal4)")
+                env["LD_PRELOAD"] = library
             command = [sys.executable, __file__, "--worker", network, "--variants", args.variants,
                        "--steps", str(args.steps), "--repeats", str(args.repeats)]
             if args.torch_python:
