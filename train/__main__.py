@@ -53,9 +53,9 @@ def use_compilation_cache(run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if "jax" not in sys.modules:  # XLA reads its flags once, when JAX starts
+    if "jax" not in sys.modules:  # XLA reads its flags once, when JAX starts (the parser imports it)
         prefer_eigen_kernels()
+    args = build_parser().parse_args(argv)
     from train.configs import get_config, with_overrides
     from train.errors import NonFiniteError, TrainingError
 
