@@ -131,8 +131,8 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
         if dispatch == "loop":
             loop = make_train_loop(config, precond, optimizer, mesh)
         else:  # one compiled call of `steps` steps that returns the final state, as a trainer would use it
-            loop = jax.jit(lambda s, _data, _n, step=step, unroll=dispatch == "unrolled": jax.lax.fori_loop(
-                0, steps, lambda _, c: step(c[0], data, c[1]), (s, zero_metrics()), unroll=unroll),
+            loop = jax.jit(lambda s, d, num_steps, step=step, unroll=dispatch == "unrolled": jax.lax.fori_loop(
+                0, num_steps, lambda _, c: step(c[0], d, c[1]), (s, zero_metrics()), unroll=unroll),
                 static_argnums=2, donate_argnums=0)
 
         holder = {"state": state}
