@@ -23,8 +23,11 @@ class KID(NamedTuple):
 _HIGHEST = jax.lax.Precision.HIGHEST  # no TF32/bf16 passes on GPU/TPU: the estimate is a difference of near-equal sums
 
 
-def _mmd2_unbiased(x: Float[Array, "m d"], y: Float[Array, "m d"]) -> Float[Array, ""]:
-    """Unbiased MMD^2 of two equal-size samples with `k(u, v) = (u.v / d + 1)^3`.
+def _mmd2_unbiased(x: Float[Array, "m d"], y: Float[Array, "m d"], offset: Float[Array, ""]) -> Float[Array, ""]:
+    """Unbiased MMD^2 of two equal-size samples with `k(u, v) = (u.v / d + offset)^3`.
+
+    `offset` is 1 for the KID's kernel on features as they are; features scaled by
+    `1/c` use `offset = 1/c^2`, and the result is then the KID divided by `c^6`.
 
     The estimator `[sum_{i != j} Kxx + Kyy] / (m (m - 1)) - 2 sum_{i,j} Kxy / m^2` is
     regrouped exactly as `sum_{i != j} T_ij / (m (m - 1))` with
@@ -37,7 +40,7 @@ def _mmd2_unbiased(x: Float[Array, "m d"], y: Float[Array, "m d"]) -> Float[Arra
     m, d = x.shape
 
     def kernel(u, v):
-        return (jnp.matmul(u, v.T, precision=_HIGHEST) / d + 1) ** 3
+        return (jnp.matmul(u, v.T, precision=_HIGHEST) / d + offset) ** 3
 
     cross = kernel(x, y)
     diagonal = jnp.diagonal(cross)
@@ -59,14 +62,23 @@ def _subset_indices(key, *, sizes: tuple[int, int], num_subsets: int, subset_siz
 
 
 @jax.jit
-def _subset_mmd2(features_a, features_b, index_a, index_b) -> Float[Array, " s"]:
-    """The unbiased MMD^2 of each pair of subsets `(features_a[index_a[s]], features_b[index_b[s]])`.
+def _subset_mmd2(features_a, features_b, index_a, index_b, scale) -> Float[Array, " s"]:
+    """The unbiased MMD^2 of each pair of subsets `(features_a[index_a[s]], features_b[index_b[s]])`, over `scale^6`.
 
+    The features are divided by `scale` (1 unless they are so large that the cubic
+    kernel would overflow), with the kernel's offset divided by `scale^2` to match.
     One subset pair (three `m x m` kernel matrices) is in memory at a time (`lax.map`).
     """
     dtype = jnp.result_type(features_a.dtype, features_b.dtype)
-    features_a, features_b = features_a.astype(dtype), features_b.astype(dtype)
-    return jax.lax.map(lambda ij: _mmd2_unbiased(features_a[ij[0]], features_b[ij[1]]), (index_a, index_b))
+    scale = scale.astype(dtype)
+    features_a, features_b = features_a.astype(dtype) / scale, features_b.astype(dtype) / scale
+    offset = 1 / scale**2
+    return jax.lax.map(lambda ij: _mmd2_unbiased(features_a[ij[0]], features_b[ij[1]], offset), (index_a, index_b))
+
+
+# Features up to this magnitude keep the kernel (u.v / D + 1)^3 <= ~1e24 and the sums of m^2
+# kernel values far inside float32; larger ones are scaled down (see `_subset_mmd2`).
+_UNSCALED_MAX = 1e4
 
 
 def kernel_inception_distance(
@@ -108,7 +120,10 @@ def kernel_inception_distance(
     elementwise before the float32 reduction (see `_mmd2_unbiased`), so their
     cancellation costs little accuracy: against a float64 NumPy evaluation on the
     same float32 features the error is ~1e-9 of the mean kernel value (the tests
-    allow 1e-8), i.e. ~1e-6 relative for a KID of 1e-3 of it. With
+    allow 1e-8), i.e. ~1e-6 relative for a KID of 1e-3 of it. Features too large
+    for the kernel to fit float32 (|x| beyond 1e4) are divided by their largest
+    magnitude `c` first, the kernel offset by `c^2`, and the estimate multiplied by
+    `c^6` in float64, which is the same value to float32 precision. With
     `num_subsets=1` and `subset_size >= max(Na, Nb)` (and `Na == Nb`) the subsets are
     the whole sets and the result is the full-sample unbiased MMD^2.
 
@@ -138,6 +153,14 @@ def kernel_inception_distance(
     index_a, index_b = _subset_indices(
         key, sizes=(features_a.shape[0], features_b.shape[0]), num_subsets=num_subsets, subset_size=size
     )
-    values = _subset_mmd2(features_a, features_b, index_a, index_b)
-    values = np.asarray(values, dtype=np.float64)
+    largest = float(max(jnp.max(jnp.abs(features_a)), jnp.max(jnp.abs(features_b))))
+    scale = largest if largest > _UNSCALED_MAX else 1.0
+    values = _subset_mmd2(features_a, features_b, index_a, index_b, jnp.asarray(scale))
+    with np.errstate(over="ignore"):
+        values = np.asarray(values, dtype=np.float64) * np.float64(scale) ** 6
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"the KID of features as large as {largest:.3g} overflows float64 (the cubic kernel grows as |x|^6): "
+            "rescale `features_a` and `features_b`"
+        )
     return KID(float(values.mean()), float(values.std()))

@@ -42,7 +42,8 @@ def _accumulate(name: str, X: np.ndarray, moments: _Moments) -> _Moments:
         check_finite(name, block)
         mean_b = block.mean(axis=0)
         centred = block - mean_b
-        scatter_b = centred.T @ centred
+        with np.errstate(over="ignore"):  # an overflow is refused with a clear error by `_finish`
+            scatter_b = centred.T @ centred
         del centred
         moments = merge_moments(*moments, block.shape[0], mean_b, scatter_b)
     return moments
@@ -50,9 +51,14 @@ def _accumulate(name: str, X: np.ndarray, moments: _Moments) -> _Moments:
 
 def _finish(moments: _Moments, name: str) -> FeatureStats:
     count, mean, scatter = moments
-    if count < 2:
-        raise ValueError(f"`{name}` holds N = {count} feature vectors; the covariance needs N >= 2")
-    cov = scatter / (count - 1)
+    if count == 0:
+        raise ValueError(f"`{name}` holds no feature vectors")
+    if not np.all(np.isfinite(scatter)):
+        raise ValueError(
+            f"the covariance of `{name}` overflows float64 (features up to |x| = {np.max(np.abs(mean)):.3g} "
+            "and beyond): rescale the features"
+        )
+    cov = scatter / (count - 1) if count > 1 else np.zeros_like(scatter)
     return FeatureStats(mean, 0.5 * (cov + cov.T), count)
 
 
@@ -96,16 +102,19 @@ class FeatureStats:
     Not a JAX pytree: statistics live on the host, like `gaussjax.fit`'s moments.
 
     Partial statistics combine exactly (Chan, Golub & LeVeque 1979, via
-    `gaussjax.fit._moments.merge_moments`): the stats of chunks merged together
-    equal those of the concatenated features up to float64 rounding.
+    `gaussjax.fit._moments.merge_moments`): the stats of chunks of any sizes
+    (N >= 1 each), merged or updated in any order, equal those of the
+    concatenated features up to float64 rounding.
 
     Attributes:
         mean: `(D,)` float64.
-        cov: `(D, D)` float64, symmetric, unbiased (1/(N-1)).
-        count: `N >= 2`, the number of feature vectors (weighs `merge` and `update`).
-            Statistics loaded from elsewhere without a count (e.g. a pytorch-fid
-            `.npz` of `mu`, `sigma`) may use any `count >= 2` for `frechet_distance`,
-            which ignores it.
+        cov: `(D, D)` float64, symmetric, unbiased (1/(N-1)); zero when N = 1.
+        count: `N >= 1`, the number of feature vectors (weighs `merge` and `update`).
+            One vector has no covariance: with `count == 1`, `cov` is zero (the
+            vector's scatter), which merges exactly, and `frechet_distance` refuses
+            the statistics. Statistics loaded from elsewhere without a count (e.g. a
+            pytorch-fid `.npz` of `mu`, `sigma`) may use any `count >= 2`, or be
+            passed to `frechet_distance` as a `(mean, cov)` tuple.
 
     Example:
         >>> stats = FeatureStats.from_features(real_features)          # (N, D)
@@ -120,10 +129,12 @@ class FeatureStats:
     def __post_init__(self):
         count = self.count
         if isinstance(count, bool) or not isinstance(count, numbers.Integral):
-            raise TypeError(f"`count` must be an integer >= 2, got {type(count).__name__} {count!r}")
-        if count < 2:
-            raise ValueError(f"`count` must be >= 2 (the unbiased covariance needs N >= 2), got {count}")
+            raise TypeError(f"`count` must be an integer >= 1, got {type(count).__name__} {count!r}")
+        if count < 1:
+            raise ValueError(f"`count` must be >= 1, got {count}")
         mean, cov = _check_mean_cov(self.mean, self.cov)
+        if count == 1 and np.any(cov != 0):
+            raise ValueError("`cov` must be zero when `count` is 1: one feature vector has no covariance")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "cov", cov)
         object.__setattr__(self, "count", int(count))
@@ -138,11 +149,12 @@ class FeatureStats:
 
     @classmethod
     def from_features(cls, features: Float[ArrayLike, "N D"]) -> FeatureStats:
-        """The statistics of `features (N, D)`, N >= 2 (NumPy, JAX or nested lists; ints allowed).
+        """The statistics of `features (N, D)`, N >= 1 (NumPy, JAX or nested lists; ints allowed).
 
         Computed in float64 a bounded block of rows at a time, so a float32 array is
         never copied whole to float64. Raises TypeError/ValueError naming `features`
-        for a non-real, non-2-D, empty, non-finite input, or N < 2.
+        for a non-real, non-2-D, empty or non-finite input, or features so large that
+        their covariance overflows float64.
         """
         features = _rows("features", features, None)
         return _finish(_accumulate("features", features, (0, None, None)), "features")
@@ -180,7 +192,7 @@ def feature_stats(
         progress: show a tqdm progress bar.
 
     Returns:
-        `FeatureStats` of all the feature rows (at least 2 in total; a batch may
+        `FeatureStats` of all the feature rows (at least 1 in total; a batch may
         yield 0 rows).
 
     Raises TypeError/ValueError naming the batch whose features are not `(n, D)`,
@@ -226,40 +238,57 @@ def feature_stats(
     return _finish(moments, "batches")
 
 
-def _as_mean_cov(name: str, stats: Any):
+def _as_mean_cov(name: str, stats: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """`(mean, cov, the name of cov)` of a `FeatureStats` or a `(mean, cov)` tuple, checked."""
     if isinstance(stats, FeatureStats):
-        return stats.mean, stats.cov
+        if stats.count < 2:
+            raise ValueError(f"`{name}` holds N = {stats.count} feature vector; its covariance needs N >= 2")
+        return stats.mean, stats.cov, f"{name}.cov"
     if isinstance(stats, tuple) and len(stats) == 2:
-        return _check_mean_cov(*stats, mean_name=f"{name}[0]", cov_name=f"{name}[1]")
+        return (*_check_mean_cov(*stats, mean_name=f"{name}[0]", cov_name=f"{name}[1]"), f"{name}[1]")
     raise TypeError(f"`{name}` must be a FeatureStats or a (mean, cov) tuple, got {type(stats).__name__}")
 
 
-def _trace_sqrt_product(A: np.ndarray, B: np.ndarray) -> float:
-    """`tr((A B)^{1/2})` for symmetric PSD `A`, `B`, in float64, without complex numbers.
+def _factor(name: str, cov: np.ndarray) -> np.ndarray:
+    """A factor `C (D, r)` with `C C^T = cov`, for symmetric PSD `cov (D, D)`; refuses indefinite `cov`.
 
-    With any factor `A = C C^T`, the eigenvalues of `A B` are those of the symmetric
-    PSD `C^T B C` (plus zeros), so `tr((A B)^{1/2}) = sum_i sqrt(eigvalsh(C^T B C)_i)`.
-    `C` is the Cholesky factor of `A`; when `A` is singular to working precision
-    (e.g. fewer samples than dimensions) Cholesky fails and `C = V_r diag(w_r)^{1/2}`
-    from `eigh(A)`, keeping the eigenvalues above `D eps max(w)` (the rest are zero to
-    working precision). Likewise the eigenvalues of `C^T B C` at or below
-    `D eps max` (rounding noise around the zero eigenvalues of a rank-deficient
-    product, possibly negative) count as 0: kept, each would add noise of order
-    `sqrt(D eps max)` to the trace.
+    The Cholesky factor when `cov` is positive definite to working precision, else
+    `V diag(w)^{1/2}` over the eigenvalues `w` of `eigh(cov)` above `D eps max|w|`
+    (a singular covariance, e.g. from fewer samples than dimensions, whose zero
+    eigenvalues come out as rounding noise of either sign and that size; kept, each
+    would add noise of order `sqrt(D eps)` to the trace). Eigenvalues below
+    `-D eps max|w|` cannot be rounding: `cov` is then not a covariance.
     """
     try:
-        factor = np.linalg.cholesky(A)
+        return np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
-        eigvals, eigvecs = np.linalg.eigh(A)
-        keep = eigvals > max(eigvals[-1], 0.0) * A.shape[0] * np.finfo(np.float64).eps
-        factor = eigvecs[:, keep] * np.sqrt(eigvals[keep])
-    if factor.shape[1] == 0:
+        pass
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    tolerance = cov.shape[0] * np.finfo(np.float64).eps * max(abs(eigvals[0]), abs(eigvals[-1]))
+    if eigvals[0] < -tolerance:
+        raise ValueError(
+            f"`{name}` must be positive semi-definite, but has the eigenvalue {eigvals[0]:.6g} "
+            f"(largest {eigvals[-1]:.6g}): it is not a covariance matrix"
+        )
+    keep = eigvals > tolerance
+    return eigvecs[:, keep] * np.sqrt(eigvals[keep])
+
+
+def _trace_sqrt_product(A: np.ndarray, B: np.ndarray, names: tuple[str, str]) -> float:
+    """`tr((A B)^{1/2})` for symmetric PSD `A`, `B` `(D, D)`, in float64, without complex numbers.
+
+    With factors `A = C_A C_A^T` and `B = C_B C_B^T`, the eigenvalues of `A B` are
+    those of `C_A^T B C_A = M^T M` with `M = C_B^T C_A` (plus zeros), so
+    `tr((A B)^{1/2})` is the nuclear norm of `M`, the sum of its singular values.
+    The SVD gives them to `eps * sigma_max(M)` on this unsquared scale, so the small
+    eigenvalues of ill-conditioned or singular covariances count in full, and no
+    threshold is needed (forming `M^T M` and taking square roots of its eigenvalues
+    would lose every eigenvalue of `A` below `sqrt(D eps)` of its largest).
+    """
+    factor_a, factor_b = _factor(names[0], A), _factor(names[1], B)
+    if factor_a.shape[1] == 0 or factor_b.shape[1] == 0:
         return 0.0
-    inner = factor.T @ B @ factor
-    inner = 0.5 * (inner + inner.T)
-    eigvals = np.linalg.eigvalsh(inner)
-    eigvals = np.where(eigvals > max(eigvals[-1], 0.0) * A.shape[0] * np.finfo(np.float64).eps, eigvals, 0.0)
-    return float(np.sum(np.sqrt(eigvals)))
+    return float(np.sum(np.linalg.svd(factor_b.T @ factor_a, compute_uv=False)))
 
 
 def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
@@ -276,25 +305,30 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     Returns:
         The distance as a Python float (float64), >= 0 (rounding below 0 is clipped).
 
-    `tr((A B)^{1/2})` is computed as the sum of square roots of the eigenvalues of
-    the symmetric PSD matrix `C^T B C`, where `A = C C^T` (Cholesky, or `eigh` when
-    `A` is singular, so rank-deficient covariances from few samples work). This
-    avoids pytorch-fid's `scipy.linalg.sqrtm` of the non-symmetric `A B` (complex
-    Schur form, `.real`, and an `eps * I` offset on failure) and is several times
-    faster: about one Cholesky, two matrix products and one symmetric eigenvalue
-    solve (no eigenvectors) of size D.
+    `tr((A B)^{1/2})` is the nuclear norm of `C_B^T C_A`, where `A = C_A C_A^T` and
+    `B = C_B C_B^T` (Cholesky factors, or `eigh` ones when a covariance is singular,
+    e.g. from fewer samples than dimensions): the sum of its singular values, which
+    the SVD gives to `eps` of the largest, so ill-conditioned covariances (condition
+    numbers to 1e12 and beyond) lose none of their small eigenvalues, and
+    `frechet_distance(a, a)` is 0 to about `D eps tr(A)`. This avoids pytorch-fid's
+    `scipy.linalg.sqrtm` of the non-symmetric `A B` (complex Schur form, `.real`,
+    and an `eps * I` offset on failure), and costs two Cholesky factorisations, one
+    matrix product and one SVD without singular vectors, of size D.
 
-    Raises TypeError for other argument types and ValueError for mismatched D (or,
-    for tuples, bad shapes, non-finite or non-symmetric covariances).
+    Raises TypeError for other argument types, and ValueError for mismatched D,
+    statistics of a single feature vector, covariances that are not positive
+    semi-definite (an eigenvalue below `-D eps max|eigenvalue|`) or, for tuples,
+    bad shapes and non-finite or non-symmetric covariances.
 
     Example:
         >>> frechet_distance(FeatureStats.from_features(real), FeatureStats.from_features(fake))
         12.34...
     """
-    mean_a, cov_a = _as_mean_cov("a", a)
-    mean_b, cov_b = _as_mean_cov("b", b)
+    mean_a, cov_a, cov_a_name = _as_mean_cov("a", a)
+    mean_b, cov_b, cov_b_name = _as_mean_cov("b", b)
     if mean_a.shape != mean_b.shape:
         raise ValueError(f"`a` and `b` must have the same dimension D, got {mean_a.shape[0]} and {mean_b.shape[0]}")
     diff = mean_a - mean_b
-    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * _trace_sqrt_product(cov_a, cov_b)
+    trace_sqrt = _trace_sqrt_product(cov_a, cov_b, (cov_a_name, cov_b_name))
+    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt
     return max(float(value), 0.0)

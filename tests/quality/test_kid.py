@@ -89,3 +89,19 @@ def test_errors(kwargs, error, match):
     arguments = dict(features_a=np.ones((5, 4)), features_b=np.ones((6, 4)), key=jax.random.key(0))
     with pytest.raises(error, match=match):
         kernel_inception_distance(**{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize("magnitude", [1e6, 1e13, 1e18])
+def test_huge_features_do_not_overflow(magnitude):
+    """Features whose cubic kernel overflows float32 give the float64 formula's value, not NaN."""
+    a, b = features(2, n=40, d=8) * magnitude, features(3, n=40, d=8, shift=0.3) * magnitude
+    kid = kernel_inception_distance(a, b, key=jax.random.key(0), num_subsets=1, subset_size=40)
+    reference = mmd2_unbiased(a, b)
+    assert np.isfinite(kid.mean) and reference != 0
+    assert kid.mean == pytest.approx(reference, rel=1e-4)
+
+
+def test_overflowing_float64_is_refused(x64):
+    a = features(4, n=10, d=4).astype(np.float64) * 1e60
+    with pytest.raises(ValueError, match="overflows float64.*`features_a`"):
+        kernel_inception_distance(a, a + 1e59, key=jax.random.key(0), num_subsets=1)
