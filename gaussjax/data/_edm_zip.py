@@ -4,16 +4,24 @@ Layout, as EDM's `ImageFolderDataset` reads it: image files anywhere under the r
 (`dataset_tool.py` names them `00000/img00000000.png`, `00000/img00000001.png`, ...),
 taken in the order of their sorted relative paths, and an optional top-level
 `dataset.json` holding `{"labels": [[relative_path, class_index], ...]}` or
-`{"labels": null}`. Members that are not images (by Pillow's registered extensions)
-are ignored, as EDM does.
+`{"labels": null}`.
+
+`dataset_tool.py` writes only PNGs, and only PNG is decoded here (Pillow's other formats
+are never tried: PostScript bytes named `.png` are refused, not handed to Ghostscript).
+Files with no image extension Pillow knows are ignored, as EDM ignores them; a file with
+another image extension (`.jpg`, `.eps`, ...), which EDM would read, is refused.
+
+The files are not trusted: every image's header is checked (size, mode, pixels against its
+bytes: `gaussjax.data._image_files`) before any pixel is allocated or decoded, and zip
+members of one name, duplicate or negative labels are refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,91 +32,159 @@ import numpy as np
 from gaussjax._checks import check_positive_int
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import resolve_root
+from gaussjax.data._image_files import READ_ERRORS, image_errors, open_image
 from gaussjax.data._pixels import to_signed_unit
 
 LABELS_FILE = "dataset.json"
 MAX_LABELS_BYTES = 256 << 20  # ImageNet's 1.28 M labels take ~60 MiB of JSON
+MAX_LABEL = int(np.iinfo(np.int64).max)
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}  # Pillow's 8-bit modes, channels as stored
+IMAGE_EXTENSION, IMAGE_FORMATS = ".png", ("PNG",)  # what dataset_tool.py writes
 
 Opener = Callable[[str], contextlib.AbstractContextManager[BinaryIO]]
 
 
 @contextlib.contextmanager
-def open_members(root: Path) -> Iterator[tuple[list[str], Opener]]:
-    """The files of `root` (a directory or a `.zip`), as relative POSIX paths, and a function opening one.
+def open_members(root: Path) -> Iterator[tuple[dict[str, int], Opener]]:
+    """The files of `root` (a directory or a `.zip`) as `{relative POSIX path: bytes}`, and a function opening one.
 
-    Raises `ValueError` if `root` is neither a directory nor a readable zip file.
+    Raises `ValueError` if `root` is neither a directory nor a readable zip file, if the zip
+    holds two members of one name, or (when opened) if a member is encrypted or compressed
+    by a method `zipfile` cannot read.
     """
     if root.is_dir():
-        names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-        yield names, lambda name: (root / name).open("rb")
+        sizes = {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+        yield sizes, lambda name: (root / name).open("rb")
         return
     if root.suffix.lower() != ".zip":
         raise ValueError(f"`root` must be a directory or a .zip file (as EDM's dataset_tool.py writes), got {root}")
     try:
         archive = zipfile.ZipFile(root)
-    except (zipfile.BadZipFile, OSError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise ValueError(f"`root` {root} is not a readable zip file: {error}") from None
     with archive:
-        yield [info.filename for info in archive.infolist() if not info.is_dir()], archive.open
+        yield member_sizes(archive, root), functools.partial(open_member, archive, root)
 
 
-def image_names(names: list[str]) -> list[str]:
-    """The names with an image extension Pillow knows (case-insensitive), sorted as EDM sorts them."""
+def member_sizes(archive: zipfile.ZipFile, root: Path) -> dict[str, int]:
+    """`{name: uncompressed bytes}` of the archive's files; `ValueError` if two share a name (which to read?)."""
+    sizes = {}
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        if info.filename in sizes:
+            raise ValueError(f"{root} holds two members named {info.filename}: which one is meant is ambiguous")
+        sizes[info.filename] = info.file_size
+    return sizes
+
+
+@contextlib.contextmanager
+def open_member(archive: zipfile.ZipFile, root: Path, name: str) -> Iterator[BinaryIO]:
+    """Member `name` opened for reading; an encrypted member or an unknown compression method is a `ValueError`."""
+    try:
+        file = archive.open(name)
+    except (RuntimeError, NotImplementedError, zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(f"cannot read member {name} of {root}: {error}") from None
+    with file:
+        yield file
+
+
+def image_names(names: list[str], root: Path) -> list[str]:
+    """The `.png` names (case-insensitive), sorted as EDM sorts them; `ValueError` for another image extension."""
     from PIL import Image
 
     extensions = Image.registered_extensions()
-    return sorted(name for name in names if os.path.splitext(name)[1].lower() in extensions)
+    images, others = [], []
+    for name in names:
+        extension = os.path.splitext(name)[1].lower()
+        if extension == IMAGE_EXTENSION:
+            images.append(name)
+        elif extension in extensions:
+            others.append(name)
+    if others:
+        raise ValueError(
+            f"{sorted(others)[0]} in {root} is not a PNG: EDM's dataset_tool.py writes PNG images only, and only "
+            f"PNG is read ({len(others)} such files); remove them or convert them to PNG"
+        )
+    return sorted(images)
 
 
-def decode_image(file: BinaryIO, name: str) -> np.ndarray:
-    """One image as uint8 `(H, W, C)` with its stored channels (`L` -> C = 1, `RGB` -> C = 3, ...).
+def stored_shape(image, name: str) -> tuple[int, int, int]:
+    """`(H, W, C)` of a lazily opened image, from its header; `ValueError` naming `name` unless an 8-bit mode."""
+    if image.mode not in CHANNELS:
+        modes = ", ".join(CHANNELS)
+        raise ValueError(f"image {name}: Pillow mode {image.mode!r} is not one of the 8-bit modes {modes}")
+    return image.height, image.width, CHANNELS[image.mode]
 
-    Any error Pillow (or a damaged zip member) raises, and a mode other than 8-bit
-    `L`, `LA`, `RGB` or `RGBA`, becomes a `ValueError` naming `name`.
-    """
-    from PIL import Image
 
-    try:
-        with Image.open(file) as image:
-            if image.mode not in CHANNELS:
-                raise ValueError(f"Pillow mode {image.mode!r} is not one of the 8-bit modes {', '.join(CHANNELS)}")
+def common_shape(names: list[str], sizes: dict[str, int], open_file: Opener, root: Path) -> tuple[int, int, int]:
+    """The `(H, W, C)` that every image's header declares, nothing decoded; `ValueError` naming two that differ."""
+    first = None
+    for name in names:
+        with open_file(name) as file, open_image(file, f"{name} in {root}", IMAGE_FORMATS, sizes[name]) as image:
+            shape = stored_shape(image, f"{name} in {root}")
+        if first is None:
+            first = shape
+        elif shape != first:
+            raise ValueError(
+                f"images in {root} differ in shape (H, W, C): {names[0]} is {first}, {name} is {shape}"
+            )
+    return first
+
+
+def decode_image(file: BinaryIO, name: str, nbytes: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """One PNG as uint8 `shape = (H, W, C)`, channels as stored; any failure a `ValueError` naming `name`."""
+    with open_image(file, name, IMAGE_FORMATS, nbytes) as image:
+        if stored_shape(image, name) != shape:
+            raise ValueError(f"image {name} changed while being read: it is not {shape} any more")
+        with image_errors(name):
             array = np.asarray(image, dtype=np.uint8)
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"cannot read image {name}: Pillow refuses it as a decompression bomb: {error}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zipfile.BadZipFile) as error:
-        raise ValueError(f"cannot read image {name}: {error}") from None
-    return array if array.ndim == 3 else array[..., None]
+    return array.reshape(shape)
 
 
 def read_label_pairs(file: BinaryIO, where: str) -> dict[str, int] | None:
     """`{relative_path: class_index}` from a `dataset.json` stream, or `None` for `{"labels": null}`.
 
-    Raises `ValueError` naming `where` for invalid JSON, a missing `labels` key, entries
-    other than `[str, int]` pairs (EDM's one-hot float labels are not supported), or a
-    file over `MAX_LABELS_BYTES`.
+    Raises `ValueError` naming `where` for a file over `MAX_LABELS_BYTES`, invalid or too
+    deeply nested JSON, a missing `labels` key, or an entry that is not a `[path, class]`
+    pair with a class in `[0, 2**63)` (EDM's one-hot float labels are not supported), or
+    that labels a path already labelled.
     """
     try:
         text = file.read(MAX_LABELS_BYTES + 1)
-    except (OSError, zipfile.BadZipFile) as error:
+    except READ_ERRORS as error:
         raise ValueError(f"cannot read {where}: {error}") from None
     if len(text) > MAX_LABELS_BYTES:
         raise ValueError(f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB")
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except RecursionError:
+        raise ValueError(f"{where} is not a labels file: its JSON nests arrays or objects too deeply") from None
+    except ValueError as error:  # also json.JSONDecodeError, UnicodeDecodeError, integers of over 4300 digits
         raise ValueError(f"{where} is not valid JSON: {error}") from None
     if not isinstance(data, dict) or "labels" not in data:
         raise ValueError(f'{where} must hold {{"labels": [[path, label], ...]}} or {{"labels": null}}')
     if data["labels"] is None:
         return None
-    pairs = data["labels"]
-    valid = isinstance(pairs, list) and all(
-        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and type(p[1]) is int for p in pairs
-    )
-    if not valid:
-        raise ValueError(f"{where}: `labels` must be a list of [path, integer class] pairs")
-    return dict(pairs)
+    if not isinstance(data["labels"], list):
+        raise ValueError(f"{where}: `labels` must be a list of [path, integer class] pairs or null")
+    labels = {}
+    for index, entry in enumerate(data["labels"]):
+        path, label = label_entry(entry, f"{where}: `labels[{index}]`")
+        if path in labels:
+            raise ValueError(f"{where}: `labels[{index}]` labels {path} again (each image has one label)")
+        labels[path] = label
+    return labels
+
+
+def label_entry(entry, field: str) -> tuple[str, int]:
+    """`entry` as `(path, class)`, or a `ValueError` naming `field` unless a `[str, int]` pair, `0 <= class < 2**63`."""
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and type(entry[1]) is int):
+        raise ValueError(f"{field} must be a [path, integer class] pair, got {str(entry):.80}")
+    path, label = entry
+    if not 0 <= label <= MAX_LABEL:
+        raise ValueError(f"{field}: the class of {path} must be an integer in [0, 2**63), got {str(label):.40}")
+    return path, label
 
 
 def labels_in_order(pairs: dict[str, int], names: list[str], where: str) -> np.ndarray:
@@ -120,6 +196,14 @@ def labels_in_order(pairs: dict[str, int], names: list[str], where: str) -> np.n
     if extra:
         raise ValueError(f"{where} labels {extra[0]}, which is not an image of the dataset ({len(extra)} such)")
     return np.array([pairs[name] for name in names], dtype=np.int64)
+
+
+def read_labels(root: Path, names: list[str], open_file: Opener) -> np.ndarray | None:
+    """The labels of the images `names` from `root`'s `dataset.json`, or `None` (absent or `{"labels": null}`)."""
+    where = f"{root / LABELS_FILE}" if root.is_dir() else f"{LABELS_FILE} in {root}"
+    with open_file(LABELS_FILE) as file:
+        pairs = read_label_pairs(file, where)
+    return None if pairs is None else labels_in_order(pairs, names, where)
 
 
 def load_edm_zip(root=None, *, max_size: int | None = None) -> Dataset:
@@ -137,35 +221,25 @@ def load_edm_zip(root=None, *, max_size: int | None = None) -> Dataset:
 
     Raises:
         FileNotFoundError: `root` does not exist or holds no image.
-        ValueError: `root` is not a directory or a readable zip; an image is unreadable or
-            differs in shape from the first; `dataset.json` is malformed, misses an image or
-            labels a file that is not an image of the dataset.
+        ValueError: `root` is not a directory or a readable zip, or holds two members of one
+            name; an image is not a PNG, is unreadable (an encrypted or unreadably compressed
+            member too), declares more pixels than `_image_files` allows, or differs in shape
+            from the first; `dataset.json` is malformed, labels an image twice or with a
+            negative class, misses an image or labels a file that is not an image of the dataset.
     """
     if max_size is not None:
         max_size = check_positive_int("max_size", max_size)
     root = resolve_root("edm-zip", root)
-    with open_members(root) as (names, open_member):
-        images = image_names(names)
+    with open_members(root) as (sizes, open_file):
+        images = image_names(list(sizes), root)
         if not images:
-            raise FileNotFoundError(f"no image files found in {root}")
-        labels = None
-        if LABELS_FILE in names:
-            where = f"{root / LABELS_FILE}" if root.is_dir() else f"{LABELS_FILE} in {root}"
-            with open_member(LABELS_FILE) as file:
-                pairs = read_label_pairs(file, where)
-            labels = None if pairs is None else labels_in_order(pairs, images, where)
+            raise FileNotFoundError(f"no image files ({IMAGE_EXTENSION}) found in {root}")
+        labels = read_labels(root, images, open_file) if LABELS_FILE in sizes else None
         images = images[:max_size]
-        pixels = None
+        shape = common_shape(images, sizes, open_file, root)
+        pixels = np.empty((len(images), *shape), dtype=np.uint8)
         for i, name in enumerate(images):
-            with open_member(name) as file:
-                image = decode_image(file, f"{name} in {root}")
-            if pixels is None:
-                pixels = np.empty((len(images), *image.shape), dtype=np.uint8)
-            elif image.shape != pixels.shape[1:]:
-                raise ValueError(
-                    f"images in {root} differ in shape (H, W, C): {images[0]} is {pixels.shape[1:]}, "
-                    f"{name} is {image.shape}"
-                )
-            pixels[i] = image
+            with open_file(name) as file:
+                pixels[i] = decode_image(file, f"{name} in {root}", sizes[name], shape)
     labels = None if labels is None else labels[:max_size]
     return Dataset("edm-zip", to_signed_unit(pixels, (0.0, 255.0), name=f"images in {root}"), labels, "all")

@@ -1,8 +1,12 @@
-"""A directory of PNG/JPEG images of one size."""
+"""A directory of PNG/JPEG images of one size.
+
+Only Pillow's PNG and JPEG readers are tried, whatever a file's extension (PostScript bytes
+named `.png` are refused, not handed to Ghostscript), and every image's header is checked
+(`gaussjax.data._image_files`) before its pixels are decoded.
+"""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +14,11 @@ import numpy as np
 from gaussjax._checks import check_choice, check_positive_int
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import resolve_root
+from gaussjax.data._image_files import image_errors, open_image
 from gaussjax.data._pixels import to_signed_unit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ("PNG", "JPEG")
 MAX_RESOLUTION = 4096  # one 4096 x 4096 x 3 image is 192 MiB as float32
 
 
@@ -27,20 +33,19 @@ def center_crop_resize(image, resolution: int):
     return image if side == resolution else image.resize((resolution, resolution), Image.LANCZOS)
 
 
+def _declared_size(path: Path) -> tuple[int, int]:
+    """`(H, W)` of the image at `path`, from its header (nothing decoded)."""
+    with open_image(path, str(path), IMAGE_FORMATS, path.stat().st_size) as image:
+        return image.height, image.width
+
+
 def _read_image(path: Path, mode: str, resolution: int | None) -> np.ndarray:
     """One image as uint8 `(H, W[, C])`; any error Pillow raises becomes a `ValueError` naming `path`."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            if resolution is not None:
-                image = center_crop_resize(image, resolution)
-            return np.asarray(image, dtype=np.uint8)
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"cannot read image {path}: Pillow refuses it as a decompression bomb: {error}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as error:  # Pillow's decoders raise all of these
-        raise ValueError(f"cannot read image {path}: {error}") from None
+    with open_image(path, str(path), IMAGE_FORMATS, path.stat().st_size) as image, image_errors(str(path)):
+        image = image.convert(mode)
+        if resolution is not None:
+            image = center_crop_resize(image, resolution)
+        return np.asarray(image, dtype=np.uint8)
 
 
 def load_folder(root=None, *, resolution: int | None = None, mode: str = "RGB") -> Dataset:
@@ -53,8 +58,9 @@ def load_folder(root=None, *, resolution: int | None = None, mode: str = "RGB") 
             images must have the same size.
         mode: `"RGB"` (C = 3) or `"L"` (grayscale, C = 1).
 
-    No labels; the whole folder is one split (`"all"`). A file Pillow cannot read, or
-    refuses as a decompression bomb, raises `ValueError` naming it.
+    No labels; the whole folder is one split (`"all"`). A file that is not a PNG or a
+    JPEG, is unreadable, or declares more pixels than `_image_files` allows raises
+    `ValueError` naming it; sizes are compared from the headers, before any decoding.
     """
     check_choice("mode", mode, ("RGB", "L"))
     if resolution is not None:
@@ -70,14 +76,14 @@ def load_folder(root=None, *, resolution: int | None = None, mode: str = "RGB") 
     paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} files found in {root}")
-    arrays = []
-    for path in paths:
-        arrays.append(_read_image(path, mode, resolution))
-        if arrays[-1].shape != arrays[0].shape:
-            raise ValueError(
-                f"images in {root} differ in size: {paths[0].name} is {arrays[0].shape[:2]}, "
-                f"{path.name} is {arrays[-1].shape[:2]}; pass resolution=... to center-crop and resize them"
-            )
+    sizes = [_declared_size(path) for path in paths]
+    if resolution is None and len(set(sizes)) > 1:
+        other = next(i for i, size in enumerate(sizes) if size != sizes[0])
+        raise ValueError(
+            f"images in {root} differ in size: {paths[0].name} is {sizes[0]}, {paths[other].name} is "
+            f"{sizes[other]}; pass resolution=... to center-crop and resize them"
+        )
+    arrays = [_read_image(path, mode, resolution) for path in paths]
     images = np.stack(arrays)
     if mode == "L":
         images = images[..., None]

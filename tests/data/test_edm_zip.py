@@ -3,12 +3,15 @@
 import io
 import json
 import os
+import struct
 import subprocess
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bounded import bounded
 from PIL import Image
 
 from gaussjax.data import load_dataset
@@ -191,3 +194,174 @@ def test_agrees_with_edm_image_folder_dataset(tmp_path):
     dataset = load_dataset("edm-zip", root=root)
     np.testing.assert_allclose(dataset.images, edm["images"].transpose(0, 2, 3, 1) / 127.5 - 1.0, atol=1e-6)
     np.testing.assert_array_equal(dataset.labels, edm["labels"])
+
+
+# --- hostile files (issue 21): refused with a ValueError naming them, in bounded time and memory ---
+
+
+def png_header_only(width: int, height: int, idat: bytes = b"") -> bytes:
+    """A PNG (8-bit grayscale) declaring `width x height`, with `idat` (zlib data) as its pixels, built by hand."""
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def black_png(side: int) -> bytes:
+    """A valid all-black grayscale PNG of `side x side` pixels, deflated row by row (small in memory and on disk)."""
+    compressor, row = zlib.compressobj(9), bytes(side + 1)  # filter byte 0, then the row
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    return png_header_only(side, side, idat)
+
+
+def test_shapes_are_checked_from_the_headers_before_any_allocation(tmp_path):
+    # D14: one 4000 x 4000 image first, then 3,000 8 x 8 ones: allocating (N, 4000, 4000, 1) took 48 GB
+    members = {"00000/img00000000.png": black_png(4000)}
+    small = png(np.zeros((8, 8), dtype=np.uint8))
+    members.update({f"00000/img{i:08d}.png": small for i in range(1, 3001)})
+    root = write_dataset(tmp_path / "ds", members, as_zip=True)
+    with bounded(seconds=10, megabytes=50):
+        with pytest.raises(ValueError, match=r"differ in shape.*img00000000.png is \(4000, 4000, 1\).*img00000001.png "
+                                             r"is \(8, 8, 1\)"):
+            load_dataset("edm-zip", root=root)
+
+
+@pytest.mark.parametrize("as_zip", [True, False], ids=["zip", "folder"])
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, as_zip):
+    # 9000 x 9000 = 81 Mpixel: under Pillow's own bomb limit, over the loader's (8192 x 8192)
+    members = {"00000/img00000000.png": black_png(9000)}
+    root = write_dataset(tmp_path / "ds", members, as_zip=as_zip)
+    with bounded(seconds=5, megabytes=50):
+        with pytest.raises(ValueError, match=r"img00000000.png.*declares 9000 x 9000 pixels, more than the 8192 x"):
+            load_dataset("edm-zip", root=root)
+
+
+@pytest.mark.parametrize("as_zip", [True, False], ids=["zip", "folder"])
+def test_a_header_declaring_more_pixels_than_its_bytes_can_hold_is_refused(tmp_path, as_zip):
+    # 3000 x 3000 pixels from 14 bytes of deflate data: the header lies (the decoder would allocate first)
+    members = {"a.png": png_header_only(3000, 3000, zlib.compress(b"\x00"))}
+    root = write_dataset(tmp_path / "ds", members, as_zip=as_zip)
+    with bounded(seconds=5, megabytes=20):
+        with pytest.raises(ValueError, match=r"a.png in .*declares 3000 x 3000 pixels, more than its \d+ bytes can"):
+            load_dataset("edm-zip", root=root)
+
+
+def test_two_members_of_one_name_are_refused(tmp_path):
+    # D15: zipfile would read the second member twice
+    path = tmp_path / "ds.zip"
+    with zipfile.ZipFile(path, "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("00000/img00000000.png", png(np.zeros((4, 4), dtype=np.uint8)))
+        archive.writestr("00000/img00000000.png", png(np.full((4, 4), 255, dtype=np.uint8)))
+    with pytest.raises(ValueError, match=r"ds.zip holds two members named 00000/img00000000.png"):
+        load_dataset("edm-zip", root=path)
+
+
+@pytest.mark.parametrize("as_zip", [True, False], ids=["zip", "folder"])
+@pytest.mark.parametrize("extra, match", [
+    (["00000/img00000001.png", 0], r"`labels\[2\]` labels 00000/img00000001.png again"),  # the same class again
+    (["00000/img00000001.png", 7], r"`labels\[2\]` labels 00000/img00000001.png again"),  # a conflicting class
+], ids=["duplicate", "conflicting"])
+def test_an_image_labelled_twice_is_refused(tmp_path, as_zip, extra, match):
+    members = tool_layout(np.zeros((2, 4, 4), dtype=np.uint8), [3, 0])
+    members["dataset.json"] = json.dumps({"labels": json.loads(members["dataset.json"])["labels"] + [extra]})
+    with pytest.raises(ValueError, match=f"dataset.json.*{match}"):
+        load_dataset("edm-zip", root=write_dataset(tmp_path / "ds", members, as_zip=as_zip))
+
+
+@pytest.mark.parametrize("label", [-1, 10**30, -(10**30), 2**63], ids=["negative", "1e30", "-1e30", "2**63"])
+def test_classes_outside_int64_or_negative_are_refused(tmp_path, label):
+    # D15 (negative) and D10 (10**30 overflowed int64 with an OverflowError)
+    members = tool_layout(np.zeros((2, 4, 4), dtype=np.uint8), [0, 1])
+    members["dataset.json"] = members["dataset.json"].replace(", 1]", f", {label}]")
+    with pytest.raises(ValueError, match=r"dataset.json in .*ds.zip: `labels\[1\]`: the class of "
+                                         r"00000/img00000001.png must be an integer in \[0, 2\*\*63\)"):
+        load_dataset("edm-zip", root=write_dataset(tmp_path / "ds", members, as_zip=True))
+    members["dataset.json"] = members["dataset.json"].replace(f", {label}]", f", {2**63 - 1}]")
+    assert load_dataset("edm-zip", root=write_dataset(tmp_path / "ok", members, as_zip=True)).labels[1] == 2**63 - 1
+
+
+def test_deeply_nested_labels_file_is_refused(tmp_path):
+    # D10: json.loads raised RecursionError
+    members = tool_layout(np.zeros((2, 4, 4), dtype=np.uint8))
+    members["dataset.json"] = '{"labels": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    root = write_dataset(tmp_path / "ds", members, as_zip=True)
+    with bounded(seconds=5, megabytes=50):
+        with pytest.raises(ValueError, match=r"dataset.json in .*ds.zip is not a labels file: .*nests .* too deeply"):
+            load_dataset("edm-zip", root=root)
+
+
+def patch_central_directory(path: Path, member: str, offset: int, value: int) -> None:
+    """Overwrite the 2-byte field at `offset` of `member`'s central-directory header (8: flags, 10: method)."""
+    data = bytearray(path.read_bytes())
+    position = data.find(b"PK\x01\x02")
+    while data[position + 46 : position + 46 + len(member)] != member.encode():
+        position = data.find(b"PK\x01\x02", position + 4)
+    struct.pack_into("<H", data, position + offset, value)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("member", ["00000/img00000001.png", "dataset.json"])
+@pytest.mark.parametrize("offset, value, match", [
+    (8, 0x1, "encrypted"),  # the encryption flag: zipfile raised RuntimeError
+    (10, 99, "compression method"),  # an unknown compression method (AES): zipfile raised NotImplementedError
+], ids=["encrypted", "unknown-method"])
+def test_unreadable_zip_members_are_named(tmp_path, member, offset, value, match):
+    root = write_dataset(tmp_path / "ds", tool_layout(np.zeros((2, 4, 4), dtype=np.uint8), [0, 1]), as_zip=True)
+    patch_central_directory(root, member, offset, value)
+    with pytest.raises(ValueError, match=f"cannot read member {member} of .*ds.zip: .*{match}"):
+        load_dataset("edm-zip", root=root)
+
+
+@pytest.mark.parametrize("member", ["a.png", "dataset.json"])
+def test_corrupt_deflate_data_is_named(tmp_path, member):
+    # a deflate block of the reserved type 3: zipfile raised zlib.error from inside Pillow (or json)
+    path = tmp_path / "ds.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(member, png(np.zeros((4, 4), dtype=np.uint8)) if member == "a.png" else '{"labels": null}')
+        archive.writestr("b.png", png(np.zeros((4, 4), dtype=np.uint8)))
+    data = bytearray(path.read_bytes())
+    data[30 + len(member)] = 0xFF  # the first byte of the member's deflate stream, after its local header
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"cannot read .*{member} in .*ds.zip: .*invalid block type"):
+        load_dataset("edm-zip", root=path)
+
+
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n0 0 moveto 4 4 lineto stroke\nshowpage\n%%EOF\n"
+
+
+@pytest.fixture
+def ghostscript_calls(monkeypatch):
+    """Pillow's Ghostscript runner replaced by a recorder (which then fails as if Ghostscript were missing)."""
+    from PIL import EpsImagePlugin
+
+    calls = []
+
+    def ghostscript(*args, **kwargs):
+        calls.append(args)
+        raise OSError("Unable to locate Ghostscript on paths")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    return calls
+
+
+@pytest.mark.parametrize("as_zip", [True, False], ids=["zip", "folder"])
+def test_postscript_named_png_is_refused_without_running_ghostscript(tmp_path, as_zip, ghostscript_calls):
+    # S1: Image.open tried every format Pillow has, EPS among them, and loading it ran Ghostscript
+    members = tool_layout(np.zeros((2, 4, 4, 3), dtype=np.uint8))
+    members["00000/img00000001.png"] = POSTSCRIPT
+    with pytest.raises(ValueError, match=r"cannot read image 00000/img00000001.png in .*cannot identify image file"):
+        load_dataset("edm-zip", root=write_dataset(tmp_path / "ds", members, as_zip=as_zip))
+    assert ghostscript_calls == []
+
+
+@pytest.mark.parametrize("as_zip", [True, False], ids=["zip", "folder"])
+def test_other_image_formats_are_refused_by_name(tmp_path, as_zip, ghostscript_calls):
+    # an .eps (or .jpg) member would be an image to EDM; dataset_tool.py writes only PNGs: refused, never opened
+    members = tool_layout(np.zeros((2, 4, 4, 3), dtype=np.uint8))
+    members["00000/cover.eps"] = POSTSCRIPT
+    members["00000/thumb.jpg"] = b"\xff\xd8 not opened"
+    with pytest.raises(ValueError, match=r"00000/cover.eps in .*ds.* is not a PNG: .*\(2 such files\)"):
+        load_dataset("edm-zip", root=write_dataset(tmp_path / "ds", members, as_zip=as_zip))
+    assert ghostscript_calls == []

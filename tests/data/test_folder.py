@@ -3,6 +3,7 @@ import zlib
 
 import numpy as np
 import pytest
+from bounded import bounded
 from PIL import Image
 
 from gaussjax.data import load_dataset
@@ -105,3 +106,55 @@ def test_decompression_bomb_and_decoder_errors_name_the_file(tmp_path):
     (tmp_path / "garbled.png").write_bytes(png_bytes(4, 4, 0, b"\x78\x9c" + bytes(range(40, 80))))
     with pytest.raises(ValueError, match=r"cannot read image .*garbled\.png"):
         load_dataset("folder", root=tmp_path)
+
+
+# --- hostile files (issue 21): refused with a ValueError naming them, in bounded time and memory ---
+
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n0 0 moveto 4 4 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def black_png(path, side: int):
+    """A valid all-black grayscale PNG of `side x side` pixels, deflated row by row (small in memory and on disk)."""
+    compressor, row = zlib.compressobj(9), bytes(side + 1)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    path.write_bytes(png_bytes(side, side, 0, idat))
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg"])
+def test_postscript_under_an_image_name_is_refused_without_running_ghostscript(tmp_path, monkeypatch, name):
+    # S1: Image.open tried every format Pillow has, EPS among them, and loading it ran Ghostscript
+    from PIL import EpsImagePlugin
+
+    calls = []
+
+    def ghostscript(*args, **kwargs):  # records the call, then fails as if Ghostscript were missing
+        calls.append(args)
+        raise OSError("Unable to locate Ghostscript on paths")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    (tmp_path / name).write_bytes(POSTSCRIPT)
+    with pytest.raises(ValueError, match=f"cannot read image .*{name}: cannot identify image file"):
+        load_dataset("folder", root=tmp_path)
+    assert calls == []
+
+
+def test_sizes_are_compared_from_the_headers_before_decoding(tmp_path):
+    black_png(tmp_path / "a.png", 4000)  # decoded as RGB: 48 MB
+    write_png(tmp_path / "b.png", np.zeros((8, 8, 3)))
+    with bounded(seconds=5, megabytes=20):
+        with pytest.raises(ValueError, match=r"differ in size: a.png is \(4000, 4000\), b.png is \(8, 8\)"):
+            load_dataset("folder", root=tmp_path)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    black_png(tmp_path / "a.png", 9000)  # 81 Mpixel: under Pillow's own bomb limit, over the loader's
+    with bounded(seconds=5, megabytes=50):
+        with pytest.raises(ValueError, match=r"a.png declares 9000 x 9000 pixels, more than the 8192 x 8192"):
+            load_dataset("folder", root=tmp_path, resolution=8, mode="L")
+
+
+def test_a_header_declaring_more_pixels_than_its_bytes_can_hold_is_refused(tmp_path):
+    (tmp_path / "a.png").write_bytes(png_bytes(3000, 3000, 0, zlib.compress(b"\x00")))
+    with bounded(seconds=5, megabytes=20):
+        with pytest.raises(ValueError, match=r"a.png declares 3000 x 3000 pixels, more than its \d+ bytes can encode"):
+            load_dataset("folder", root=tmp_path, resolution=8)
