@@ -75,6 +75,25 @@ def _denoise(model, x, sigma):
     return model.denoise(x, sigma)
 
 
+def check_output_shape(name: str, output, x) -> None:
+    """Raise `ValueError` naming `name` unless the denoiser output `output` has the shape of its input `x`.
+
+    Shapes are static, so this also runs while a function is traced.
+    """
+    if tuple(output.shape) != tuple(x.shape):
+        raise ValueError(
+            f"`{name}.denoise` returned shape {tuple(output.shape)} for states of shape {tuple(x.shape)}: "
+            "a denoiser returns the shape of its input (..., D)"
+        )
+
+
+def denoise_checked(name: str, model, x, sigma):
+    """`model.denoise(x, sigma)` compiled (`model` any object with `.denoise`), its shape checked as `name`'s."""
+    output = _denoise(traceable_model(model), x, sigma)
+    check_output_shape(name, output, x)
+    return output
+
+
 def _check_grid(sigmas) -> np.ndarray:
     """The probe's noise levels as float64 NumPy `(S,)` (concrete: they label the rows)."""
     if not is_concrete(check_noise_levels("sigmas", sigmas, positive=True)):
@@ -137,6 +156,7 @@ def denoiser_r2(reference: Float[ArrayLike, "Q D"], approx: Float[ArrayLike, "Q 
 def _probe_statistics(reference, queries, sigmas, candidate_outputs) -> dict:
     """Each of `STATISTICS` as `(C, S)`; `queries (S, Q, D)`, `sigmas (S,)`, C outputs `(S, Q, D)`."""
     ref = reference.denoise(queries, sigmas[:, None])
+    check_output_shape("reference", ref, queries)  # at trace time: a wrong shape would broadcast below
     approx = jnp.stack(candidate_outputs)  # (C, S, Q, D)
     per_sigma = jax.vmap(_pair_statistics)  # over S
     return jax.vmap(per_sigma, in_axes=(None, 0, None, None))(ref, approx, queries, sigmas)
@@ -169,7 +189,8 @@ def make_score_probe(
     num_queries = check_positive_int("num_queries", num_queries)
     points = queries.sample(key, sigmas, num_queries)
     outputs = {
-        name: jnp.stack([_denoise(traceable_model(model), x, jnp.asarray(s, x.dtype)) for s, x in zip(sigmas, points)])
+        name: jnp.stack([denoise_checked(f"candidates[{name!r}]", model, x, jnp.asarray(s, x.dtype))
+                         for s, x in zip(sigmas, points)])
         for name, model in candidates.items()
     }
     return ScoreProbe(sigmas, points, outputs)

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
-from gaussjax._checks import check_key, check_noise_levels, check_positive_int, is_concrete
-from gaussjax._pytree import traceable_model
+from gaussjax._checks import check_float_array, check_key, check_noise_levels, check_positive_int, is_concrete
+from gaussjax.evaluation import denoise_checked
 from gaussjax.scores import Denoiser, Gaussian
 from gaussjax.solution import gaussian_denoiser_trajectory, gaussian_trajectory
 
@@ -71,21 +71,25 @@ def _require_concrete(**arrays) -> None:
         )
 
 
-@jax.jit
-def _denoise(model, x, sigma):
-    return model.denoise(x, sigma)
-
-
 def _model_outputs(model, states: np.ndarray, sigma: float) -> np.ndarray:
-    """`model.denoise` of `states (B, D)` at a scalar sigma, `_BATCH` rows per call (the last chunk padded)."""
-    wrapped, outputs = traceable_model(model), []
+    """`model.denoise` of the finite `states (B, D)` at a scalar sigma, `_BATCH` rows per call (the last chunk padded).
+
+    Raises `ValueError` naming `model` if it returns another shape, or NaN or infinite values.
+    """
+    outputs = []
     size = min(_BATCH, len(states))
     for start in range(0, len(states), size):
         chunk = states[start:start + size]
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)]) if len(chunk) < size else chunk
-        out = _denoise(wrapped, jnp.asarray(padded), jnp.asarray(sigma, padded.dtype))
+        out = denoise_checked("model", model, jnp.asarray(padded), jnp.asarray(sigma, padded.dtype))
         outputs.append(np.asarray(out)[:len(chunk)])
-    return np.concatenate(outputs)
+    outputs = np.concatenate(outputs)
+    if not np.all(np.isfinite(outputs)):
+        raise ValueError(
+            f"`model` returned NaN or infinite values at sigma = {sigma:.6g} on finite states: its agreement with "
+            "the Gaussian is undefined (a diverged network?)"
+        )
+    return outputs
 
 
 def auto_sigma_skip(
@@ -132,7 +136,8 @@ def auto_sigma_skip(
 
     Raises:
         TypeError: traced `sigmas` or `x_T` (call it outside jit), or a model without `.denoise`.
-        ValueError: a bad grid, `tolerance` or `num_states`.
+        ValueError: a bad grid, `tolerance` or `num_states`, a non-finite `x_T`, or a `model` that
+            returns another shape than its input's, or NaN or infinite values.
 
     Example:
         >>> import jax, gaussjax as gj
@@ -162,7 +167,7 @@ def auto_sigma_skip(
         key = check_key(key)
         x_T = grid[0] * jax.random.normal(key, (num_states, gaussian.dim), dtype)
     else:
-        x_T = jnp.asarray(x_T)
+        x_T = check_float_array("x_T", x_T)
         if x_T.ndim == 0 or x_T.shape[-1] != gaussian.dim:
             raise ValueError(f"`x_T` must have shape (..., D) with D = {gaussian.dim} (the Gaussian's), got {x_T.shape}")
         x_T = x_T.reshape(-1, gaussian.dim)[:num_states]

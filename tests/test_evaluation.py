@@ -58,3 +58,34 @@ def test_errors(digits_models, key):
         compare_scores(delta, {}, noised_data(points), [1.0], key=key)
     with pytest.raises(ValueError, match="`dim`"):
         pure_noise(0)
+
+
+class Reshaped:
+    """A model whose denoiser output is passed through `change` (not a pytree: opaque to jit)."""
+
+    def __init__(self, model, change):
+        self.model, self.change = model, change
+
+    def denoise(self, x, sigma):
+        return self.change(self.model.denoise(x, sigma))
+
+
+@pytest.mark.parametrize("change, shape", [
+    (lambda d: d[..., :-1], r"\(8, 63\)"), (lambda d: d[..., :1, :], r"\(1, 64\)"),
+], ids=["short", "one-row"])
+def test_a_candidate_returning_another_shape_is_named(digits_models, key, change, shape):
+    points, delta, candidates = digits_models
+    bad = {"gaussian": candidates["gaussian"], "broken": Reshaped(candidates["gaussian"], change)}
+    with pytest.raises(ValueError, match=rf"`candidates\['broken'\].denoise` returned shape {shape} for states "
+                                         r"of shape \(8, 64\)"):
+        compare_scores(delta, bad, noised_data(points), [1.0], key=key, num_queries=8)
+
+
+@pytest.mark.parametrize("change, shape", [
+    (lambda d: d[..., :-1], r"\(2, 8, 63\)"), (lambda d: d[:, :1], r"\(2, 1, 64\)"),
+], ids=["short", "one-row"])
+def test_a_reference_returning_another_shape_is_named(digits_models, key, change, shape):
+    # a (S, 1, D) output broadcast against the (S, Q, D) queries and gave numbers
+    points, delta, candidates = digits_models
+    with pytest.raises(ValueError, match=rf"`reference.denoise` returned shape {shape} for states of shape \(2, 8, "):
+        compare_scores(Reshaped(delta, change), candidates, noised_data(points), [0.5, 1.0], key=key, num_queries=8)

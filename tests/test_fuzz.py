@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import gaussjax as gj
+from gaussjax.quality import FeatureStats, frechet_distance, kernel_inception_distance, precision_recall
 
 D, N, K, R = 6, 20, 3, 2
 rng = np.random.default_rng(0)
@@ -26,6 +27,16 @@ MODELS = {
     "delta": gj.DeltaMixture(POINTS),
 }
 X = rng.normal(size=(4, D))
+IMAGES = rng.uniform(-1, 1, size=(5, 4, 4, 1))  # local models' training images (N, H, W, C)
+IMAGE_GAUSSIAN = gj.fit_gaussian(IMAGES.reshape(5, -1))
+LOCAL_MODELS = {
+    "PatchMixture": gj.PatchMixture(IMAGES, 3),
+    "PatchMixture.els": gj.PatchMixture(IMAGES, 3, equivariant=True),
+    "PatchPosteriorMean": gj.PatchPosteriorMean(IMAGES, 2, 2),
+    "LocalDeltaMixture": gj.LocalDeltaMixture(IMAGES, IMAGE_GAUSSIAN),
+}
+FEATURES = rng.normal(size=(12, D))
+FEATURE_STATS = FeatureStats.from_features(FEATURES)
 SIGMAS = np.asarray(gj.karras_sigmas(4, sigma_max=10.0))
 KEY = jax.random.key(0)
 
@@ -126,6 +137,49 @@ TARGETS = {
             np.array([0.5, 2.0])),
     },
     "noised_data": {"points": (lambda v: gj.noised_data(v).points, POINTS)},
+    "FeatureStats.from_features": {"features": (lambda v: FeatureStats.from_features(v).cov, FEATURES)},
+    "FeatureStats.update": {"batch": (lambda v: FEATURE_STATS.update(v).cov, FEATURES[:3])},
+    "frechet_distance": {
+        "mean": (lambda v: frechet_distance((v, FEATURE_STATS.cov), FEATURE_STATS), FEATURE_STATS.mean),
+        "cov": (lambda v: frechet_distance((FEATURE_STATS.mean, v), FEATURE_STATS), FEATURE_STATS.cov),
+    },
+    "kernel_inception_distance": {
+        "features_a": (lambda v: kernel_inception_distance(v, FEATURES, key=KEY, num_subsets=2), FEATURES),
+        "num_subsets": (lambda v: kernel_inception_distance(FEATURES, FEATURES, key=KEY, num_subsets=v), 2),
+        "subset_size": (lambda v: kernel_inception_distance(FEATURES, FEATURES, key=KEY, subset_size=v), 5),
+    },
+    "precision_recall": {
+        "real": (lambda v: precision_recall(v, FEATURES, k=3), FEATURES),
+        "k": (lambda v: precision_recall(FEATURES, FEATURES, k=v), 3),
+    },
+    **{
+        f"{name}.{method}": {
+            "x": (lambda v, m=model, f=method: getattr(m, f)(v, 0.5), IMAGES[:2]),
+            "sigma": (lambda v, m=model, f=method: getattr(m, f)(IMAGES[:2], v), 0.5),
+        }
+        for name, model in LOCAL_MODELS.items()
+        for method in ("denoise", "score")
+    },
+    "PatchMixture": {
+        "images": (lambda v: gj.PatchMixture(v, 3).denoise(IMAGES[:2], 0.5), IMAGES),
+        "patch_size": (lambda v: gj.PatchMixture(IMAGES, v).denoise(IMAGES[:2], 0.5), 3),
+    },
+    "PatchPosteriorMean": {
+        "images": (lambda v: gj.PatchPosteriorMean(v, 2, 2).denoise(IMAGES[:2], 0.5), IMAGES),
+        "stride": (lambda v: gj.PatchPosteriorMean(IMAGES, 2, v).denoise(IMAGES[:2], 0.5), 2),
+    },
+    "LocalDeltaMixture": {
+        "threshold": (lambda v: gj.LocalDeltaMixture(IMAGES, IMAGE_GAUSSIAN, threshold=v).denoise(IMAGES[:2], 0.5),
+                      0.1),
+        "temperature": (lambda v: gj.LocalDeltaMixture(IMAGES, IMAGE_GAUSSIAN, temperature=v).denoise(
+            IMAGES[:2], 0.5), 1.0),
+    },
+    "auto_sigma_skip": {
+        "sigmas": (lambda v: gj.auto_sigma_skip(MODELS["mixture"], GAUSSIAN, v, key=KEY, num_states=4), SIGMAS),
+        "x_T": (lambda v: gj.auto_sigma_skip(MODELS["mixture"], GAUSSIAN, SIGMAS, v), 10.0 * X),
+        "tolerance": (lambda v: gj.auto_sigma_skip(MODELS["mixture"], GAUSSIAN, SIGMAS, key=KEY, num_states=4,
+                                                   tolerance=v), 0.01),
+    },
 }
 
 CASES = [
@@ -151,4 +205,4 @@ def test_bad_value_gives_a_clear_error_or_a_finite_result(name, call, value):
 
 
 def test_the_table_is_large():
-    assert len(CASES) >= 600
+    assert len(CASES) >= 900

@@ -1,6 +1,7 @@
 """`hybrid_sampler(n_skip="auto")`: the same samples as passing `auto_sigma_skip(...).n_skip` by hand."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -55,3 +56,20 @@ def test_traced_state_with_auto_is_refused(setup):
     # an int n_skip still works under jit
     jitted = jax.jit(lambda x: gj.hybrid_sampler(model, g, x, sigmas, 2).x)(x_T)
     np.testing.assert_allclose(jitted, gj.hybrid_sampler(model, g, x_T, sigmas, 2).x, rtol=1e-5, atol=1e-5)
+
+
+class Diverged:
+    """A model whose denoiser returns NaN at every noise level (a diverged network; not a pytree)."""
+
+    def __init__(self, g):
+        self.g = g
+
+    def denoise(self, x, sigma):
+        return self.g.denoise(x, sigma) * jnp.nan
+
+
+def test_auto_with_a_model_returning_nan_raises_instead_of_sampling(setup):
+    # D20: the NaN disagreement read as "disagrees everywhere", n_skip = 0, and NaN samples came back
+    g, _, sigmas, x_T = setup
+    with pytest.raises(ValueError, match="`model` returned NaN or infinite values"):
+        gj.hybrid_sampler(Diverged(g), g, x_T, sigmas, "auto")

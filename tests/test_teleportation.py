@@ -129,3 +129,41 @@ def test_bad_arguments(setup):
         auto_sigma_skip(g, gj.Isotropic(np.zeros(D)), sigmas, x_T)
     with pytest.raises(TypeError, match="denoise"):
         auto_sigma_skip(object(), g, sigmas, x_T)
+
+
+class Altered:
+    """The Gaussian's denoiser passed through `change` (not a pytree: opaque to jit)."""
+
+    def __init__(self, g, change):
+        self.g, self.change = g, change
+
+    def denoise(self, x, sigma):
+        return self.change(self.g.denoise(x, sigma), sigma)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d, s: jnp.where(s < 1.0, jnp.nan, d),  # NaN at the low levels only
+    lambda d, s: d.at[3, 0].set(jnp.inf),  # one infinite value
+], ids=["nan-at-low-sigma", "one-inf"])
+def test_a_model_returning_non_finite_values_is_an_error_not_a_choice(setup, change):
+    # D20: the NaN disagreement became inf, so n_skip = 0 was returned as if the model disagreed
+    g, sigmas, x_T = setup
+    with pytest.raises(ValueError, match=r"`model` returned NaN or infinite values at sigma = [\d.]+ on finite states"):
+        auto_sigma_skip(Altered(g, change), g, sigmas, x_T)
+
+
+@pytest.mark.parametrize("change, shape", [
+    (lambda d, s: d[:, :-1], r"\(40, 5\)"),  # one coordinate short
+    (lambda d, s: d[0], r"\(6,\)"),  # one state for the batch: broadcast silently before
+    (lambda d, s: d[:, None], r"\(40, 1, 6\)"),
+], ids=["short", "one-row", "extra-axis"])
+def test_a_model_returning_another_shape_is_named(setup, change, shape):
+    g, sigmas, x_T = setup
+    with pytest.raises(ValueError, match=rf"`model.denoise` returned shape {shape} for states of shape \(40, 6\)"):
+        auto_sigma_skip(Altered(g, change), g, sigmas, x_T)
+
+
+def test_non_finite_initial_states_are_refused(setup):
+    g, sigmas, x_T = setup
+    with pytest.raises(ValueError, match="`x_T` contains NaN or infinite"):
+        auto_sigma_skip(g, g, sigmas, np.where(np.arange(D) == 2, np.nan, x_T))

@@ -17,13 +17,13 @@ from gaussjax.scores.local_delta import LocalDeltaMixture
 from gaussjax.scores.patch import PatchMixture
 from gaussjax.scores.patch_posterior import PatchPosteriorMean
 
-SPEC = re.compile(r"^(ls|els|pspc)(\d+)$|^locality$")
+SPEC = re.compile(r"(ls|els|pspc)([0-9]+)|locality")  # whole string (fullmatch), ASCII digits only
 SPEC_HELP = "ls{k}, els{k} (k odd), pspc{p} or locality"
 
 
 def check_local_spec(spec: str) -> str:
     """`spec` if it names a local model (see the module docstring), else a ValueError naming it."""
-    match = SPEC.match(spec) if isinstance(spec, str) else None
+    match = SPEC.fullmatch(spec) if isinstance(spec, str) else None
     if match is None:
         raise ValueError(f"unknown local model {spec!r}: expected {SPEC_HELP}")
     if match.group(1) in ("ls", "els") and int(match.group(2)) % 2 == 0:
@@ -41,7 +41,7 @@ def make_local_model(spec: str, images: np.ndarray, *, gaussian=None):
         images: the training images.
         gaussian: the Gaussian fitted to `images` (needed by `locality`; fitted here if None).
     """
-    match = SPEC.match(check_local_spec(spec))
+    match = SPEC.fullmatch(check_local_spec(spec))
     kind, size = match.group(1), match.group(2)
     if kind == "ls":
         return PatchMixture(images, int(size))

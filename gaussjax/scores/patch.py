@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -107,7 +109,7 @@ class PatchMixture(LocalModel):
         query = patches(x.reshape(batch, *self.image_shape), self.patch_size)  # (B, P, K)
         inv_variance = jnp.repeat(1.0 / jnp.square(sigma), pixels)  # (B P,)
         if self.equivariant:
-            rows = query.reshape(batch * pixels, -1)
+            rows = query.reshape(batch * pixels, query.shape[-1])  # no -1: batch may be 0
             out = _blocked(lambda q, s: _stream_els(self, q, s), rows, inv_variance, self.chunk_size * pixels)
         else:
             rows = inv_variance.reshape(batch, pixels)
@@ -148,7 +150,7 @@ def _blocked(stream, queries, inv_variance, components: int):
     row of `inv_variance`, `components` the components per chunk); the results `(R, F)`
     are concatenated.
     """
-    per_row = components * (inv_variance.size // max(queries.shape[0], 1))
+    per_row = components * math.prod(inv_variance.shape[1:])  # from the shape: R may be 0
     return map_query_blocks(stream, BLOCK_ELEMENTS // 4 // per_row, queries, inv_variance)
 
 

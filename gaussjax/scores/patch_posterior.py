@@ -139,5 +139,6 @@ def _crop_means(chunks, half_sq_norms, indices, x, inv_variance) -> Float[Array,
 def _average_crops(means: Float[Array, "B K P"], indices: np.ndarray, dim: int) -> Float[Array, "B D"]:
     """Each pixel's mean over the crops that contain it (every pixel is in at least one)."""
     counts = np.bincount(indices.ravel(), minlength=dim)
-    summed = jnp.zeros((means.shape[0], dim), means.dtype).at[:, indices.ravel()].add(means.reshape(means.shape[0], -1))
+    batch = means.shape[0]  # may be 0: every reshape names its sizes (-1 is ambiguous for an empty array)
+    summed = jnp.zeros((batch, dim), means.dtype).at[:, indices.ravel()].add(means.reshape(batch, indices.size))
     return summed / jnp.asarray(counts, means.dtype)[None, :]

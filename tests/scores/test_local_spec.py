@@ -27,7 +27,8 @@ def test_names_build_the_models(images):
 
 @pytest.mark.parametrize("spec, message", [("ls", "unknown"), ("els4x", "unknown"), ("gmm5", "unknown"),
                                            ("LS3", "unknown"), ("", "unknown"), ("els4", "must be odd"),
-                                           ("pspc0", ">= 1")])
+                                           ("pspc0", ">= 1"), ("ls3\n", "unknown"), ("ls\u0663", "unknown"),
+                                           ("els\uff15", "unknown"), ("locality\n", "unknown")])
 def test_bad_names_are_refused(images, spec, message):
     with pytest.raises(ValueError, match=message):
         make_local_model(spec, images)

@@ -164,3 +164,18 @@ def test_bad_inputs_raise_clear_errors(data):
         model.denoise(x[..., :1], 0.5)
     with pytest.raises(NotImplementedError, match="no log_density"):
         model.log_density(x, 0.5)
+
+
+@pytest.mark.parametrize("equivariant", [False, True], ids=["LS", "ELS"])
+@pytest.mark.parametrize("method", ["denoise", "score"])
+@pytest.mark.parametrize("shape", [(0, H * W * C), (0, H, W, C), (2, 0, H, W, C)], ids=["flat", "images", "2x0"])
+def test_an_empty_query_batch_gives_an_empty_result(data, equivariant, method, shape):
+    # D11: the block size was divided by the batch size (ZeroDivisionError)
+    images, _ = data
+    model = PatchMixture(images.astype(np.float32), 3, equivariant=equivariant)
+    x = jnp.zeros(shape, jnp.float32)
+    sigma = jnp.full(shape[:-1] if len(shape) == 2 else shape[:-3], 0.5, jnp.float32)
+    eager = getattr(model, method)(x, sigma)
+    jitted = jax.jit(lambda m, q, s: getattr(m, method)(q, s))(model, x, sigma)
+    for out in (eager, jitted):
+        assert out.shape == shape and out.dtype == jnp.float32
