@@ -7,7 +7,10 @@ Prints median times measured in alternation in this run (see `_timing.py`):
 
 * `frechet_distance` on D = 2048 statistics of 4096 random features each, against
   pytorch-fid's route (`scipy.linalg.sqrtm` of the non-symmetric product), with the
-  ratio and the two values;
+  ratio and the two values; then the accuracy of both on ill-conditioned statistics
+  (a rank-64 structure over two decades plus a noise floor, condition number ~1e8)
+  against the nuclear norm of the centred samples' cross product (float64 SVD), and
+  the distance of the statistics to themselves (0 exactly);
 * `kernel_inception_distance` (JAX, float32) on 10k x 2048 features, against the
   StyleGAN2-ADA / clean-fid loop written in float64 NumPy, over the same number of
   subsets of 1000 (fewer than the default 100, to keep the run short: the time is
@@ -77,6 +80,20 @@ def inception_like(rng, n, dim, rank=None):
     return np.maximum(rng.normal(size=(n, rank)).astype(np.float32) @ mixing + 0.3, 0)
 
 
+def ill_conditioned(rng, n, dim, rank=64, noise=0.05):
+    """A rank-`rank` structure over two decades of scale plus an isotropic noise floor."""
+    basis = np.linalg.qr(rng.normal(size=(dim, rank)))[0]
+    return (rng.normal(size=(n, rank)) * np.logspace(0, 2, rank)) @ basis.T + noise * rng.normal(size=(n, dim))
+
+
+def fd_from_samples(Xa, Xb):
+    """The FD from the samples: tr((A B)^1/2) is the nuclear norm of `Xa_c Xb_c^T / sqrt((Na-1)(Nb-1))`."""
+    ca, cb = Xa - Xa.mean(axis=0), Xb - Xb.mean(axis=0)
+    trace_sqrt = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / np.sqrt((len(Xa) - 1) * (len(Xb) - 1))
+    diff = Xa.mean(axis=0) - Xb.mean(axis=0)
+    return diff @ diff + np.sum(ca * ca) / (len(Xa) - 1) + np.sum(cb * cb) / (len(Xb) - 1) - 2 * trace_sqrt
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -103,6 +120,14 @@ def main():
     print(f"  pytorch-fid sqrtm  {times['pytorch-fid sqrtm']:8.3f} s   FD = {theirs:.10g}"
           f"   (relative difference {abs(ours - theirs) / ours:.1e})")
     print(f"  speed-up: {times['pytorch-fid sqrtm'] / times['frechet_distance']:.1f}x")
+    Xa, Xb = ill_conditioned(rng, fd_samples, dim), 1.1 * ill_conditioned(rng, fd_samples, dim)
+    a, b = FeatureStats.from_features(Xa), FeatureStats.from_features(Xb)
+    exact = fd_from_samples(Xa, Xb)
+    print(f"\nill-conditioned statistics (condition number {np.linalg.cond(a.cov):.1e}), exact FD = {exact:.10g}")
+    for name, fd in (("frechet_distance", frechet_distance), ("pytorch-fid sqrtm", lambda a, b: pytorch_fid(
+            a.mean, a.cov, b.mean, b.cov))):
+        print(f"  {name:18s} relative error {abs(fd(a, b) - exact) / exact:.1e}, "
+              f"FD(a, a) / tr(A) = {fd(a, a) / np.trace(a.cov):.1e}")
 
     # KID
     real = inception_like(rng, kid_rows, dim)
