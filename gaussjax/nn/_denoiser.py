@@ -7,9 +7,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import check_query
+from gaussjax._checks import check_finite, check_query
 from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.conventions import score_from_denoiser
 from gaussjax.nn._precond import (
@@ -38,7 +39,7 @@ class NeuralDenoiser:
         image_shape: `(H, W, C)`; default `(R, R, C)`, `R = net.img_resolution`, `C = net.in_channels`
             (an iDDPM net outputs `2 C` channels; `D` keeps the first `C`).
         class_labels: `(label_dim,)` for every query or `(..., label_dim)` per query, for a
-            conditional network; None: zeros (EDM's default).
+            conditional network, finite in float32 (checked when concrete); None: zeros (EDM's default).
     """
 
     module: EDMPrecond | VPPrecond | VEPrecond | iDDPMPrecond = static_field()
@@ -59,9 +60,11 @@ class NeuralDenoiser:
         if self.class_labels is not None:
             if not net.label_dim:
                 raise ValueError("`class_labels` given, but the network is unconditional (label_dim = 0)")
-            labels = jnp.asarray(self.class_labels, jnp.float32)
+            with np.errstate(over="ignore"):  # overflow to inf is refused below
+                labels = jnp.asarray(self.class_labels, jnp.float32)
             if labels.ndim == 0 or labels.shape[-1] != net.label_dim:
                 raise ValueError(f"`class_labels` must have shape (..., {net.label_dim}), got {labels.shape}")
+            check_finite("class_labels", labels)
             object.__setattr__(self, "class_labels", labels)
 
     @property

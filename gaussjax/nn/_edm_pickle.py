@@ -12,12 +12,17 @@ buffers are used; they are mapped onto the Flax modules of `gaussjax.nn`:
 Anything else in the file (another class, an unknown constructor argument, a buffer or a
 parameter gaussjax has no place for) is an error that names it. The network computes in
 float32 whatever `use_fp16` says (EDM's fp16 path is a CUDA speed option).
+
+The cost is linear in the file's size: the constructor arguments are checked
+(`gaussjax.nn._stored_config`) and the network must not need more parameters than the file
+stores elements before anything is built, and no tensor is converted before its shape is
+known to be the one the network expects.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import reprlib
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +31,7 @@ import numpy as np
 from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._dhariwal import DhariwalUNet
 from gaussjax.nn._precond import EDMPrecond, VEPrecond, VPPrecond, check_iddpm_u, iDDPMPrecond
+from gaussjax.nn._stored_config import check_parameter_budget, stored_arguments
 from gaussjax.nn._torch_pickle import ModuleRecord, read_edm_pickle
 from gaussjax.nn._torch_state import variables_from_state_dict
 from gaussjax.nn._unet import SongUNet
@@ -34,6 +40,7 @@ PRECONDITIONERS = {cls.__name__: cls for cls in (EDMPrecond, VPPrecond, VEPrecon
 NETWORKS = {cls.__name__: cls for cls in (SongUNet, DhariwalUNet)}
 # Constructor arguments of EDM's preconditioners that describe the wrapped network (or a CUDA option).
 NETWORK_ARGUMENTS = ("img_resolution", "img_channels", "label_dim", "use_fp16", "model_type")
+FREQS = "model.map_noise.freqs"  # NCSN++'s Fourier frequencies: `SongUNet.fourier_freqs`
 
 
 def load_edm_pickle(path: str | os.PathLike, *, network: str = "ema") -> NeuralDenoiser:
@@ -53,8 +60,11 @@ def load_edm_pickle(path: str | os.PathLike, *, network: str = "ema") -> NeuralD
 
     Raises:
         UnsafePickleError: the file references anything outside the allow-list.
-        ValueError: the file holds no `network`, or a class, argument, parameter or buffer
-            that gaussjax cannot map (named in the message).
+        ValueError: naming the file and what is wrong: the file holds no `network`, or a
+            class, argument, parameter or buffer that gaussjax cannot map, an argument out
+            of range (e.g. a non-finite `sigma_data`), a network larger than the elements
+            the file stores (or tensors that are views repeating elements), or non-finite
+            weights.
     """
     snapshot = read_edm_pickle(path)
     record = snapshot.get(network) if isinstance(snapshot, dict) else None
@@ -73,13 +83,16 @@ def denoiser_from_record(record: ModuleRecord, *, source: str = "the snapshot") 
         raise ValueError(f"{source}: the {record.class_name} has no `model` network")
     net_class = _lookup(NETWORKS, model, "network", source)
     parameters, buffers = _flatten(record)
+    precond_where, net_where = f"{source}: {record.class_name}", f"{source}: {record.class_name}.model"
 
-    net_kwargs = _arguments(model, net_class, source, ignore=())
-    freqs = buffers.pop("model.map_noise.freqs", None)
+    net_kwargs = _arguments(model, net_class, net_where, ignore=())
+    precond_kwargs = _arguments(record, precond_class, precond_where, ignore=_model_arguments(record))
+    check_parameter_budget(net_class, net_kwargs, _stored_elements(parameters, source), net_where)
+    net = _build(net_class, net_kwargs, net_where)
+    freqs = buffers.pop(FREQS, None)
     if freqs is not None:
-        net_kwargs["fourier_freqs"] = tuple(np.asarray(freqs, np.float32).tolist())
-    net = net_class(**net_kwargs)
-    precond = precond_class(net=net, **_arguments(record, precond_class, source, ignore=_model_arguments(record)))
+        net = _build(net_class, {**net_kwargs, "fourier_freqs": _fourier_freqs(freqs, net, source)}, net_where)
+    precond = _build(precond_class, {"net": net, **precond_kwargs}, precond_where)
     _check_buffers(buffers, precond, source)
 
     c = net.in_channels
@@ -106,24 +119,63 @@ def _model_arguments(record: ModuleRecord) -> tuple[str, ...]:
     return NETWORK_ARGUMENTS + tuple(model.init_kwargs)
 
 
-def _arguments(record: ModuleRecord, cls, source: str, *, ignore) -> dict:
-    """`record.init_kwargs` as keyword arguments of the Flax module `cls`; an unknown one is an error."""
+def _arguments(record: ModuleRecord, cls, where: str, *, ignore) -> dict:
+    """`record.init_kwargs` but those in `ignore`, checked as keyword arguments of the Flax module `cls`."""
     if record.init_args:
-        raise ValueError(f"{source}: the {record.class_name} was built with positional arguments "
-                         f"{record.init_args!r}; gaussjax reads keyword arguments only")
-    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "net"}
-    kwargs, unknown = {}, []
-    for key, value in record.init_kwargs.items():
-        if key in ignore:
-            continue
-        if key not in fields:
-            unknown.append(key)
-            continue
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
-    if unknown:
-        raise ValueError(f"{source}: {cls.__name__} argument(s) {', '.join(map(repr, unknown))} have no gaussjax "
-                         "counterpart")
-    return kwargs
+        raise ValueError(f"{where} was built with positional arguments {reprlib.repr(record.init_args)}; gaussjax "
+                         "reads keyword arguments only")
+    return stored_arguments(cls, {k: v for k, v in record.init_kwargs.items() if k not in ignore}, where)
+
+
+def _build(cls, kwargs: dict, where: str):
+    """`cls(**kwargs)`; its TypeError or ValueError (naming the argument) as a ValueError naming `where`."""
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _stored_elements(parameters: dict, source: str) -> int:
+    """The number of elements of the parameters, once they are known to be distinct elements of the file.
+
+    A tensor is a strided view of a storage, so a stride-0 view, or tensors viewing the same
+    storage, make a few stored bytes stand for any number of elements. The parameters' bytes
+    must not exceed the bytes of memory their views span together (EDM's networks, one
+    storage per parameter, meet this with equality).
+    """
+    arrays = [array for array in parameters.values() if array.size]
+    covered = reach = 0
+    for low, high in sorted(map(_byte_span, arrays)):
+        covered += max(0, high - max(low, reach))
+        reach = max(reach, high)
+    nbytes = sum(array.nbytes for array in arrays)
+    if nbytes > covered:
+        raise ValueError(f"{source}: the parameters hold {nbytes} bytes of elements in {covered} bytes of storage: "
+                         "tensors that repeat elements (stride-0 or overlapping views) are refused")
+    return sum(array.size for array in arrays)
+
+
+def _byte_span(array: np.ndarray) -> tuple[int, int]:
+    """`(low, high)`: the addresses of the bytes between a non-empty array's first and last elements."""
+    start = array.__array_interface__["data"][0]
+    extents = [(n - 1) * stride for n, stride in zip(array.shape, array.strides)]
+    return start + sum(min(e, 0) for e in extents), start + sum(max(e, 0) for e in extents) + array.itemsize
+
+
+def _fourier_freqs(value: np.ndarray, net, source: str) -> tuple[float, ...]:
+    """The buffer `FREQS` as `SongUNet.fourier_freqs`: its shape checked before it is converted, then its values."""
+    if not (isinstance(net, SongUNet) and net.embedding_type == "fourier"):
+        raise ValueError(f"{source}: buffer {FREQS!r} has no gaussjax counterpart: the {type(net).__name__} has no "
+                         "Fourier embedding")
+    expected = (net.noise_channels // 2,)
+    if value.shape != expected:
+        raise ValueError(f"{source}: buffer {FREQS!r} has shape {value.shape}; the network's Fourier embedding "
+                         f"takes model_channels * channel_mult_noise / 2 = {expected[0]} frequencies")
+    with np.errstate(over="ignore"):  # overflow to inf is refused below
+        freqs = np.asarray(value, np.float32)
+    if not np.isfinite(freqs).all():
+        raise ValueError(f"{source}: buffer {FREQS!r} holds NaN or infinite frequencies")
+    return tuple(freqs.tolist())
 
 
 def _flatten(record: ModuleRecord, prefix: str = "") -> tuple[dict, dict]:
@@ -144,18 +196,18 @@ def _flatten(record: ModuleRecord, prefix: str = "") -> tuple[dict, dict]:
 
 
 def _check_buffers(buffers: dict, precond, source: str) -> None:
-    """Every buffer must be a constant the Flax module computes itself, with the same value."""
+    """Every buffer must be a constant the Flax module computes itself, with the same size, then the same value."""
     for name, value in buffers.items():
-        value = np.asarray(value, np.float64)
         if name == "u" and isinstance(precond, iDDPMPrecond):
             try:
-                check_iddpm_u(value, precond.C_1, precond.C_2, precond.M)
+                check_iddpm_u(value, precond.C_1, precond.C_2, int(precond.M))
             except ValueError as error:
                 raise ValueError(f"{source}: buffer 'u': {error}") from None
         elif name.endswith(".resample_filter"):
             taps = np.asarray(getattr(precond.net, "resample_filter", (1, 1)), np.float64)
             expected = np.outer(taps, taps) / np.square(taps.sum())
-            if value.reshape(-1).size != expected.size or not np.allclose(value.reshape(expected.shape), expected):
+            if value.size != expected.size or not np.allclose(np.asarray(value, np.float64).reshape(expected.shape),
+                                                              expected):
                 raise ValueError(f"{source}: buffer {name!r} is not the resampling filter {tuple(taps)} of "
                                  f"the {type(precond.net).__name__}")
         else:

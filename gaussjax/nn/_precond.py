@@ -17,8 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax._checks import check_finite, check_nonnegative_real, is_concrete
+
 _NET_ATTRIBUTES = ("img_resolution", "in_channels", "out_channels", "label_dim")
 COMPUTE_DTYPES = (None, "bfloat16", "float16")  # `compute_dtype` of the preconditioners (None: float32)
+MAX_IDDPM_M = 100_000  # largest iDDPM table (`iddpm_u` runs M float32 steps in Python)
 
 
 def _floating(sigma):
@@ -127,10 +130,11 @@ def check_iddpm_u(u, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, rtol
     Entries must agree to `rtol` relative (EDM's own float32 table differs from ours
     by ~1e-5 in the last entries, where it is most sensitive to rounding).
     """
-    u = np.asarray(u, np.float64)
+    u = np.asarray(u)
+    if u.shape != (M + 1,):  # (before any conversion: `u` may be a view of a few bytes posing as many)
+        raise ValueError(f"`u` must have shape (M + 1,) = {(M + 1,)}, got {u.shape}")
+    u = u.astype(np.float64)
     expected = iddpm_u(C_1, C_2, M).astype(np.float64)
-    if u.shape != expected.shape:
-        raise ValueError(f"`u` must have shape (M + 1,) = {expected.shape}, got {u.shape}")
     error = np.abs(u - expected) > rtol * np.abs(expected)
     if np.any(error | ~np.isfinite(u)):
         k = int(np.argmax(error | ~np.isfinite(u)))
@@ -165,6 +169,14 @@ def iddpm_preconditioning(sigma, u):
     return jnp.ones_like(sigma), -sigma, jax.lax.rsqrt(jnp.square(sigma) + 1), c_noise
 
 
+def _check_timesteps(M, maximum: int | None = None) -> None:
+    """`M` (DDPM's number of timesteps) must be an integer-valued real >= 2 (and <= `maximum`)."""
+    check_nonnegative_real("M", M)
+    if int(M) != M or M < 2 or (maximum is not None and M > maximum):
+        bound = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"`M` must be an integer >= 2{bound}, got {M}")
+
+
 def _check_net(net, out_per_in: int, owner: str):
     """`net` is a Flax module with EDM's network attributes, and `out_channels = out_per_in * in_channels`."""
     missing = [a for a in _NET_ATTRIBUTES if not hasattr(net, a)]
@@ -188,7 +200,8 @@ class _Preconditioner(nn.Module):
     gradients and optimizer state stay float32: mixed precision), normalisation
     statistics stay float32, and `F`'s output is cast back to float32 before the
     skip connection. Unconditional nets ignore
-    `class_labels`; conditional ones get zeros when none are given (EDM's default).
+    `class_labels`; conditional ones get zeros when none are given (EDM's default), and
+    concrete labels must be finite.
     Parameters live under `params['params']['net']`.
 
     Call: `x (N, H, W, C)` images, `sigma` a scalar or `(N,)`, `class_labels (N,
@@ -237,6 +250,9 @@ class _Preconditioner(nn.Module):
         if label_dim:
             if class_labels is None:
                 class_labels = jnp.zeros((n, label_dim), jnp.float32)
+            elif is_concrete(class_labels):
+                with np.errstate(over="ignore"):  # overflow to inf is refused
+                    check_finite("class_labels", np.asarray(class_labels, np.float32))
             class_labels = jnp.asarray(class_labels, jnp.float32).reshape(-1, label_dim)
             if class_labels.shape[0] == 1:
                 class_labels = jnp.broadcast_to(class_labels, (n, label_dim))
@@ -257,11 +273,14 @@ class EDMPrecond(_Preconditioner):
     parameter layout as described in `_Preconditioner`.
     """
 
-    sigma_data: float = 0.5  # Expected standard deviation of the training data.
+    sigma_data: float = 0.5  # Expected standard deviation of the training data (its square a normal float32).
 
     def _check_arguments(self):
-        if not self.sigma_data > 0:
-            raise ValueError(f"`sigma_data` must be > 0, got {self.sigma_data}")
+        check_nonnegative_real("sigma_data", self.sigma_data)
+        tiny, huge = np.sqrt(np.finfo(np.float32).smallest_normal), np.sqrt(np.finfo(np.float32).max)
+        if not tiny <= self.sigma_data <= huge:
+            raise ValueError(f"`sigma_data` must be in [{tiny:.3g}, {huge:.3g}] (its square a normal float32 "
+                             f"number), got {self.sigma_data}")
 
     @nn.nowrap
     def scalings(self, sigma):
@@ -289,13 +308,11 @@ class VPPrecond(_Preconditioner):
     epsilon_t: float = 1e-5  # Minimum t-value used during training.
 
     def _check_arguments(self):
-        if not self.beta_d > 0:
+        if not check_nonnegative_real("beta_d", self.beta_d) > 0:
             raise ValueError(f"`beta_d` must be > 0, got {self.beta_d}")
-        if not self.beta_min >= 0:
-            raise ValueError(f"`beta_min` must be >= 0, got {self.beta_min}")
-        if int(self.M) != self.M or self.M < 2:
-            raise ValueError(f"`M` must be an integer >= 2, got {self.M}")
-        if not 0 < self.epsilon_t < 1:
+        check_nonnegative_real("beta_min", self.beta_min)
+        _check_timesteps(self.M)
+        if not 0 < check_nonnegative_real("epsilon_t", self.epsilon_t) < 1:
             raise ValueError(f"`epsilon_t` must be in (0, 1), got {self.epsilon_t}")
 
     @nn.nowrap
@@ -318,6 +335,8 @@ class VEPrecond(_Preconditioner):
     sigma_max: float = 100.0  # Maximum supported noise level.
 
     def _check_arguments(self):
+        check_nonnegative_real("sigma_min", self.sigma_min)
+        check_nonnegative_real("sigma_max", self.sigma_max)
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"`sigma_min` and `sigma_max` must satisfy 0 < sigma_min < sigma_max, got "
                              f"{self.sigma_min} and {self.sigma_max}")
@@ -331,8 +350,8 @@ class iDDPMPrecond(_Preconditioner):
     """The improved-DDPM denoiser (ADM "iDDPM", EDM Table 1): scalings of `iddpm_preconditioning`.
 
     `net.out_channels` must be `2 * net.in_channels` (the learned variance, unused
-    here). The noise levels are the table `u = iddpm_u(C_1, C_2, M)`; `sigma_min = u_{M-1}`,
-    `sigma_max = u_0`, and `round_sigma` maps `sigma` to the nearest entry.
+    here). The noise levels are the table `u = iddpm_u(C_1, C_2, M)` (`M <= MAX_IDDPM_M`);
+    `sigma_min = u_{M-1}`, `sigma_max = u_0`, and `round_sigma` maps `sigma` to the nearest entry.
     """
 
     C_1: float = 0.001  # Timestep adjustment at low noise levels.
@@ -342,12 +361,10 @@ class iDDPMPrecond(_Preconditioner):
     out_per_in = 2
 
     def _check_arguments(self):
-        if not 0 < self.C_1 <= 1:
+        if not 0 < check_nonnegative_real("C_1", self.C_1) <= 1:
             raise ValueError(f"`C_1` must be in (0, 1], got {self.C_1}")
-        if not self.C_2 >= 0:
-            raise ValueError(f"`C_2` must be >= 0, got {self.C_2}")
-        if int(self.M) != self.M or self.M < 2:
-            raise ValueError(f"`M` must be an integer >= 2, got {self.M}")
+        check_nonnegative_real("C_2", self.C_2)
+        _check_timesteps(self.M, MAX_IDDPM_M)
 
     @property
     def u(self) -> np.ndarray:

@@ -9,16 +9,21 @@ Tensor names are the dotted Flax variable paths (`params.net.enc_8x8_conv.kernel
 `__metadata__["gaussjax"]` is a JSON string `{"format": "gaussjax.network/1",
 "precond": {"class", "kwargs"}, "net": {"class", "kwargs"}, "image_shape": [H, W, C]}`,
 plus `"class_labels"` for a denoiser with fixed class labels. Classes are resolved
-through an allow-list, so loading a file never runs code named by the file.
+through an allow-list, so loading a file never runs code named by the file; constructor
+arguments too (`gaussjax.nn._stored_config`), and the network they describe must not need
+more parameters than the file stores tensor elements, so a file's cost is linear in its size.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import importlib
 import json
+import math
 import os
+import reprlib
 import struct
+import tempfile
 from pathlib import Path
 
 import jax
@@ -29,6 +34,7 @@ from flax import traverse_util
 
 from gaussjax._checks import check_choice
 from gaussjax.nn._denoiser import NeuralDenoiser
+from gaussjax.nn._stored_config import check_parameter_budget, constructor_arguments, stored_arguments
 
 FORMAT = "gaussjax.network/1"
 PRECOND_CLASSES = ("EDMPrecond", "VPPrecond", "VEPrecond", "iDDPMPrecond")
@@ -37,11 +43,11 @@ DTYPES = {name: np.dtype(dtype).newbyteorder("<")  # little-endian, whatever the
           for name, dtype in (("F32", np.float32), ("F16", np.float16), ("BF16", ml_dtypes.bfloat16))}
 STORAGE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
-_NOT_CONFIG = ("parent", "name", "net")  # Flax bookkeeping fields, and the sub-module stored on its own
+MAX_DIGITS = 40  # longer JSON integer literals are not converted (Python's int() is quadratic in the digits)
 
 
 def module_config(module) -> dict:
-    """`{"class", "kwargs"}` of a Flax module: every dataclass field but `parent`, `name`, `net`; tuples as lists."""
+    """`{"class", "kwargs"}` of a Flax module: its `constructor_arguments`; tuples as lists."""
 
     def plain(name, value):
         if isinstance(value, (tuple, list)):
@@ -50,19 +56,14 @@ def module_config(module) -> dict:
             return value
         raise TypeError(f"field `{name}` of {type(module).__name__} is a {type(value).__name__}, not storable as JSON")
 
-    fields = (f.name for f in dataclasses.fields(module) if f.name not in _NOT_CONFIG)
+    fields = constructor_arguments(type(module))
     return {"class": type(module).__name__, "kwargs": {name: plain(name, getattr(module, name)) for name in fields}}
-
-
-def _as_tuples(value):
-    """JSON lists back to the tuples Flax module fields hold (nested lists too)."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def resolve_class(kind: str, name, allowed: tuple[str, ...], where: str):
     """The `gaussjax.nn` class called `name`, if it is in `allowed`; `ValueError` naming `where` otherwise."""
-    if name not in allowed:
-        raise ValueError(f"{where}: unknown {kind} class {name!r}; expected one of {', '.join(allowed)}")
+    if not isinstance(name, str) or name not in allowed:
+        raise ValueError(f"{where}: unknown {kind} class {reprlib.repr(name)}; expected one of {', '.join(allowed)}")
     cls = getattr(importlib.import_module("gaussjax.nn"), name, None)
     if cls is None:
         raise ValueError(f"{where}: {kind} class {name!r} is not available in this version of gaussjax.nn")
@@ -93,7 +94,8 @@ def save_safetensors(path, denoiser: NeuralDenoiser, *, dtype: str = "float32") 
     """Write `denoiser` (network config, image shape, class labels and variables) to a safetensors file.
 
     Args:
-        path: the file to write (replaced atomically: a temporary file is renamed over it).
+        path: the file to write (replaced atomically: a uniquely named temporary file in the
+            same directory is renamed over it, and removed if anything fails).
         denoiser: a `NeuralDenoiser` whose network classes are in `PRECOND_CLASSES` / `NET_CLASSES`.
         dtype: storage type of every variable: `"float32"`, `"float16"` or `"bfloat16"`
             (loading converts back to the network's float32).
@@ -117,14 +119,51 @@ def save_safetensors(path, denoiser: NeuralDenoiser, *, dtype: str = "float32") 
         offset += array.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # pad with spaces so the data starts 8-byte aligned
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(struct.pack("<Q", len(encoded)))
-        file.write(encoded)
-        for array in arrays:
-            file.write(array.reshape(-1).view(np.uint8))
-    os.replace(temporary, path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(struct.pack("<Q", len(encoded)))
+            file.write(encoded)
+            for array in arrays:
+                file.write(array.reshape(-1).view(np.uint8))
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's file is private (0600); give the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     return path
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _LongInteger:
+    """A JSON integer literal of more than `MAX_DIGITS` digits, left unconverted; every check refuses it."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer literal too long to read ({self.digits} digits)"
+
+
+def _parse_int(text: str):
+    return int(text) if len(text) <= MAX_DIGITS else _LongInteger(len(text.lstrip("-")))
+
+
+def _parse_json(text, message: str):
+    """`text` (str or bytes) parsed as JSON; a ValueError starting with `message` if it is not JSON or too deep."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:
+        raise ValueError(f"{message} (its JSON nests too deeply)") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{message} (not JSON: {error})") from None
 
 
 def read_header(file, size: int, where: str) -> tuple[dict, dict]:
@@ -138,10 +177,7 @@ def read_header(file, size: int, where: str) -> tuple[dict, dict]:
     (length,) = struct.unpack("<Q", file.read(8))
     if length > min(MAX_HEADER_BYTES, size - 8):
         raise ValueError(f"{where} has a corrupt header: it declares {length} header bytes in a {size}-byte file")
-    try:
-        header = json.loads(file.read(length))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{where} has a corrupt header (not JSON): {error}") from None
+    header = _parse_json(file.read(length), f"{where} has a corrupt header")
     if not isinstance(header, dict):
         raise ValueError(f"{where} has a corrupt header: a JSON {type(header).__name__}, not an object")  # noqa: TRY004 (bad file contents)
     metadata = header.pop("__metadata__", None) or {}
@@ -164,13 +200,14 @@ def _tensor_entry(name: str, entry, where: str) -> tuple[np.dtype, tuple[int, ..
     if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list) and isinstance(entry.get("data_offsets"), list)
             and all(type(s) is int and s >= 0 for s in entry["shape"] + entry["data_offsets"])
             and len(entry["data_offsets"]) == 2):
-        raise ValueError(f"{where}: header entry of tensor {name} is malformed: {str(entry)[:200]}")
-    if entry.get("dtype") not in DTYPES:
-        raise ValueError(f"{where}: tensor {name} has dtype {entry.get('dtype')!r}; supported: {', '.join(DTYPES)}")
+        raise ValueError(f"{where}: header entry of tensor {name} is malformed: {reprlib.repr(entry)}")
+    if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in DTYPES:
+        raise ValueError(f"{where}: tensor {name} has dtype {reprlib.repr(entry.get('dtype'))}; supported: "
+                         f"{', '.join(DTYPES)}")
     dtype, shape, (begin, end) = DTYPES[entry["dtype"]], tuple(entry["shape"]), entry["data_offsets"]
-    if end - begin != int(np.prod(shape)) * dtype.itemsize:
+    if end - begin != math.prod(shape) * dtype.itemsize:
         raise ValueError(f"{where}: tensor {name} spans bytes [{begin}, {end}), not the "
-                         f"{int(np.prod(shape)) * dtype.itemsize} of a {entry['dtype']} array of shape {shape}")
+                         f"{math.prod(shape) * dtype.itemsize} of a {entry['dtype']} array of shape {shape}")
     return dtype, shape, begin, end
 
 
@@ -178,31 +215,50 @@ def parse_metadata(metadata: dict, where: str) -> dict:
     """The `gaussjax` metadata as a dict, checked for the format and the keys it must have."""
     if "gaussjax" not in metadata:
         raise ValueError(f"{where} is not a gaussjax network: its `__metadata__` has no 'gaussjax' entry")
-    try:
-        config = json.loads(metadata["gaussjax"])
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: the 'gaussjax' metadata is not JSON: {error}") from None
+    config = _parse_json(metadata["gaussjax"], f"{where}: the 'gaussjax' metadata is malformed")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else config
-        raise ValueError(f"{where}: unknown network format {found!r}; this gaussjax reads {FORMAT!r}")
+        raise ValueError(f"{where}: unknown network format {reprlib.repr(found)}; this gaussjax reads {FORMAT!r}")
     for key in ("precond", "net"):
         if not (isinstance(config.get(key), dict) and isinstance(config[key].get("kwargs"), dict)):
             raise ValueError(  # noqa: TRY004 (bad file contents)
                 f"{where}: the 'gaussjax' metadata needs {key!r}: {{'class': ..., 'kwargs': {{...}}}}")
     shape = config.get("image_shape")
     if not (isinstance(shape, list) and len(shape) == 3 and all(type(s) is int and s > 0 for s in shape)):
-        raise ValueError(f"{where}: the 'gaussjax' metadata needs 'image_shape': [H, W, C]")
+        raise ValueError(f"{where}: the 'gaussjax' metadata needs 'image_shape': [H, W, C] of positive integers, "
+                         f"got {reprlib.repr(shape)}")
+    if "class_labels" in config:
+        config["class_labels"] = _class_labels(config["class_labels"], where)
     return config
 
 
-def build_module(config: dict, where: str):
-    """The preconditioned network described by the `gaussjax` metadata, classes from the allow-lists."""
+def _class_labels(value, where: str) -> np.ndarray:
+    """Stored class labels: a (nested) list of numbers as a float32 array (`NeuralDenoiser` checks the rest)."""
+    try:
+        labels = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):  # ragged nesting, too deep for NumPy
+        labels = None
+    if labels is None or labels.ndim == 0 or labels.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: 'class_labels' must be a list (or nested lists) of numbers, "
+                         f"got {reprlib.repr(value)}")
+    with np.errstate(over="ignore"):  # overflow to inf is refused as non-finite
+        return labels.astype(np.float32)
+
+
+def build_module(config: dict, where: str, stored: int):
+    """The preconditioned network described by the `gaussjax` metadata, classes and arguments from the allow-lists.
+
+    `stored` is the number of tensor elements in the file: a network that needs more
+    parameters is refused before it is built (`check_parameter_budget`).
+    """
     precond_cls = resolve_class("precond", config["precond"].get("class"), PRECOND_CLASSES, where)
     net_cls = resolve_class("net", config["net"].get("class"), NET_CLASSES, where)
-    kwargs = {key: {k: _as_tuples(v) for k, v in config[key]["kwargs"].items()} for key in ("precond", "net")}
+    precond_kwargs = stored_arguments(precond_cls, config["precond"]["kwargs"], f"{where}: precond.kwargs")
+    net_kwargs = stored_arguments(net_cls, config["net"]["kwargs"], f"{where}: net.kwargs")
+    check_parameter_budget(net_cls, net_kwargs, stored, f"{where}: net.kwargs")
     try:
-        return precond_cls(net=net_cls(**kwargs["net"]), **kwargs["precond"])
-    except TypeError as error:
+        return precond_cls(net=net_cls(**net_kwargs), **precond_kwargs)
+    except (TypeError, ValueError) as error:
         raise ValueError(f"{where}: the stored configuration does not build {precond_cls.__name__}"
                          f"({net_cls.__name__}): {error}") from None
 
@@ -231,15 +287,18 @@ def load_safetensors(path) -> NeuralDenoiser:
     """The `NeuralDenoiser` that `save_safetensors` wrote to `path`.
 
     The network is rebuilt from the stored configuration (classes only from
-    `PRECOND_CLASSES` / `NET_CLASSES` in `gaussjax.nn`), every tensor's name and shape is
-    checked against the variables the network's `init` makes, and float16/bfloat16
-    tensors are converted to the variables' dtype. The data is read from disk once.
+    `PRECOND_CLASSES` / `NET_CLASSES` in `gaussjax.nn`, constructor arguments only from
+    their allow-list), every tensor's name and shape is checked against the variables the
+    network's `init` makes, and float16/bfloat16 tensors are converted to the variables'
+    dtype. The data is read from disk once. Time and memory are linear in the file's size.
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: the file is truncated or malformed, is not a gaussjax network of
-            format `FORMAT`, names an unknown or unavailable class, or its tensors do not
-            match the network (missing, extra or wrongly shaped: the error names the tensor).
+        ValueError: naming the file and the field or tensor: the file is truncated or
+            malformed, is not a gaussjax network of format `FORMAT`, names an unknown or
+            unavailable class or constructor argument, describes a network larger than its
+            tensors, holds non-finite weights, class labels or `sigma_data`, or its tensors or
+            `image_shape` do not match the network (missing, extra or wrongly shaped).
     """
     path = Path(path)
     if not path.is_file():
@@ -248,14 +307,24 @@ def load_safetensors(path) -> NeuralDenoiser:
     with open(path, "rb") as file:
         tensors, metadata = read_header(file, path.stat().st_size, where)
         config = parse_metadata(metadata, where)
-        module = build_module(config, where)
-        expected = expected_variables(module, tuple(config["image_shape"]))
+        module = build_module(config, where, stored=sum(math.prod(shape) for _, shape, _, _ in tensors.values()))
+        net = module.net
+        image_shape = (net.img_resolution, net.img_resolution, net.in_channels)
+        if tuple(config["image_shape"]) != image_shape:
+            raise ValueError(f"{where}: 'image_shape' {config['image_shape']} is not the network's (img_resolution, "
+                             f"img_resolution, in_channels) = {list(image_shape)}")
+        expected = expected_variables(module, image_shape)
         check_tensors(tensors, expected, where)
         data = np.fromfile(file, dtype=np.uint8)  # the one copy
     flat = {}
     for name, spec in expected.items():
         dtype, shape, begin, end = tensors[name]
-        flat[tuple(name.split("."))] = jnp.asarray(data[begin:end].view(dtype).reshape(shape), spec.dtype)
-    labels = config.get("class_labels")
-    return NeuralDenoiser(module=module, params=traverse_util.unflatten_dict(flat),
-                          image_shape=tuple(config["image_shape"]), class_labels=labels)
+        value = data[begin:end].view(dtype).reshape(shape).astype(spec.dtype)
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: tensor {name} holds NaN or infinite values")
+        flat[tuple(name.split("."))] = jnp.asarray(value)
+    try:
+        return NeuralDenoiser(module=module, params=traverse_util.unflatten_dict(flat), image_shape=image_shape,
+                              class_labels=config.get("class_labels"))
+    except ValueError as error:  # the class labels
+        raise ValueError(f"{where}: {error}") from None

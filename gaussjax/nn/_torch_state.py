@@ -69,11 +69,12 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], expected) ->
 
     Raises:
         ValueError: naming every entry with no Flax counterpart, every Flax parameter the
-            state dict lacks, and any shape that differs.
+            state dict lacks, any shape that differs, and every entry with NaN or infinite
+            values in float32. An entry is converted only once its shape is known to fit.
     """
     shapes = {tuple(k.key for k in path): tuple(leaf.shape)
               for path, leaf in jax.tree_util.tree_leaves_with_path(expected["params"])}
-    params, unknown, mismatched = {}, [], {}
+    params, unknown, mismatched, non_finite = {}, [], {}, []
     for name, value in state_dict.items():
         path = flax_path(name)
         flax = flax_value(name, value)
@@ -83,19 +84,21 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], expected) ->
         if tuple(flax.shape) != shapes[path]:
             mismatched[path] = f"{name} {np.shape(value)} as {'/'.join(path)} {flax.shape}, expected {shapes[path]}"
             continue
-        value = flax
+        with np.errstate(over="ignore"):  # overflow to inf is reported below
+            value = np.asarray(flax, np.float32)
+        if not np.isfinite(value).all():
+            non_finite.append(name)
         node = params
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = np.asarray(value, np.float32)
+        node[path[-1]] = value
     missing = sorted("/".join(p) for p in shapes if p not in mismatched and not _has(params, p))
     problems = []
-    if unknown:
-        problems.append(f"entries with no gaussjax parameter: {', '.join(unknown[:8])}"
-                        + (f" (and {len(unknown) - 8} more)" if len(unknown) > 8 else ""))
-    if missing:
-        problems.append(f"parameters the state dict lacks: {', '.join(missing[:8])}"
-                        + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else ""))
+    for label, names in (("entries with no gaussjax parameter", unknown), ("parameters the state dict lacks", missing),
+                         ("entries with NaN or infinite values", non_finite)):
+        if names:
+            problems.append(f"{label}: {', '.join(names[:8])}" + (f" (and {len(names) - 8} more)" if len(names) > 8
+                                                                   else ""))
     if mismatched:
         problems.append(f"shapes that differ: {'; '.join(list(mismatched.values())[:8])}")
     if problems:

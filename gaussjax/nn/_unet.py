@@ -267,13 +267,15 @@ def _validate(config: SongUNet) -> None:
     check_choice("embedding_type", config.embedding_type, ("positional", "fourier"))
     check_positive_int("channel_mult_noise", config.channel_mult_noise)
     if config.fourier_freqs and (config.embedding_type != "fourier"
-                                 or len(config.fourier_freqs) != config.noise_channels // 2
-                                 or not all(isinstance(v, numbers.Real) and np.isfinite(v) for v in config.fourier_freqs)):
+                                 or len(config.fourier_freqs) != config.noise_channels // 2):
         raise ValueError(
             f"`fourier_freqs` must be empty or, with embedding_type='fourier', hold model_channels * "
-            f"channel_mult_noise / 2 = {config.noise_channels // 2} finite numbers; got {len(config.fourier_freqs)} "
+            f"channel_mult_noise / 2 = {config.noise_channels // 2} numbers; got {len(config.fourier_freqs)} "
             f"with embedding_type={config.embedding_type!r}"
         )
+    bad = [v for v in config.fourier_freqs if not (isinstance(v, numbers.Real) and np.isfinite(v))]
+    if bad:
+        raise ValueError(f"`fourier_freqs` must be finite numbers, got {bad[0]!r}")
     check_choice("encoder_type", config.encoder_type, ("standard", "skip", "residual"))
     check_choice("decoder_type", config.decoder_type, ("standard", "skip"))
     f = config.resample_filter

@@ -366,7 +366,8 @@ def inception_from_state_dict(state: Mapping[str, np.ndarray], *, precision=jax.
         source: how errors name where `state` came from.
 
     Raises:
-        ValueError: entries missing, unknown or of the wrong shape or dtype (all named).
+        ValueError: entries missing, unknown, of the wrong shape or dtype, not finite in
+            float32, or running variances below 0 (all named).
     """
     module = InceptionV3(precision=precision)
     variables = variables_from_torch(state, _variable_shapes(module), source=source)
@@ -397,7 +398,8 @@ def load_inception(path: str | os.PathLike, *, precision=jax.lax.Precision.HIGHE
         FileNotFoundError: `path` does not exist.
         UnsafePickleError: the file names a global outside the allow-list or holds non-tensors.
         ValueError: the file is not a torch state dict, or its entries do not fit the network
-            (missing, unknown or mis-shaped names are listed); the message names `path`.
+            (missing, unknown, mis-shaped or non-finite entries and negative running variances
+            are listed); the message names `path`.
     """
     state = read_torch_state_dict(path)
     return inception_from_state_dict(state, precision=precision, source=f"{os.fspath(path)!r}")

@@ -15,7 +15,8 @@ torch entry                        Flax variable                                
 `<path>` is dotted in torch (`Mixed_6b.branch7x7_2`) and split in Flax. The classifier
 (`fc.weight`, `fc.bias`: FID uses the features before it) and BatchNorm's
 `num_batches_tracked` counters are ignored; any other entry without a Flax variable is an
-error, as is a missing entry or a shape that differs.
+error, as is a missing entry, a shape that differs, a value that is not finite in float32
+and a negative running variance.
 """
 
 from __future__ import annotations
@@ -68,13 +69,15 @@ def variables_from_torch(state: Mapping[str, np.ndarray], expected: Mapping, *,
     Raises:
         ValueError: listing every entry without a Flax variable (other than `fc.*` and
             `*.num_batches_tracked`), every variable without an entry, every shape that
-            differs and every entry that is not a float array.
+            differs, every entry that is not a float array, every entry with NaN or infinite
+            values in float32 and every `running_var` with a negative value. An entry is
+            converted only once its shape is known to fit.
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping of torch names to arrays, got {type(state).__name__}")
     table = _table(expected)
     variables: dict = {}
-    unknown, mismatched, not_float = [], [], []
+    unknown, mismatched, not_float, non_finite, negative = [], [], [], [], []
     for name, value in state.items():
         if name in IGNORED or (isinstance(name, str) and name.endswith(IGNORED_SUFFIX)):
             continue
@@ -91,15 +94,23 @@ def variables_from_torch(state: Mapping[str, np.ndarray], expected: Mapping, *,
             continue
         if value.ndim == 4:
             value = value.transpose(2, 3, 1, 0)
+        with np.errstate(over="ignore"):  # overflow to inf is reported below
+            value = np.array(value, np.float32)
+        if not np.isfinite(value).all():
+            non_finite.append(name)
+        elif name.endswith(".running_var") and (value < 0).any():
+            negative.append(name)
         node = variables.setdefault(collection, {})
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = np.array(value, np.float32)
+        node[path[-1]] = value
     given = set(state)
     missing = [name for name in table if name not in given]
     problems = []
     for label, names in (("entries with no Inception variable", unknown), ("missing entries", missing),
-                         ("shapes that differ", mismatched), ("entries that are not float arrays", not_float)):
+                         ("shapes that differ", mismatched), ("entries that are not float arrays", not_float),
+                         ("entries with NaN or infinite values", non_finite),
+                         ("running variances with negative values", negative)):
         if names:
             problems.append(f"{label}: {', '.join(names[:8])}" + (f" (and {len(names) - 8} more)"
                                                                    if len(names) > 8 else ""))

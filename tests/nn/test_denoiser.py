@@ -114,3 +114,14 @@ def test_vmap_and_grad_through_the_network(denoiser):
     _, along_jvp = jax.jvp(loss, (x,), (direction,))
     np.testing.assert_allclose(along_grad, finite_difference, rtol=2e-2)
     np.testing.assert_allclose(along_jvp, along_grad, rtol=1e-4)
+
+
+@pytest.mark.parametrize("labels", [[np.nan, 0.0, 1.0], [[0.0, 1.0, 0.0], [np.inf, 0.0, 0.0]], [1e39, 0.0, 0.0]])
+def test_class_labels_must_be_finite(labels):
+    """D8: NaN labels made every output NaN. Refused when the denoiser is built and when the network is called."""
+    precond = EDMPrecond(SongUNet(**TINY, label_dim=3))
+    variables = jax.eval_shape(precond.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.ones((1,)))
+    with pytest.raises(ValueError, match="`class_labels` contains NaN or infinite values"):
+        NeuralDenoiser(precond, variables, class_labels=np.array(labels))
+    with pytest.raises(ValueError, match="`class_labels` contains NaN or infinite values"):
+        jax.eval_shape(lambda v: precond.apply(v, jnp.zeros((2, 8, 8, 1)), jnp.ones(2), np.array(labels)), variables)

@@ -278,3 +278,38 @@ def test_bad_preconditioner_arguments():
             cls(net if cls is not iDDPMPrecond else SongUNet(**dict(TINY, out_channels=2)), **options)
     with pytest.raises(TypeError, match="EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond"):
         NeuralDenoiser(net, {})
+
+
+@pytest.mark.parametrize("value, error, match", [
+    ("0.5", TypeError, "`sigma_data` must be a number"), (None, TypeError, "`sigma_data` must be a number"),
+    (float("inf"), ValueError, "`sigma_data` must be finite"),
+    (float("nan"), ValueError, "`sigma_data` must be finite"),
+    (1e30, ValueError, r"`sigma_data` must be in \[1.08e-19, 1.84e\+19\]"),
+    (1e-20, ValueError, "`sigma_data` must be in"),
+])
+def test_sigma_data_is_a_finite_number_whose_square_is_a_float32(value, error, match):
+    """D8: `sigma_data="0.5"` was `TypeError: '>' not supported`; inf and 1e30 (square overflows) gave NaN outputs."""
+    with pytest.raises(error, match=match):
+        EDMPrecond(SongUNet(**TINY), sigma_data=value)
+    EDMPrecond(SongUNet(**TINY), sigma_data=1e19)  # its square, 1e38, is a float32
+
+
+@pytest.mark.parametrize("cls, name, value, error", [
+    (VPPrecond, "beta_d", "19.9", TypeError), (VPPrecond, "beta_min", float("nan"), ValueError),
+    (VPPrecond, "M", float("inf"), ValueError), (VPPrecond, "M", float("nan"), ValueError),
+    (VPPrecond, "epsilon_t", [1e-5], TypeError), (VEPrecond, "sigma_max", float("inf"), ValueError),
+    (VEPrecond, "sigma_min", "0.02", TypeError), (iDDPMPrecond, "C_1", True, TypeError),
+    (iDDPMPrecond, "M", 10**9, ValueError), (iDDPMPrecond, "M", float("inf"), ValueError),
+])
+def test_preconditioner_arguments_are_finite_numbers(cls, name, value, error):
+    """Wrong types are TypeErrors naming the argument; non-finite values (and huge iDDPM tables) ValueErrors."""
+    net = SongUNet(**dict(TINY, out_channels=2 if cls is iDDPMPrecond else 1))
+    with pytest.raises(error, match=f"`{name}`"):
+        cls(net, **{name: value})
+
+
+def test_iddpm_table_shape_is_checked_before_conversion():
+    """D5: a stride-0 `u` standing for 2^60 entries is refused by its shape, not converted to float64."""
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**60,), (0,))
+    with pytest.raises(ValueError, match=r"`u` must have shape \(M \+ 1,\) = \(1001,\)"):
+        check_iddpm_u(huge)

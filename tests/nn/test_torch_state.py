@@ -49,3 +49,20 @@ def test_errors_name_what_does_not_fit():
     shape_error = r"differ: layer\.weight \(2, 3\) as layer/kernel \(3, 2\), expected \(2, 3\)$"
     with pytest.raises(ValueError, match=shape_error):
         variables_from_state_dict({"layer.weight": np.zeros((2, 3)), "layer.bias": np.zeros(3)}, expected)
+
+
+def test_non_finite_entries_are_named():
+    """D8: NaN or infinite weights (also float64 values past float32's range) are refused, naming the entry."""
+    expected = _shapes(layer={"kernel": np.zeros((2, 3)), "bias": np.zeros(3)}, norm={"scale": np.zeros(3)})
+    state = {"layer.weight": np.zeros((3, 2)), "layer.bias": np.array([0.0, np.nan, 1.0]),
+             "norm.weight": np.array([1.0, 1e39, 1.0])}
+    with pytest.raises(ValueError, match=r"NaN or infinite values: layer\.bias, norm\.weight$"):
+        variables_from_state_dict(state, expected)
+
+
+def test_an_entry_is_converted_only_once_its_shape_fits():
+    """D5: a stride-0 view standing for 2^60 elements is refused by its shape, not converted."""
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float16), (2**30, 2**30), (0, 0))
+    expected = _shapes(layer={"kernel": np.zeros((2, 3))})
+    with pytest.raises(ValueError, match=r"layer\.weight \(1073741824, 1073741824\)"):
+        variables_from_state_dict({"layer.weight": huge}, expected)

@@ -191,6 +191,8 @@ def test_label_dropout_zeroes_whole_label_vectors():
         ({"model_channels": 2}, "GroupNorm"),
         ({"model_channels": 26}, "GroupNorm"),  # 26 channels do not split into min(32, 26 // 4) = 6 groups
         ({"conv_impl": "fft"}, "conv_impl"),
+        ({"embedding_type": "fourier", "fourier_freqs": (1.0, 2.0, 3.0)}, "hold .* = 4 numbers; got 3"),
+        ({"embedding_type": "fourier", "fourier_freqs": (1.0, float("nan"), 3.0, 4.0)}, "`fourier_freqs` must be finite"),
     ],
 )
 def test_bad_config(options, match):

@@ -352,3 +352,19 @@ def test_live_features_match_pytorch_fid(tmp_path):
             error = _relative_error(features(images), expected)
             print(f"{fmt} {shape}: relative error {error:.2e}")
             assert error <= TOLERANCE, (fmt, shape, error)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("Mixed_6b.branch7x7_2.bn.running_var", -1.0, "running variances with negative values: Mixed_6b.branch7x7_2.bn."),
+    ("Mixed_6b.branch7x7_2.bn.running_var", np.inf, "NaN or infinite values: Mixed_6b.branch7x7_2.bn.running_var"),
+    ("Conv2d_1a_3x3.conv.weight", np.nan, "NaN or infinite values: Conv2d_1a_3x3.conv.weight"),
+    ("Mixed_7c.branch_pool.bn.bias", 1e39, "NaN or infinite values: Mixed_7c.branch_pool.bn.bias"),  # float32: inf
+])
+def test_weights_must_be_finite_and_variances_nonnegative(shapes, name, value, message):
+    """D8: a running variance of -1 (or a NaN weight) made every feature NaN; now the entry is named."""
+    state = {key: np.ones(shape, np.float32) for key, shape in shapes.items()}
+    state[name] = np.array(state[name], np.float64)
+    state[name].flat[3] = value
+    with pytest.raises(ValueError, match="'my.pth' does not hold FID's Inception weights") as error:
+        inception_from_state_dict(state, source="'my.pth'")
+    assert message in str(error.value)
