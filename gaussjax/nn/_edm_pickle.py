@@ -22,7 +22,6 @@ known to be the one the network expects.
 from __future__ import annotations
 
 import os
-import reprlib
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,7 @@ from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._dhariwal import DhariwalUNet
 from gaussjax.nn._precond import EDMPrecond, VEPrecond, VPPrecond, check_iddpm_u, iDDPMPrecond
 from gaussjax.nn._stored_config import check_parameter_budget, stored_arguments
-from gaussjax.nn._torch_pickle import ModuleRecord, read_edm_pickle
+from gaussjax.nn._torch_pickle import ModuleRecord, describe, read_edm_pickle
 from gaussjax.nn._torch_state import variables_from_state_dict
 from gaussjax.nn._unet import SongUNet
 
@@ -122,7 +121,7 @@ def _model_arguments(record: ModuleRecord) -> tuple[str, ...]:
 def _arguments(record: ModuleRecord, cls, where: str, *, ignore) -> dict:
     """`record.init_kwargs` but those in `ignore`, checked as keyword arguments of the Flax module `cls`."""
     if record.init_args:
-        raise ValueError(f"{where} was built with positional arguments {reprlib.repr(record.init_args)}; gaussjax "
+        raise ValueError(f"{where} was built with positional arguments {describe(record.init_args)}; gaussjax "
                          "reads keyword arguments only")
     return stored_arguments(cls, {k: v for k, v in record.init_kwargs.items() if k not in ignore}, where)
 

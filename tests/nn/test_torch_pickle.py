@@ -172,7 +172,8 @@ def test_refuses_globals_outside_the_allow_list(tmp_path, sentinel, attack, wher
 
 def test_module_src_is_never_executed(tmp_path, sentinel):
     source = f"open({str(sentinel)!r}, 'w').close()\nclass EDMPrecond:\n    pass\n"
-    snapshot = _read(tmp_path, _pickle({"ema": _persistent(module_src=source, state={"sigma_data": 0.5})}))
+    with pytest.warns(UserWarning, match="'EDMPrecond' were rebuilt from their names"):
+        snapshot = _read(tmp_path, _pickle({"ema": _persistent(module_src=source, state={"sigma_data": 0.5})}))
     assert snapshot["ema"].class_name == "EDMPrecond" and snapshot["ema"].attributes == {"sigma_data": 0.5}
     assert "module_src" not in repr(snapshot)
 
@@ -187,7 +188,7 @@ def test_module_src_is_never_executed(tmp_path, sentinel):
         (_legacy_storage(b"\x80\x02" + _persistent_id("evil", _global("torch", "FloatStorage"), "0", "cpu", 1)
                          + b"."), "persistent id"),
         (_Op(_global("torch._utils", "_rebuild_parameter") + _value({"function": 1}) + b"b"), "set state"),
-        (_Op(_global("collections", "OrderedDict") + _value({"__setitem__": 1}) + b"b"), "TypeError"),
+        (_Op(_global("collections", "OrderedDict") + _value({"__setitem__": 1}) + b"b"), "set state on <class"),
         ({"x": _global("torch", "Size")}, "refusing _StandIn"),
         (_call("torch._utils", "_rebuild_tensor_v2", b"raw", 0, (1,), (1,), False, {}), "not a storage"),
         (_call("numpy", "dtype", "O8", False, True), r"numpy.dtype\('O8'\)"),
