@@ -16,8 +16,11 @@ import importlib
 import sys
 from pathlib import Path
 
-# command modules, in the order of the paper's figures; each defines NAME, HELP, NEEDS_NETWORK,
-# add_arguments(parser) and run(context, args) -> summary lines
+from train.errors import TrainingError
+
+# command modules, in the order of the paper's figures; each defines NAME, HELP, NEEDS_NETWORK, OUTPUTS (the
+# files it writes in --out), add_arguments(parser), check(context, args) (its options and their memory, before
+# any work; run calls it first) and run(context, args) -> summary lines
 COMMAND_MODULES = tuple(
     f"analysis.{name}"
     for name in ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
@@ -25,10 +28,19 @@ COMMAND_MODULES = tuple(
 )
 
 
+# What a user's options, paths and files cause, printed as one `error:` line (exit 2) instead of a traceback:
+# options and file contents refused by name (ValueError, TypeError, KeyError), paths that cannot be read or
+# written (OSError), and run directories that cannot be used, e.g. unreadable checkpoints (TrainingError).
+USAGE_ERRORS = (ValueError, TypeError, KeyError, OSError, TrainingError)
+
+
 def _dataset_command(args: argparse.Namespace) -> None:
-    from analysis.dataset_summary import format_summary, save_figures, summarize
+    from analysis.dataset_summary import figure_names, format_summary, save_figures, summarize
+    from analysis.output import prepare_out
     from gaussjax.data import load_dataset
 
+    if args.out is not None:
+        prepare_out(args.out, figure_names(args.name))
     dataset = load_dataset(args.name, root=args.root, split=args.split)
     summary = summarize(dataset)
     print(format_summary(summary))
@@ -69,12 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(error: Exception) -> str:
+    """`error`'s message on one line (a KeyError's without the quotes of its repr)."""
+    text = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except USAGE_ERRORS as error:
+        print(f"error: {_message(error)}", file=sys.stderr)
         return 2
     return 0
 

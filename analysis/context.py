@@ -2,18 +2,22 @@
 
 `add_common_arguments` gives each command the same options (`--run`, `--step`, `--weights`,
 `--network`, `--dataset`, `--out`, `--seed`, `--num-queries`), and `load_context` turns them
-into an `AnalysisContext`, failing early with a clear message for a missing run, a step
-without a checkpoint, or a dataset that is not the one the run was trained on.
+into an `AnalysisContext`, failing early with a clear message for an `--out` that cannot take
+the command's files, a missing run, a step without a checkpoint, or a dataset that is not the
+one the run was trained on.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from analysis.output import prepare_out
 from gaussjax.data import Dataset, load_dataset
 
 DEFAULT_OUT = Path("analysis_out")
@@ -30,7 +34,7 @@ class AnalysisContext:
         run_dir: the run directory, or None for `--network` files.
         step: the checkpoint step analysed (None when not from a run).
         weights: `'ema'` or `'raw'`.
-        out: directory for CSV and PNG files (created).
+        out: directory for CSV and PNG files (created and checked: `prepare_out`).
         seed: seed of every random draw (queries, noise, `x_T`).
         num_queries: query points per noise level (or samples, for sampling commands).
         source: what is analysed, in words (the run, step and weights, or the network file).
@@ -106,7 +110,12 @@ def load_network_file(path: Path):
 
 
 def load_context(args: argparse.Namespace) -> AnalysisContext:
-    """Load the run's network (unless the command needs none) and data, and create `--out`."""
+    """Check and create `--out`, then load the run's network (unless the command needs none) and data.
+
+    `--out` is checked first (`prepare_out` with the command module's `OUTPUTS`), before anything
+    is read. With `--step latest`, the step analysed is the checkpoint actually read: a damaged
+    newer one is skipped, and the fallback is announced on stderr.
+    """
     if args.num_queries < 2:
         raise ValueError(f"`--num-queries` must be >= 2, got {args.num_queries}")
     if not 0 <= args.seed < 2**32:
@@ -114,6 +123,7 @@ def load_context(args: argparse.Namespace) -> AnalysisContext:
     step, network, run_dir, dataset_name, options = parse_step(args.step), None, None, args.dataset, {}
     if args.run is not None and args.network is not None:
         raise ValueError("pass either `--run RUN_DIR` or `--network FILE`, not both")
+    out = prepare_out(args.out, args.module.OUTPUTS)
     if args.network is not None:
         if dataset_name is None:
             raise ValueError("`--network` needs `--dataset NAME` (the data the network was trained on)")
@@ -121,23 +131,20 @@ def load_context(args: argparse.Namespace) -> AnalysisContext:
             raise ValueError("`--step` selects a run's checkpoint; a `--network` file holds one network")
         network = load_network_file(args.network)
     elif args.run is not None:
-        from train.checkpoints import Checkpointer, load_denoiser
         from train.configs import read_run_files
 
         run_dir = Path(args.run)
-        if not (run_dir / "config.json").exists():
-            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json): pass `--run` a python -m train "
-                                    "output directory")
+        config_file = run_dir / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run directory ({config_file} is "
+                                    f"{'not a file' if config_file.exists() else 'missing'}): pass `--run` a python -m "
+                                    "train output directory")
         config, _ = read_run_files(run_dir)
         if dataset_name is not None and dataset_name != config.dataset:
             raise ValueError(f"`--dataset` {dataset_name!r} does not match the run's dataset {config.dataset!r}")
         dataset_name, options = config.dataset, dict(config.dataset_options)
         if args.needs_network:
-            steps = Checkpointer(run_dir, read_only=True).steps()
-            if step is not None and step not in steps:
-                raise ValueError(f"`--step` {step} has no checkpoint in {run_dir}; checkpoints: {steps}")
-            network = load_denoiser(run_dir, step=step, weights=args.weights)
-            step = steps[-1] if step is None else step
+            network, step = load_run_network(run_dir, step, args.weights)
     elif args.needs_network:
         raise ValueError("this command analyses a network: pass `--run RUN_DIR` or `--network FILE`")
     if dataset_name is None:
@@ -150,10 +157,30 @@ def load_context(args: argparse.Namespace) -> AnalysisContext:
     if network is not None and tuple(network.image_shape) != train.images.shape[1:]:
         raise ValueError(f"the network takes images of shape {tuple(network.image_shape)}, but dataset "
                          f"{dataset_name!r} has images of shape {train.images.shape[1:]}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if run_dir is not None:
         source = f"{run_dir} (step {step}, {args.weights} weights)" if args.needs_network else str(run_dir)
     else:
         source = str(args.network) if network is not None else f"dataset {dataset_name!r}"
     return AnalysisContext(network, train, test, run_dir, step, args.weights, out, args.seed, args.num_queries, source)
+
+
+def load_run_network(run_dir: Path, step: int | None, weights: str) -> tuple[object, int]:
+    """`(network, step read)` of a run's checkpoint `step` (None: the newest readable one).
+
+    Warnings (an unreadable newer checkpoint skipped) are printed on stderr as one `warning:`
+    line each, followed by the step analysed instead of the newest.
+    """
+    from train.checkpoints import Checkpointer, load_checkpoint
+
+    steps = Checkpointer(run_dir, read_only=True).steps()
+    if step is not None and step not in steps:
+        raise ValueError(f"`--step` {step} has no checkpoint in {run_dir}; checkpoints: {steps}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        loaded = load_checkpoint(run_dir, step=step, weights=weights)
+    for warning in caught:
+        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    if step is None and loaded.step != steps[-1]:
+        print(f"warning: analysing step {loaded.step}, the newest readable checkpoint of {run_dir} (newer: "
+              f"{', '.join(str(s) for s in steps if s > loaded.step)})", file=sys.stderr)
+    return loaded.denoiser, loaded.step

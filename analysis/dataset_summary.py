@@ -77,6 +77,11 @@ def format_summary(summary: DatasetSummary, *, top: int = 8) -> str:
     return "\n".join(lines)
 
 
+def figure_names(name: str) -> tuple[str, str]:
+    """The PNG files `save_figures` writes for dataset `name`: sample images, covariance spectrum."""
+    return f"{name}_samples.png", f"{name}_spectrum.png"
+
+
 def save_figures(dataset: Dataset, summary: DatasetSummary, out: Path) -> list[Path]:
     """Save a grid of sample images and the eigenvalue spectrum as PNGs in `out`."""
     import matplotlib
@@ -93,14 +98,15 @@ def save_figures(dataset: Dataset, summary: DatasetSummary, out: Path) -> list[P
         axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
     for axis in axes.ravel():
         axis.axis("off")
-    samples = out / f"{summary.name}_samples.png"
+    samples_name, spectrum_name = figure_names(summary.name)
+    samples = out / samples_name
     figure.savefig(samples, dpi=80, bbox_inches="tight")
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.loglog(np.arange(1, len(summary.eigvals) + 1), np.maximum(summary.eigvals, 1e-12))
     axis.set(xlabel="principal component k", ylabel="eigenvalue $\\lambda_k$", title=f"{summary.name} spectrum")
-    spectrum = out / f"{summary.name}_spectrum.png"
+    spectrum = out / spectrum_name
     figure.savefig(spectrum, dpi=100, bbox_inches="tight")
     plt.close(figure)
     return [samples, spectrum]

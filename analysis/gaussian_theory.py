@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gaussjax as gj
+from analysis.memory import ROW_BYTES, check_memory
+from analysis.noise_levels import check_sigma, sigma_grid
 from analysis.output import figure, save_figure, write_csv
 from gaussjax.solution import amplification_factor, dxi_dsigma, psi, xi
 
@@ -45,6 +47,7 @@ NAME = "gaussian-theory"
 HELP = "Fig. 3: psi, xi, d xi / d sigma and the amplification factor of the Gaussian solution"
 NEEDS_NETWORK = False
 
+OUTPUTS = ("gaussian_theory.csv", "gaussian_theory.png")
 COLUMNS = ("convention", "t", "alpha", "sigma", "edm_sigma", "eigval_index", "eigval", "psi", "xi", "dxi_dsigma",
            "dxi_dt", "amplification")
 SUMMARY_EIGVALS = 5  # critical sigmas printed for this many top eigenvalues
@@ -59,20 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-eigvals", type=int, default=10, help="top covariance eigenvalues (default 10)")
 
 
-def sigma_grid(num: int, low: float, high: float) -> np.ndarray:
-    """The EDM noise grid, `(num,)` geometric from `low` to `high`, validated."""
-    if num < 2:
-        raise ValueError(f"`--num-sigmas` must be >= 2, got {num}")
-    if not 0 < low < high < np.inf:
-        raise ValueError(f"need 0 < `--sigma-min` < `--sigma-max` < inf, got {low}, {high}")
-    return np.geomspace(low, high, num)
-
-
 def top_eigvals(flat: np.ndarray, count: int) -> np.ndarray:
     """The `count` largest covariance eigenvalues `(count,)` of `flat (N, D)`, descending (`gj.fit_gaussian`)."""
-    if not 1 <= count <= flat.shape[1]:
-        raise ValueError(f"`--num-eigvals` must be in [1, D = {flat.shape[1]}], got {count}")
+    _check_num_eigvals(count, flat.shape[1])
     return np.asarray(gj.fit_gaussian(flat, rank=count).eigvals, dtype=np.float64)
+
+
+def _check_num_eigvals(count: int, dim: int) -> None:
+    if not 1 <= count <= dim:
+        raise ValueError(f"`--num-eigvals` must be in [1, D = {dim}], got {count}")
 
 
 def edm_curves(sigmas: np.ndarray, lam: np.ndarray, sigma_T: float) -> dict[str, np.ndarray]:
@@ -107,6 +105,21 @@ def vp_curves(schedule, lam: np.ndarray) -> dict[str, np.ndarray]:
     }
     curves = {name: np.asarray(value, dtype=np.float64) for name, value in curves.items()}
     return {**curves, "dxi_dt": curves["dxi_dsigma"] * np.gradient(sigma)[:, None]}
+
+
+def check_finite(curves: dict[str, np.ndarray], sigmas: np.ndarray, lam: np.ndarray, sigma_T: float) -> None:
+    """Refuse EDM curves `(S, K)` that overflowed float32 (sigma, sigma_T and lam too far apart), naming the options.
+
+    Each noise level is in float32's range (`analysis.noise_levels`), but a ratio such as
+    `sigma^2 / lam` can still overflow; no row is written with inf or NaN.
+    """
+    for name, values in curves.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i, k = np.argwhere(bad)[0]
+            raise ValueError(f"{name} overflows float32 at sigma = {sigmas[i]:.3g} for the eigenvalue {lam[k]:.3g} "
+                             f"with `--sigma-T` {sigma_T:.3g}: narrow `--sigma-min`/`--sigma-max` or change "
+                             "`--sigma-T`")
 
 
 def curve_rows(convention: str, levels: dict[str, np.ndarray], lam: np.ndarray, curves: dict) -> list[dict]:
@@ -174,14 +187,24 @@ def summary_lines(lam: np.ndarray, sigmas: np.ndarray, edm: dict, vp: dict, sche
     return lines
 
 
+def check(context, args) -> None:
+    """Refuse bad options (named) and a grid whose rows would not fit in memory, before any work."""
+    check_sigma("--sigma-T", args.sigma_T)
+    _check_num_eigvals(args.num_eigvals, context.flat.shape[1])
+    levels = args.num_sigmas + len(gj.ddpm_linear_schedule())
+    check_memory(ROW_BYTES * levels * args.num_eigvals,
+                 f"`--num-sigmas` {args.num_sigmas} x `--num-eigvals` {args.num_eigvals} (the rows of {OUTPUTS[0]})")
+    sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max, min_num=2)
+
+
 def run(context, args) -> list[str]:
     """Compute the curves, write `gaussian_theory.csv` and `.png`, return the summary lines."""
-    if not np.isfinite(args.sigma_T) or args.sigma_T <= 0:
-        raise ValueError(f"`--sigma-T` must be a positive finite number, got {args.sigma_T}")
-    sigmas = sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max)
+    check(context, args)
+    sigmas = sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max, min_num=2)
     lam = top_eigvals(context.flat, args.num_eigvals)
     schedule = gj.ddpm_linear_schedule()
     edm, vp = edm_curves(sigmas, lam, args.sigma_T), vp_curves(schedule, lam)
+    check_finite(edm, sigmas, lam, args.sigma_T)
     rows = curve_rows("edm", {"alpha": np.ones_like(sigmas), "sigma": sigmas}, lam, edm)
     vp_levels = {"t": np.arange(len(schedule)), "alpha": np.asarray(schedule.alpha), "sigma": np.asarray(schedule.sigma)}
     rows += curve_rows("vp", vp_levels, lam, vp)

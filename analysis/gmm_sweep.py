@@ -31,6 +31,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis.memory import FLOAT32, check_memory
+from analysis.noise_levels import parse_sigmas
 from analysis.output import figure, save_figure, write_csv
 from gaussjax.evaluation import noised_data
 
@@ -38,6 +40,7 @@ NAME = "gmm-sweep"
 HELP = "Fig. 9/10: FUV of the network's score explained by GMMs over components x rank x sigma"
 NEEDS_NETWORK = True
 
+OUTPUTS = ("gmm_sweep.csv", "gmm_sweep.png")
 COLUMNS = ("components", "rank", "sigma", "fuv_score", "fuv_denoiser", "r2_denoiser")
 DEFAULT_SIGMAS = tuple(float(s) for s in np.geomspace(0.05, 20, 8))
 
@@ -51,14 +54,14 @@ def add_arguments(parser):
                        help="score FUV below which a rank suffices (default 0.01)")
 
 
-def parse_list(option: str, text: str, kind: type) -> list:
-    """`'1,2,5'` as a list of positive `kind` values, in the given order, without repeats; ValueError names `option`."""
+def parse_list(option: str, text: str) -> list[int]:
+    """`'1,2,5'` as a list of positive integers, in the given order, without repeats; ValueError names `option`."""
     try:
-        values = [kind(item) for item in str(text).split(",") if item.strip()]
+        values = [int(item) for item in str(text).split(",") if item.strip()]
     except ValueError:
-        raise ValueError(f"`{option}` must be comma-separated positive {kind.__name__}s, got {text!r}") from None
-    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
-        raise ValueError(f"`{option}` must be comma-separated positive {kind.__name__}s, got {text!r}")
+        values = []
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f"`{option}` must be comma-separated positive integers, got {text!r}")
     return list(dict.fromkeys(values))
 
 
@@ -77,6 +80,11 @@ def candidate_name(components: int, rank: int) -> str:
     return f"K={components},r={rank}"
 
 
+def _check_components(components: Sequence[int], num_train: int) -> None:
+    if max(components) > num_train:
+        raise ValueError(f"`--components` {max(components)} exceeds the number of training images {num_train}")
+
+
 def fit_mixtures(flat: np.ndarray, components: Sequence[int], ranks: Sequence[int], key) -> dict:
     """`{(K, r): gj.fit_gmm(flat, K, rank=r, key=key)}` over the grid; `flat (N, D)`.
 
@@ -84,8 +92,7 @@ def fit_mixtures(flat: np.ndarray, components: Sequence[int], ranks: Sequence[in
     `fit_gmm(..., key=key)` (which clusters with `kmeans(flat, K, key=key)`), without
     clustering again for every rank.
     """
-    if max(components) > flat.shape[0]:
-        raise ValueError(f"`--components` {max(components)} exceeds the number of training images {flat.shape[0]}")
+    _check_components(components, flat.shape[0])
     mixtures = {}
     for k in tqdm(components, desc="fitting GMMs", leave=False):
         labels = np.asarray(gj.kmeans(flat, k, key=key)[1])  # the clusters of fit_gmm(..., key=key), once per K
@@ -145,12 +152,34 @@ def plot(rows: Sequence[dict], threshold: float):
     return fig
 
 
-def run(context, args) -> list[str]:
-    components = parse_list("--components", args.components, int)
-    ranks = resolve_ranks(parse_list("--ranks", args.ranks, int), context.train.flat.shape[1])
-    sigmas = DEFAULT_SIGMAS if args.sigmas is None else parse_list("--sigmas", args.sigmas, float)
+def options(context, args) -> tuple[list[int], list[int], list[float]]:
+    """`(components, ranks, sigmas)` of the options, validated (errors name the option)."""
+    components = parse_list("--components", args.components)
+    _check_components(components, context.flat.shape[0])
+    ranks = resolve_ranks(parse_list("--ranks", args.ranks), context.flat.shape[1])
+    sigmas = list(DEFAULT_SIGMAS) if args.sigmas is None else parse_sigmas("--sigmas", args.sigmas)
     if not 0 < args.threshold < 1:
         raise ValueError(f"`--threshold` must be in (0, 1), got {args.threshold}")
+    return components, ranks, sigmas
+
+
+def check(context, args) -> None:
+    """Refuse bad options (named) and a sweep whose arrays would not fit in memory, before any work.
+
+    `compare_scores` holds the queries and the network's and every mixture's denoiser outputs,
+    `(S, Q, D)` float32 each; the mixtures hold their top-r eigenvectors, `(K, D, r)` each, fitted
+    from the clusters' covariances, `(K, D, D)`.
+    """
+    components, ranks, sigmas = options(context, args)
+    dim, mixtures = context.flat.shape[1], len(components) * len(ranks)
+    fitted = sum(components) * sum(ranks) * dim + max(components) * dim**2
+    check_memory(FLOAT32 * (len(sigmas) * context.num_queries * dim * (mixtures + 2) + fitted),
+                 f"`--num-queries` {context.num_queries} x {len(sigmas)} sigmas x {mixtures} mixtures (D = {dim})")
+
+
+def run(context, args) -> list[str]:
+    check(context, args)
+    components, ranks, sigmas = options(context, args)
     query_key, cluster_key = sweep_keys(context.seed)
     mixtures = fit_mixtures(context.flat, components, ranks, cluster_key)
     rows = sweep_rows(context.network, mixtures, context.flat, sigmas, key=query_key, num_queries=context.num_queries)

@@ -18,7 +18,9 @@ Writes:
                            query set, the first step of the minimum of `--statistic` for
                            `--reference` (default gaussian), its value, the value at the last
                            step, and whether final_fuv > (1 + RISE) min_fuv
-    learning_dynamics.png  FUV vs step (log y) at a few sigmas, and the loss curve
+    learning_dynamics.png  FUV vs step (log y) at a few sigmas, and the loss curve; the step axis is
+                           logarithmic in step + 1 (step 0 at the left edge, the last step at the
+                           right), one legend below the panels
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from matplotlib.lines import Line2D
 
 from analysis.output import figure, read_csv, save_figure, write_csv
 
@@ -35,6 +38,7 @@ HELP = "Fig. 12: FUV of the network vs analytic scores over training, and the Ga
 NEEDS_NETWORK = False
 NEEDS_RUN = True  # reads the run's probes.csv and loss.csv (skipped by `report` on a --network file)
 
+OUTPUTS = ("learning_dynamics.csv", "gaussian_minimum.csv", "learning_dynamics.png")
 COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser"]
 MINIMUM_COLUMNS = ["sigma", "queries", "min_step", "min_fuv", "final_fuv", "rises"]
 STATISTICS = ("fuv_score", "fuv_denoiser")
@@ -49,12 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--panels", type=int, default=4, help="noise levels plotted (default 4, spread over the grid)")
 
 
-def run(context, args) -> list[str]:
-    """Read the run's probes and loss, write the CSVs and the PNG, return the dip-then-rise summary."""
+def check(context, args) -> None:
+    """Refuse a context without a run and bad options (named), before reading anything."""
     if context.run_dir is None:
         raise ValueError("learning-dynamics reads a run's probes.csv and loss.csv: pass `--run RUN_DIR`")
     if args.panels < 1:
         raise ValueError(f"`--panels` must be >= 1, got {args.panels}")
+
+
+def run(context, args) -> list[str]:
+    """Read the run's probes and loss, write the CSVs and the PNG, return the dip-then-rise summary."""
+    check(context, args)
     rows = select_rows(read_probes(context.run_dir / "probes.csv"), context.weights, context.step)
     references = list(dict.fromkeys(r["reference"] for r in rows))
     if args.reference not in references:
@@ -63,22 +72,39 @@ def run(context, args) -> list[str]:
     loss = read_loss(context.run_dir / "loss.csv", context.step)
     write_csv(context.path("learning_dynamics.csv"), rows, COLUMNS)
     write_csv(context.path("gaussian_minimum.csv"), minimum, MINIMUM_COLUMNS)
-    plot(rows, loss, args.statistic, args.panels, context.path("learning_dynamics.png"))
+    save_figure(plot(rows, loss, args.statistic, args.panels), context.path("learning_dynamics.png"))
     return summary_lines(minimum, args.reference, args.statistic, context.weights)
 
 
 def read_probes(path: Path) -> list[dict]:
-    """probes.csv as typed rows (`COLUMNS`); a pre-held-out file's rows get `queries = train`, `r2_denoiser = nan`."""
+    """probes.csv as typed rows (`COLUMNS`); a pre-held-out file's rows get `queries = train`, `r2_denoiser = nan`.
+
+    A file that is not a probes table (not UTF-8 CSV, columns missing, values that are not
+    numbers) is a ValueError naming the file (and the line).
+    """
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} not found: the run has not been probed yet (python -m train writes it)")
     rows = read_csv(path)
     missing = {"step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"} - set(rows[0] if rows else {})
     if not rows or missing:
         raise ValueError(f"{path} has no probe rows" + (f" (missing columns {sorted(missing)})" if missing else ""))
-    return [{"step": int(r["step"]), "sigma": float(r["sigma"]), "reference": r["reference"], "weights": r["weights"],
-             "queries": r.get("queries", "train"), "fuv_score": float(r["fuv_score"]),
-             "fuv_denoiser": float(r["fuv_denoiser"]), "r2_denoiser": float(r.get("r2_denoiser", "nan"))}
-            for r in rows]
+    return [_typed(path, line, row, _probe_row) for line, row in enumerate(rows, start=2)]
+
+
+def _probe_row(r: dict) -> dict:
+    return {"step": int(r["step"]), "sigma": float(r["sigma"]), "reference": r["reference"], "weights": r["weights"],
+            "queries": r.get("queries", "train"), "fuv_score": float(r["fuv_score"]),
+            "fuv_denoiser": float(r["fuv_denoiser"]), "r2_denoiser": float(r.get("r2_denoiser", "nan"))}
+
+
+def _typed(path: Path, line: int, row: dict, convert):
+    """`convert(row)`; a value missing or not a number is a ValueError naming `path` and `line`."""
+    if None in row.values() or None in row:  # (csv.DictReader: too few or too many fields)
+        raise ValueError(f"{path}, line {line}: expected as many comma-separated values as the header has columns")
+    try:
+        return convert(row)
+    except ValueError as error:
+        raise ValueError(f"{path}, line {line}: {error}") from None
 
 
 def select_rows(rows: list[dict], weights: str, max_step: int | None) -> list[dict]:
@@ -94,7 +120,11 @@ def read_loss(path: Path, max_step: int | None) -> np.ndarray:
     """loss.csv's `(step, loss)` pairs up to `max_step`, `(L, 2)` (empty if the file is missing)."""
     if not Path(path).exists():
         return np.zeros((0, 2))
-    pairs = np.array([[float(r["step"]), float(r["loss"])] for r in read_csv(path)]).reshape(-1, 2)
+    rows = read_csv(path)
+    if rows and not {"step", "loss"} <= set(rows[0]):
+        raise ValueError(f"{path} has no columns step and loss")
+    pairs = np.array([_typed(path, line, r, lambda r: [float(r["step"]), float(r["loss"])])
+                      for line, r in enumerate(rows, start=2)]).reshape(-1, 2)
     return pairs if max_step is None else pairs[pairs[:, 0] <= max_step]
 
 
@@ -126,29 +156,50 @@ def panel_sigmas(sigmas: list[float], count: int) -> list[float]:
     return [sigmas[i] for i in np.unique(np.linspace(0, len(sigmas) - 1, min(count, len(sigmas))).round().astype(int))]
 
 
-def plot(rows: list[dict], loss: np.ndarray, statistic: str, panels: int, path: Path) -> Path:
-    """FUV vs step (log y; solid train, dashed held-out queries) per chosen sigma, and the loss curve."""
+def plot(rows: list[dict], loss: np.ndarray, statistic: str, panels: int):
+    """FUV vs step (log y; solid train, dashed held-out queries) per chosen sigma, and the loss curve.
+
+    Every panel's step axis runs from step 0 to the last step (`step_axis`); one legend for the
+    figure sits below the panels. Returns the figure.
+    """
     sigmas = panel_sigmas(sorted({r["sigma"] for r in rows}), panels)
     references = list(dict.fromkeys(r["reference"] for r in rows))
     fig, axes = figure(ncols=len(sigmas) + 1)
-    first_step = min((r["step"] for r in rows if r["step"] > 0), default=1)
     for axis, sigma in zip(axes[0], sigmas):
         for index, reference in enumerate(references):
             for queries, style in (("train", "-"), ("test", "--")):
                 steps, values = curve(rows, reference, queries, sigma, statistic)
                 if len(steps):
-                    axis.plot(steps, np.maximum(values, 1e-12), style, marker=".", color=f"C{index}",
-                              label=reference if queries == "train" else None)
+                    axis.plot(steps, np.maximum(values, 1e-12), style, marker=".", color=f"C{index}", clip_on=False)
         axis.set_yscale("log")
-        axis.set_xscale("symlog", linthresh=first_step)
-        axis.set(title=f"sigma = {sigma:.3g}", xlabel="training step", ylabel=f"{statistic} (1 - EV)")
-    axes[0][0].legend(fontsize=7, title="solid: train, dashed: held-out", title_fontsize=6)
+        axis.set(title=f"sigma = {sigma:.3g}", ylabel=f"{statistic} (1 - EV)")
     loss_axis = axes[0][-1]
     if len(loss):
-        loss_axis.plot(loss[:, 0], loss[:, 1], color="k")
-    loss_axis.set(title="training loss", xlabel="training step", ylabel="loss", yscale="log")
-    fig.tight_layout()
-    return save_figure(fig, path)
+        loss_axis.plot(loss[:, 0], loss[:, 1], color="k", clip_on=False)
+    loss_axis.set(title="training loss", ylabel="loss", yscale="log")
+    last_step = max([r["step"] for r in rows] + loss[:, 0].astype(int).tolist())
+    for axis in axes[0]:
+        step_axis(axis, last_step)
+    handles = [Line2D([], [], color=f"C{i}", marker=".", label=reference) for i, reference in enumerate(references)]
+    handles += [Line2D([], [], color="0.4", ls=style, label=f"{queries} queries")
+                for queries, style in (("train", "-"), ("held-out", "--"))]
+    fig.set_layout_engine("constrained")
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    return fig
+
+
+def step_axis(axis, last_step: int) -> None:
+    """Training step on a log scale of `step + 1`, from step 0 (left edge) to `last_step` (right edge).
+
+    Major ticks at 0, 1, 10, 100, ... labelled as steps, minor ticks between them.
+    """
+    axis.set_xscale("function", functions=(lambda step: np.log10(np.maximum(step, 0) + 1),
+                                           lambda x: 10.0 ** np.asarray(x) - 1))
+    decades = 10 ** np.arange(int(np.log10(max(last_step, 1))) + 1)
+    axis.set_xticks([0, *decades], labels=["0", *(f"{d:d}" for d in decades)])
+    axis.set_xticks([m * d for d in decades for m in range(2, 10) if m * d < last_step], minor=True)
+    axis.set_xlim(0, max(last_step, 1))
+    axis.set_xlabel("training step")
 
 
 def summary_lines(minimum: list[dict], reference: str, statistic: str, weights: str) -> list[str]:

@@ -4,7 +4,8 @@ Runs each analysis command (gaussian-theory, score-agreement, trajectories, samp
 gmm-sweep, score-field, learning-dynamics) with its default options and the shared ones
 (`--step`, `--weights`, `--seed`, `--num-queries`), each into `OUT/<command>/`, then writes
 `OUT/report.md` and `OUT/report.html`: per command, its summary, its figures and links to
-its CSV files, and the time it took.
+its CSV files, and the time it took. Every command's options, memory and output files are
+checked before the first one runs.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from analysis.output import prepare_out
+
 NAME = "report"
 HELP = "all figure commands on one run, into report.md and report.html"
 NEEDS_NETWORK = True
 NUM_QUERIES = 128
+OUTPUTS = ("report.md", "report.html")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +65,6 @@ def default_arguments(module, shared: argparse.Namespace) -> argparse.Namespace:
 def run_section(module, context, shared: argparse.Namespace) -> Section:
     """Run one command into its own subdirectory and collect what it wrote."""
     out = context.out / module.NAME
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     summary = list(module.run(dataclasses.replace(context, out=out), default_arguments(module, shared)))
     title = (module.__doc__ or module.NAME).strip().splitlines()[0]
@@ -95,14 +98,27 @@ def write_html(path: Path, heading: str, sections: list[Section]) -> Path:
     return path
 
 
-def run(context, args) -> list[str]:
+def section_modules(context, args) -> list:
+    """The command modules the report runs: all but `--skip`'s (and those that need a run, for a network file)."""
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
-    if context.run_dir is None:  # a --network file: no probes.csv or loss.csv to read
-        skip |= {m.NAME for m in command_modules() if getattr(m, "NEEDS_RUN", False)}
-    modules = [m for m in command_modules() if m.NAME not in skip]
     unknown = skip - {m.NAME for m in command_modules()}
     if unknown:
         raise ValueError(f"`--skip` names unknown commands: {', '.join(sorted(unknown))}")
+    if context.run_dir is None:  # a --network file: no probes.csv or loss.csv to read
+        skip |= {m.NAME for m in command_modules() if getattr(m, "NEEDS_RUN", False)}
+    return [m for m in command_modules() if m.NAME not in skip]
+
+
+def check(context, args) -> None:
+    """Every section's options and memory (`module.check`) and its files in `OUT/<command>/` (`prepare_out`)."""
+    for module in section_modules(context, args):
+        out = prepare_out(context.out / module.NAME, module.OUTPUTS)
+        module.check(dataclasses.replace(context, out=out), default_arguments(module, args))
+
+
+def run(context, args) -> list[str]:
+    check(context, args)
+    modules = section_modules(context, args)
     start = time.perf_counter()
     sections = [run_section(module, context, args) for module in tqdm(modules, desc="report", unit="command")]
     heading = f"gaussjax analysis of {context.source}"

@@ -32,6 +32,7 @@ import gaussjax as gj
 from analysis.output import figure, save_figure, write_csv
 from analysis.trajectories import (
     add_model_arguments,
+    check_model_memory,
     check_model_options,
     fit_references,
     initial_states,
@@ -42,12 +43,16 @@ HELP = "Fig. 8: samples of the network, the Gaussian solution, a GMM and the del
 NEEDS_NETWORK = True
 NUM_QUERIES = 64
 
+OUTPUTS = ("samples.png", "samples_mse.csv", "samples_nearest.csv", "samples.npz")
 MODELS = ("network", "gaussian", "gmm", "delta")
 MSE_COLUMNS = ("model_a", "model_b", "mse")
 NEAREST_COLUMNS = ("sample", "nearest_index", "distance", "nearest_distance_ratio")
 MAX_TILES = 16  # samples shown per row
 MEMORISATION_RATIO = 1 / 3
 _CHUNK = 256  # samples per block of the distance matrix
+# float32 arrays of shape (Q, D) held at once: x_T, the four models' samples, a sampler's state and its
+# intermediates (4), and the float64 copies of a pair in `pairwise_mse` (2 x 2)
+SAMPLE_ARRAYS = 13
 
 
 def add_arguments(parser) -> None:
@@ -122,9 +127,15 @@ def plot(samples: dict, unflatten, path):
     return save_figure(fig, path)
 
 
+def check(context, args) -> None:
+    """Refuse bad options (named) and samples that would not fit in memory, before any work."""
+    check_model_options(args, len(context.flat))
+    check_model_memory(context, args, context.flat.shape[1] * SAMPLE_ARRAYS)
+
+
 def run(context, args) -> list[str]:
+    check(context, args)
     flat = context.flat
-    check_model_options(args, len(flat))
     sigmas = gj.karras_sigmas(args.num_steps)
     x_T = initial_states(context.seed, context.num_queries, flat.shape[1], float(sigmas[0]))
     samples = model_samples(context.network, fit_references(flat, args.gmm_components, context.seed), x_T, sigmas)

@@ -35,6 +35,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis.memory import FLOAT32, check_memory
+from analysis.noise_levels import sigma_grid
 from analysis.output import figure, save_figure, write_csv
 from gaussjax.evaluation import noised_data, pure_noise
 
@@ -42,6 +44,7 @@ NAME = "score-agreement"
 HELP = "Fig. 6: FUV of the network's score vs isotropic, Gaussian, GMM and delta scores over sigma"
 NEEDS_NETWORK = True
 
+OUTPUTS = ("score_agreement.csv", "score_agreement.png")
 COLUMNS = ("sigma", "reference", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser", "mse_denoiser")
 QUERY_SETS = ("train", "test", "noise")  # index i -> fold_in(query_key, i)
 EXPLAINED = 0.01  # sigma99: the Gaussian leaves < 1% of the score's variance unexplained
@@ -75,9 +78,9 @@ def parse_components(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def local_models(text: str, images: np.ndarray, gaussian) -> dict:
-    """`--local`'s specs -> local models of the training images `(N, H, W, C)` (see `gaussjax.scores.local_spec`)."""
-    from gaussjax.scores.local_spec import check_local_spec, make_local_model
+def local_specs(text: str) -> list[str]:
+    """`--local`'s comma-separated specs, validated (`gaussjax.scores.local_spec`), without repeats."""
+    from gaussjax.scores.local_spec import check_local_spec
 
     specs = list(dict.fromkeys(part.strip() for part in str(text).split(",") if part.strip()))
     for spec in specs:
@@ -85,16 +88,14 @@ def local_models(text: str, images: np.ndarray, gaussian) -> dict:
             check_local_spec(spec)
         except ValueError as error:
             raise ValueError(f"`--local`: {error}") from None
-    return {spec: make_local_model(spec, images, gaussian=gaussian) for spec in specs}
+    return specs
 
 
-def sigma_grid(num: int, low: float, high: float) -> np.ndarray:
-    """`(num,)` geometric noise levels from `low` to `high`, validated."""
-    if num < 1:
-        raise ValueError(f"`--num-sigmas` must be >= 1, got {num}")
-    if not 0 < low <= high < np.inf:
-        raise ValueError(f"need 0 < `--sigma-min` <= `--sigma-max` < inf, got {low}, {high}")
-    return np.geomspace(low, high, num)
+def local_models(text: str, images: np.ndarray, gaussian) -> dict:
+    """`--local`'s specs -> local models of the training images `(N, H, W, C)` (see `gaussjax.scores.local_spec`)."""
+    from gaussjax.scores.local_spec import make_local_model
+
+    return {spec: make_local_model(spec, images, gaussian=gaussian) for spec in local_specs(text)}
 
 
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -103,11 +104,15 @@ def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return kmeans_key, query_key
 
 
+def _check_components(components: list[int], num_train: int) -> None:
+    for k in components:
+        if k > num_train:
+            raise ValueError(f"`--gmm-components` K = {k} exceeds the {num_train} training images")
+
+
 def analytic_models(flat: np.ndarray, labels, components: list[int], kmeans_key) -> dict:
     """name -> model fitted to the training set `flat (N, D)`, in the order of the plot's legend."""
-    for k in components:
-        if k > len(flat):
-            raise ValueError(f"`--gmm-components` K = {k} exceeds the {len(flat)} training images")
+    _check_components(components, len(flat))
     models = {"isotropic": gj.Isotropic(flat.mean(axis=0)), "gaussian": gj.fit_gaussian(flat)}
     for k in components:
         models[f"gmm{k}"] = gj.fit_gmm(flat, k, key=jax.random.fold_in(kmeans_key, k))
@@ -117,22 +122,26 @@ def analytic_models(flat: np.ndarray, labels, components: list[int], kmeans_key)
     return models
 
 
-def query_sets(context, names: str = ",".join(QUERY_SETS)) -> dict:
-    """name -> query distribution: noised train / held-out images (when there is a test split), pure noise.
-
-    `names` (comma-separated) selects among them; `test` without a test split is an error.
-    """
+def query_set_names(context, names: str = ",".join(QUERY_SETS)) -> list[str]:
+    """The query sets `names` (comma-separated) selects, in `QUERY_SETS` order; `test` without a test split is an
+    error when named explicitly (the default leaves it out)."""
     chosen = list(dict.fromkeys(part.strip() for part in str(names).split(",") if part.strip()))
     unknown = [name for name in chosen if name not in QUERY_SETS]
     if unknown or not chosen:
         raise ValueError(f"`--query-sets` must name some of {', '.join(QUERY_SETS)}, got {names!r}")
     if "test" in chosen and context.test is None and names != ",".join(QUERY_SETS):
         raise ValueError("`--query-sets` names 'test', but the dataset has no test split")
-    sets = {"train": noised_data(context.flat)}
-    if context.test is not None:
-        sets["test"] = noised_data(np.asarray(context.test.flat))
-    sets["noise"] = pure_noise(context.flat.shape[1])
-    return {name: sets[name] for name in QUERY_SETS if name in chosen and name in sets}
+    return [name for name in QUERY_SETS if name in chosen and (name != "test" or context.test is not None)]
+
+
+def query_sets(context, names: str = ",".join(QUERY_SETS)) -> dict:
+    """name -> query distribution: noised train / held-out images, pure noise (`query_set_names` selects)."""
+    def distribution(name):
+        if name == "noise":
+            return pure_noise(context.flat.shape[1])
+        return noised_data(context.flat if name == "train" else np.asarray(context.test.flat))
+
+    return {name: distribution(name) for name in query_set_names(context, names)}
 
 
 def agreement_rows(network, models: dict, queries: dict, sigmas: np.ndarray, query_key, num_queries: int) -> list[dict]:
@@ -218,8 +227,26 @@ def best_model_lines(rows: list[dict]) -> list[str]:
     return [f"best denoiser R^2 per sigma ({queries} queries): " + ", ".join(best)]
 
 
+def check(context, args) -> None:
+    """Refuse bad options (named) and a comparison whose arrays would not fit in memory, before any work.
+
+    Each query set's comparison holds the queries, the network's and every model's denoiser
+    outputs, `(S, Q, D)` float32 each, and every mixture's covariances, `(K, D, D)`.
+    """
+    components = parse_components(args.gmm_components)
+    _check_components(components, len(context.flat))
+    query_set_names(context, args.query_sets)
+    models = 3 + len(components) + (context.train.labels is not None) + len(local_specs(args.local))
+    dim = context.flat.shape[1]
+    check_memory(FLOAT32 * (args.num_sigmas * context.num_queries * dim * (models + 2) + sum(components) * dim**2),
+                 f"`--num-queries` {context.num_queries} x `--num-sigmas` {args.num_sigmas} (with {models} models "
+                 f"of D = {dim}) and `--gmm-components` {args.gmm_components!r}")
+    sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max)
+
+
 def run(context, args) -> list[str]:
     """Fit the models, compare on every query set, write `score_agreement.csv` and `.png`, return the summary."""
+    check(context, args)
     components = parse_components(args.gmm_components)
     sigmas = sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max)
     kmeans_key, query_key = seed_keys(context.seed)

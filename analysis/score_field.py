@@ -34,12 +34,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis.memory import FLOAT32, FLOAT64, ROW_BYTES, check_memory
+from analysis.noise_levels import parse_sigmas
 from analysis.output import figure, save_figure, write_csv
 
 NAME = "score-field"
 HELP = "Fig. 11/13: network vs analytic score fields projected on the plane through three training images"
 NEEDS_NETWORK = True
 
+OUTPUTS = ("score_field.csv", "score_field_anchors.csv", "score_field_same.png", "score_field_different.png")
 COLUMNS = ("classes", "sigma", "model", "u", "v", "score_u", "score_v")
 ANCHOR_COLUMNS = ("classes", "anchor", "index", "label", "u", "v")
 CLASS_CHOICES = ("same", "different")
@@ -55,17 +58,6 @@ def add_arguments(parser):
                        help="margin around the anchors, as a fraction of their extent (default 0.3)")
     group.add_argument("--gmm-components", type=int, default=10, help="modes of the GMM (default 10)")
     group.add_argument("--all-checkpoints", action="store_true", help="also the network at every checkpoint")
-
-
-def parse_sigmas(text: str) -> list[float]:
-    """`'0.1,0.5,2'` as positive finite floats; ValueError names `--sigmas`."""
-    try:
-        sigmas = [float(item) for item in str(text).split(",") if item.strip()]
-    except ValueError:
-        sigmas = []
-    if not sigmas or not all(np.isfinite(s) and s > 0 for s in sigmas):
-        raise ValueError(f"`--sigmas` must be comma-separated positive numbers, got {text!r}")
-    return list(dict.fromkeys(sigmas))
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -151,11 +143,15 @@ def mean_cosine(field: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(dots / np.maximum(norms, 1e-30)))
 
 
+def _check_components(components: int, num_train: int) -> None:
+    if not 1 <= components <= num_train:
+        raise ValueError(f"`--gmm-components` must be in [1, {num_train}], got {components}")
+
+
 def score_models(context, components: int, all_checkpoints: bool) -> dict:
     """name -> model: the network (and `network@STEP` per checkpoint), `gaussian`, `gmm{K}`, `delta`."""
     flat = context.flat
-    if not 1 <= components <= flat.shape[0]:
-        raise ValueError(f"`--gmm-components` must be in [1, {flat.shape[0]}], got {components}")
+    _check_components(components, flat.shape[0])
     models = {"network": context.network}
     if all_checkpoints:
         models.update(_checkpoint_networks(context))
@@ -165,14 +161,21 @@ def score_models(context, components: int, all_checkpoints: bool) -> dict:
     return models
 
 
-def _checkpoint_networks(context) -> dict:
-    """`network@STEP` for every checkpoint of the run but the analysed one."""
-    from train.checkpoints import Checkpointer, load_denoiser
+def _checkpoint_steps(context) -> list[int]:
+    """The run's checkpoint steps but the analysed one (`--all-checkpoints`)."""
+    from train.checkpoints import Checkpointer
 
     if context.run_dir is None:
         raise ValueError("`--all-checkpoints` needs `--run RUN_DIR`")
-    steps = [s for s in Checkpointer(context.run_dir, read_only=True).steps() if s != context.step]
-    return {f"network@{s}": load_denoiser(context.run_dir, step=s, weights=context.weights) for s in steps}
+    return [s for s in Checkpointer(context.run_dir, read_only=True).steps() if s != context.step]
+
+
+def _checkpoint_networks(context) -> dict:
+    """`network@STEP` for every checkpoint of the run but the analysed one."""
+    from train.checkpoints import load_denoiser
+
+    return {f"network@{s}": load_denoiser(context.run_dir, step=s, weights=context.weights)
+            for s in _checkpoint_steps(context)}
 
 
 def plane_rows(classes: str, models: dict, points: np.ndarray, uv: np.ndarray, sigmas: Sequence[float],
@@ -226,10 +229,31 @@ def plot_plane(rows: Sequence[dict], classes: str, anchor_uv: np.ndarray, shape:
     return fig
 
 
-def run(context, args) -> list[str]:
-    sigmas, shape = parse_sigmas(args.sigmas), parse_grid(args.grid)
+def check(context, args) -> None:
+    """Refuse bad options (named) and planes whose rows would not fit in memory, before any work.
+
+    Per plane and sigma every model's field is evaluated at the `NU NV` grid points of the
+    plane (`(G, D)` float64 points, float32 scores), and every (plane, sigma, model, point) is a
+    tidy row held until the CSV is written.
+    """
+    sigmas, (nu, nv) = parse_sigmas("--sigmas", args.sigmas), parse_grid(args.grid)
     if not (np.isfinite(args.margin) and args.margin >= 0):
         raise ValueError(f"`--margin` must be >= 0, got {args.margin}")
+    _check_components(args.gmm_components, context.flat.shape[0])
+    planes = CLASS_CHOICES if args.classes == "both" else (args.classes,)
+    for classes in planes:
+        choose_anchors(context.train.labels, classes, context.seed)
+    models = 4 + (len(_checkpoint_steps(context)) if args.all_checkpoints else 0)
+    dim, points = context.flat.shape[1], nu * nv
+    check_memory(ROW_BYTES * points * len(sigmas) * models * len(planes) + (FLOAT64 + FLOAT32) * points * dim
+                 + FLOAT32 * args.gmm_components * dim**2,
+                 f"`--grid` {args.grid} x {len(sigmas)} sigmas x {models} models x {len(planes)} planes (D = {dim}) "
+                 f"and `--gmm-components` {args.gmm_components}")
+
+
+def run(context, args) -> list[str]:
+    check(context, args)
+    sigmas, shape = parse_sigmas("--sigmas", args.sigmas), parse_grid(args.grid)
     planes = CLASS_CHOICES if args.classes == "both" else (args.classes,)
     anchors = {classes: choose_anchors(context.train.labels, classes, context.seed) for classes in planes}
     models = score_models(context, args.gmm_components, args.all_checkpoints)

@@ -14,7 +14,9 @@ dataset has none; the summary says so):
 Features: without `--inception`, a small classifier trained on the run's train split
 (`train_feature_net`; cached in `OUT/feature_net/` and reused when it was trained on the same
 dataset). The distance is then called "FD", never "FID". `--inception PATH` uses FID's
-InceptionV3 (pytorch-fid's weight file, `load_inception`).
+InceptionV3 (pytorch-fid's weight file, `load_inception`). The command deletes nothing: an
+`OUT/feature_net` that is not a feature net of the run's dataset (another dataset's, or other
+files) is an error before any work, telling to remove it or to choose another `--out`.
 
 Noise floor: the FD between two independent full-sampler sample sets of the same size (the
 second from another `x_T`), measured per sampler, not assumed. `n_skip` is within the noise
@@ -43,7 +45,6 @@ Files in `--out`:
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -53,6 +54,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis.memory import FLOAT32, check_memory
 from analysis.output import figure, save_figure, write_csv
 from gaussjax.quality import (FeatureStats, frechet_distance, kernel_inception_distance, load_feature_net,
                               load_inception, precision_recall, save_feature_net, train_feature_net)
@@ -64,11 +66,18 @@ NEEDS_NETWORK = True
 NUM_QUERIES = 64  # states per level for the auto choice
 IN_REPORT = False  # minutes on a CPU: `report` leaves it out (run it on its own)
 
+OUTPUTS = ("teleport.csv", "teleport.png", "teleport_floor.csv", "teleport_auto.csv", "teleport_features.npz")
+FEATURE_NET = "feature_net"  # the cached feature net's directory in --out
+FEATURE_NET_FILE = "feature_net.json"  # what marks a directory as a saved feature net (save_feature_net)
 SAMPLERS = {"heun": gj.heun_sampler, "dpmpp2m": gj.dpmpp_2m_sampler, "euler": gj.euler_sampler}
 COLLAPSE_FACTOR = 3.0
 SAMPLE_BATCH = 512  # samples per sampler call
 FEATURE_BATCH = 512  # images per feature-net call
 KID_SUBSETS = 100
+FEATURES_BOUND = 2048  # features per image: Inception's pool3 width, more than a feature net's
+# float32 arrays of shape (M, D) held at once: the two x_T, a sweep's full, second and current samples, and
+# the float64 copies of `mse_to_full` (2 x 2)
+SAMPLE_ARRAYS = 9
 FLOOR_COLUMNS = ("sampler", "nfe", "fd_full", "fd_second", "floor")
 AUTO_COLUMNS = ("step", "sigma", "disagreement", "teleported")
 
@@ -88,27 +97,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pytorch-fid Inception weights (.pth): FID instead of the feature net's FD")
 
 
-def _check_options(args) -> None:
+def check(context, args) -> None:
+    """Refuse bad options (named), an `OUT/feature_net` that is not a feature net, and a sweep that would not fit
+    in memory, before any work.
+
+    Held at once: the `(M, D)` samples (`SAMPLE_ARRAYS`), every row's features, `(M, F)` float32
+    for `N` rows and the floor's second set per sampler, and the auto choice's `(N + 1, Q, D)` states.
+    """
     if args.num_steps < 2:
         raise ValueError(f"`--num-steps` must be >= 2 (teleporting needs a step to skip), got {args.num_steps}")
     if args.num_samples < 5:
         raise ValueError(f"`--num-samples` must be >= 5 (precision/recall use k = 3 neighbours), got {args.num_samples}")
+    if args.inception is not None and not Path(args.inception).is_file():
+        raise ValueError(f"`--inception` {args.inception} is not a file: pass pytorch-fid's Inception weights (.pth)")
+    if args.inception is None:
+        _check_feature_net_dir(context.out / FEATURE_NET)
+    dim, samplers, rows = context.flat.shape[1], len(SAMPLERS) if args.sampler == "all" else 1, args.num_steps + 1
+    check_memory(FLOAT32 * (args.num_samples * (dim * SAMPLE_ARRAYS + rows * samplers * FEATURES_BOUND)
+                            + rows * context.num_queries * dim),
+                 f"`--num-samples` {args.num_samples} x `--num-steps` {args.num_steps} ({samplers} sampler(s), D = "
+                 f"{dim}) and `--num-queries` {context.num_queries}")
+
+
+def _check_feature_net_dir(path: Path) -> None:
+    """`path` (`OUT/feature_net`) must be absent, an empty directory, or a saved feature net (never deleted)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, where the command caches its feature net (a directory): remove it or "
+                         "choose another `--out`")
+    if path.is_dir() and any(path.iterdir()) and not (path / FEATURE_NET_FILE).is_file():
+        raise ValueError(f"{path} holds files that are not a saved feature net (no {FEATURE_NET_FILE}), where the "
+                         "command caches its feature net: remove them or choose another `--out`")
 
 
 def feature_extractor(context, args) -> tuple:
-    """`(features(images (B, H, W, C)) -> (B, F) np.ndarray, metric name, description)`."""
+    """`(features(images (B, H, W, C)) -> (B, F) np.ndarray, metric name, description)`.
+
+    Without `--inception`: the feature net cached in `OUT/feature_net` if it was trained on the
+    run's dataset (another dataset's is an error, never deleted), else one trained and saved there.
+    """
     if args.inception is not None:
         inception = load_inception(args.inception)
         return (lambda images: np.asarray(inception(images), np.float64)), "FID", "Inception pool3 features"
-    path, train = context.path("feature_net"), context.train
-    net = None
-    if (path / "feature_net.json").is_file():
-        cached = load_feature_net(path)
-        if cached.dataset_name == train.name and tuple(cached.image_shape) == tuple(train.images.shape[1:]):
-            net, how = cached, f"cached {path}"
-        else:
-            shutil.rmtree(path)  # a feature net of another dataset: retrain
-    if net is None:
+    path, train = context.out / FEATURE_NET, context.train
+    _check_feature_net_dir(path)
+    if (path / FEATURE_NET_FILE).is_file():
+        net, how = load_feature_net(path), f"cached {path}"
+        if net.dataset_name != train.name or tuple(net.image_shape) != tuple(train.images.shape[1:]):
+            raise ValueError(f"{path} holds a feature net of dataset {net.dataset_name!r} (images "
+                             f"{tuple(net.image_shape)}), not of the run's {train.name!r} (images "
+                             f"{tuple(train.images.shape[1:])}): remove it or choose another `--out`")
+    else:
         net = train_feature_net(train, jax.random.fold_in(jax.random.key(context.seed), 1), progress=False)
         save_feature_net(net, path)
         how = f"trained, saved to {path}"
@@ -207,8 +245,9 @@ def plot(rows: list[dict], floors: dict, auto_skip: int, metric: str, path: Path
 
 
 def run(context, args) -> list[str]:
-    _check_options(args)
+    check(context, args)
     start = time.perf_counter()
+    extract, metric, described = feature_extractor(context, args)  # first: it may refuse a cached net
     flat = context.flat
     names = list(SAMPLERS) if args.sampler == "all" else [args.sampler]
     sigmas = gj.karras_sigmas(args.num_steps)
@@ -218,8 +257,6 @@ def run(context, args) -> list[str]:
     x_T = float(sigmas[0]) * jax.random.normal(noise[0], (args.num_samples, dim), jnp.float32)
     x_T2 = float(sigmas[0]) * jax.random.normal(noise[1], (args.num_samples, dim), jnp.float32)
     choice = auto_sigma_skip(network, gaussian, sigmas, key=noise[2], num_states=context.num_queries)
-
-    extract, metric, described = feature_extractor(context, args)
     real_split, fallback = (context.test, "") if context.test is not None else (
         context.train, " (the dataset has no held-out split: against the TRAIN split)")
     real = _features(extract, context.train.unflatten, np.asarray(real_split.flat))

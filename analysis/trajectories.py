@@ -35,6 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis.memory import FLOAT32, check_memory
 from analysis.output import figure, save_figure, write_csv
 
 NAME = "trajectories"
@@ -42,10 +43,14 @@ HELP = "Fig. 7/15: network Heun trajectories vs the Gaussian solution, a GMM and
 NEEDS_NETWORK = True
 NUM_QUERIES = 256
 
+OUTPUTS = ("trajectories.csv", "trajectories.png", "trajectory_deviations.npz")
 REFERENCES = ("gaussian", "gmm", "delta")
 QUANTITIES = ("state", "denoiser")
 COLUMNS = ("sigma", "step", "reference", "quantity", "median", "q25", "q75", "mean")
 DEPARTURE_RMS = 0.1  # RMS deviation (pixels in [-1, 1]) = the paper's MSE 0.01 (Sec. 5, Fig. 7)
+# float32 arrays of shape (N + 1, Q, D) held at once: states and denoiser outputs of the network's and the three
+# references' paths (8), and the float64 differences of `rms_deviation` (3 x 2)
+PATH_ARRAYS = 14
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +71,25 @@ def check_model_options(args: argparse.Namespace, num_train: int) -> None:
     if not 1 <= args.gmm_components <= num_train:
         raise ValueError(f"`--gmm-components` must be in [1, {num_train}] (the training set size), "
                          f"got {args.gmm_components}")
+
+
+def check_model_memory(context, args, per_query: int) -> None:
+    """Refuse `--num-queries`, `--num-steps` and `--gmm-components` whose arrays would not fit in memory.
+
+    `per_query`: float32 values held per query point (`D` times the arrays of the command); the
+    GMM reference adds its covariances, `(K, D, D)` float32, and the grid its `N + 1` noise levels
+    (with the sampler's values per level, a few float32 each).
+    """
+    dim = context.flat.shape[1]
+    check_memory(FLOAT32 * (context.num_queries * per_query + args.gmm_components * dim**2 + 4 * (args.num_steps + 1)),
+                 f"`--num-queries` {context.num_queries} with `--num-steps` {args.num_steps} (D = {dim}) and "
+                 f"`--gmm-components` {args.gmm_components}")
+
+
+def check(context, args) -> None:
+    """Refuse bad options (named) and trajectories that would not fit in memory, before any work."""
+    check_model_options(args, len(context.flat))
+    check_model_memory(context, args, (args.num_steps + 1) * context.flat.shape[1] * PATH_ARRAYS)
 
 
 def _keys(seed: int):
@@ -172,8 +196,8 @@ def _summary(rows: list[dict], context, num_steps: int) -> list[str]:
 
 
 def run(context, args) -> list[str]:
+    check(context, args)
     flat = context.flat
-    check_model_options(args, len(flat))
     sigmas = gj.karras_sigmas(args.num_steps)
     x_T = initial_states(context.seed, context.num_queries, flat.shape[1], float(sigmas[0]))
     network = heun_path(context.network, x_T, sigmas)

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -103,8 +104,8 @@ class Checkpointer:
             args = ocp.args.PyTreeRestore(item=item, restore_args=as_numpy, partial_restore=True)
             return self.manager.restore(step, args=args)[name]
 
-    def restore_newest(self, read, *, set_aside: bool = False):
-        """`read(step)` of the newest checkpoint it succeeds on, or `None` if there is none.
+    def restore_newest(self, read, *, set_aside: bool = False) -> tuple[int, object] | None:
+        """`(step, read(step))` of the newest checkpoint `read` succeeds on, or `None` if there is none.
 
         An unreadable checkpoint (damaged or partly written) is skipped with a warning naming its
         step and path. With `set_aside` (the trainer) it is also moved to
@@ -112,7 +113,7 @@ class Checkpointer:
         """
         for step in reversed(self.steps()):
             try:
-                return read(step)
+                return step, read(step)
             except UnreadableCheckpointError as error:
                 where = f"moved to {self._set_aside(step)}, " if set_aside else ""
                 warnings.warn(f"{error}; {where}falling back to the previous checkpoint", stacklevel=3)
@@ -120,7 +121,8 @@ class Checkpointer:
 
     def restore_latest(self, like):
         """The newest readable checkpoint's state (unreadable ones set aside: `restore_newest`), or `None`."""
-        return self.restore_newest(lambda step: self.restore(step, like), set_aside=True)
+        found = self.restore_newest(lambda step: self.restore(step, like), set_aside=True)
+        return None if found is None else found[1]
 
     def _existing_step(self, step) -> int:
         step = check_nonnegative_int("step", step)
@@ -169,15 +171,25 @@ def non_finite_leaves(tree) -> list[str]:
             if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.isfinite(np.asarray(leaf)).all()]
 
 
-def load_denoiser(run_dir, *, step: int | None = None, weights: str = "ema") -> NeuralDenoiser:
-    """The network of a `python -m train` run as a `NeuralDenoiser`, for samplers, ODE solves and metrics.
+class LoadedDenoiser(NamedTuple):
+    """A run's network and the checkpoint step it was read from (`load_checkpoint`)."""
+
+    denoiser: NeuralDenoiser
+    step: int
+
+
+def load_checkpoint(run_dir, *, step: int | None = None, weights: str = "ema") -> LoadedDenoiser:
+    """The network of a `python -m train` run and the step it was read from.
 
     Args:
         run_dir: the run directory (its `config.json` and `network.json` are validated).
         step: the checkpoint to load (`UnreadableCheckpointError` if it cannot be read); default the
             newest readable one: a damaged newer one is skipped with a warning naming its step and
-            path, and left where it is.
+            path, and left where it is (the returned `step` says which one was read).
         weights: `'ema'` (the EMA of the parameters, what EDM samples with) or `'raw'`.
+
+    Returns:
+        `LoadedDenoiser(denoiser, step)`: a `NeuralDenoiser` and the step whose weights it holds.
     """
     run_dir = Path(run_dir)
     check_choice("weights", weights, ("ema", "raw"))
@@ -193,10 +205,21 @@ def load_denoiser(run_dir, *, step: int | None = None, weights: str = "ema") -> 
     if not steps:
         raise FileNotFoundError(f"no checkpoints in {run_dir / 'checkpoints'}")
     if step is None:
-        params = checkpointer.restore_newest(lambda s: checkpointer.restore_params(s, weights))
-        if params is None:
+        found = checkpointer.restore_newest(lambda s: checkpointer.restore_params(s, weights))
+        if found is None:
             raise UnreadableCheckpointError(f"no checkpoint in {run_dir / 'checkpoints'} is readable (steps {steps})")
+        step, params = found
     else:
         params = checkpointer.restore_params(step, weights)
     precond = EDMPrecond(net=SongUNet(**network.kwargs()), sigma_data=config.sigma_data)
-    return NeuralDenoiser(module=precond, params=jax.tree_util.tree_map(jax.numpy.asarray, params))
+    return LoadedDenoiser(NeuralDenoiser(module=precond, params=jax.tree_util.tree_map(jax.numpy.asarray, params)),
+                          int(step))
+
+
+def load_denoiser(run_dir, *, step: int | None = None, weights: str = "ema") -> NeuralDenoiser:
+    """The network of a `python -m train` run as a `NeuralDenoiser`, for samplers, ODE solves and metrics.
+
+    The denoiser of `load_checkpoint` (same arguments and errors); with `step=None` the newest
+    readable checkpoint, a damaged newer one skipped with a warning naming its step and path.
+    """
+    return load_checkpoint(run_dir, step=step, weights=weights).denoiser

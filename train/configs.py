@@ -143,8 +143,10 @@ def _read_json(path, parse):
     """`parse(fields)` of the JSON object in the file `path`; errors name the file (and, from `parse`, the field)."""
     try:
         fields = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:  # not JSON, not UTF-8, or an integer of more digits than Python converts
         raise ValueError(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not valid JSON: its values are nested too deeply") from None
     try:
         if not isinstance(fields, dict):
             raise TypeError(f"it must hold a JSON object, got {type(fields).__name__}")

@@ -97,3 +97,28 @@ def test_a_run_without_probes_is_named(tiny_run, tmp_path, capsys):
         shutil.copy(tiny_run / name, run_dir / name)
     assert run_command(run_dir, tmp_path / "out") == 2
     assert "probes.csv not found" in capsys.readouterr().err
+
+
+def test_the_step_axis_runs_from_step_0_to_the_last_step_and_the_legend_is_outside(tiny_run):
+    """Every panel's x axis starts at step 0 and ends at the last step, ticks read as steps, one legend below."""
+    from analysis import learning_dynamics as LD
+
+    rows = LD.select_rows(LD.read_probes(tiny_run / "probes.csv"), "ema", None)
+    fig = LD.plot(rows, LD.read_loss(tiny_run / "loss.csv", None), "fuv_score", 3)
+    fig.canvas.draw()
+    steps = sorted({r["step"] for r in rows})
+    assert steps[0] == 0 and len(steps) >= 3
+    assert len(fig.axes) == 4  # three sigmas and the loss
+    for ax in fig.axes:
+        y = np.sqrt(np.prod(ax.get_ylim())) if ax.get_yscale() == "log" else np.mean(ax.get_ylim())
+        where = (ax.transData + ax.transAxes.inverted()).transform([(s, y) for s in steps])[:, 0]
+        assert where[0] == pytest.approx(0, abs=0.02) and where[-1] == pytest.approx(1, abs=0.02), where
+        assert np.all(np.diff(where) > 0.05), where  # the checkpoints spread over the axis
+        left, right = ax.get_xlim()
+        ticks = [(t, label.get_text()) for t, label in zip(ax.get_xticks(), ax.get_xticklabels()) if left <= t <= right]
+        assert [text for _, text in ticks] == [str(int(t)) for t, _ in ticks] and {"0", "10"} <= {x for _, x in ticks}
+        assert ax.get_legend() is None
+    assert len(fig.legends) == 1
+    box = fig.legends[0].get_window_extent()
+    assert not any(box.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    assert {text.get_text() for text in fig.legends[0].get_texts()} >= {"gaussian", "delta", "train queries"}

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from train.checkpoints import Checkpointer, load_denoiser
+from train.checkpoints import Checkpointer, load_checkpoint, load_denoiser
 from train.configs import get_config
 from train.errors import NonFiniteError, UnreadableCheckpointError
 from train.run import train
@@ -136,12 +136,16 @@ def test_load_denoiser_skips_damaged_checkpoints_and_names_a_requested_one(tmp_p
     for path in [*partial.glob("**/commit_success.txt"), partial / "default" / "_METADATA"]:
         path.unlink()  # a checkpoint whose writing was cut short
     with pytest.warns(UserWarning) as warned:
-        denoiser = load_denoiser(run_dir, weights="raw")
+        denoiser, step = load_checkpoint(run_dir, weights="raw")
     skipped = [re.match(r"checkpoint at step (\d+) is unreadable \((.*?): ", str(w.message)) for w in warned]
     assert [match.groups() for match in skipped if match] == [
         (str(step), str(run_dir / "checkpoints" / str(step))) for step in (60, 40)]
+    assert step == 20  # the step actually read, not the newest one listed
     expected = Checkpointer(tiny_run).restore_params(20, "raw")
     jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(denoiser.params), expected)
+    with pytest.warns(UserWarning):
+        same = load_denoiser(run_dir, weights="raw")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(same.params), expected)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["0", "20", "40", "60"]  # nothing moved
     assert not (run_dir / "corrupt_checkpoints").exists()
     path = re.escape(str(run_dir / "checkpoints" / "60"))
