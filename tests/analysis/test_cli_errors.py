@@ -6,7 +6,6 @@ error; the hostile run files are small copies of the shared tiny run.
 """
 
 import errno
-import json
 import os
 import re
 import shutil

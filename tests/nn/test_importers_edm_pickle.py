@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from bounded import bounded
+from pickle_ops import LEGACY_HEADER, Op, call, glob, persistent, top, value
 
 from gaussjax.nn import load_edm_pickle
 from gaussjax.nn._edm_pickle import denoiser_from_record
@@ -55,59 +56,36 @@ def huge(shape, value=1.0, dtype=np.float32) -> View:
     return View(np.full(1, value, dtype), tuple(shape), (0,) * len(shape))
 
 
-class _Op(bytes):
-    """Raw pickle opcodes standing for one value."""
-
-
-_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
              np.dtype(np.float16): "HalfStorage"}
 
 
-def _global(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _call(module: str, name: str, *args) -> _Op:
-    return _Op(_global(module, name) + _ops(args) + b"R")
-
-
-def _storage(raw: np.ndarray) -> _Op:
+def _storage(raw: np.ndarray) -> Op:
     """`torch.storage._load_from_bytes` of a legacy serialization of one storage holding `raw`."""
-    pid = _ops(("storage", _Op(_global("torch", _STORAGES[raw.dtype])), "0", "cpu", raw.size, None)) + b"Q"
-    header = b"".join(pickle.dumps(v, protocol=2) for v in (_MAGIC, 1001, {"little_endian": True}))
+    pid = value(("storage", glob("torch", _STORAGES[raw.dtype]), "0", "cpu", raw.size, None)) + b"Q"
     body = pickle.dumps(["0"], protocol=2) + raw.size.to_bytes(8, "little") + raw.tobytes()
-    return _call("torch.storage", "_load_from_bytes", header + b"\x80\x02" + pid + b"." + body)
+    return call("torch.storage", "_load_from_bytes", LEGACY_HEADER + b"\x80\x02" + pid + b"." + body)
 
 
-def _ops(value) -> bytes:
-    if isinstance(value, _Op):
-        return value
-    if isinstance(value, np.ndarray):
-        value = np.ascontiguousarray(value)
-        value = View(value.reshape(-1), value.shape, tuple(s // value.itemsize for s in value.strides))
-    if isinstance(value, View):
-        return _call("torch._utils", "_rebuild_tensor_v2", _storage(value.storage), 0, value.shape, value.strides,
-                     False, {})
-    if isinstance(value, ModuleRecord):
-        state = {"_init_args": value.init_args, "_init_kwargs": value.init_kwargs, "_parameters": value.parameters,
-                 "_buffers": value.buffers, "_modules": value.modules,
-                 "_non_persistent_buffers_set": sorted(value.non_persistent_buffers)}
-        meta = {"type": "class", "version": 6, "module_src": "", "class_name": value.class_name.rsplit(".")[-1],
-                "state": state}
-        return _call("torch_utils.persistence", "_reconstruct_persistent_obj", meta)
-    if isinstance(value, tuple):
-        return b"(" + b"".join(map(_ops, value)) + b"t"
-    if isinstance(value, list):
-        return b"](" + b"".join(map(_ops, value)) + b"e"
-    if isinstance(value, dict):
-        return b"}(" + b"".join(_ops(k) + _ops(v) for k, v in value.items()) + b"u"
-    return pickle.dumps(value, protocol=3)[2:-1]  # protocol 3: no framing, so header and STOP strip cleanly
+def _tensors_and_modules(obj) -> bytes | None:
+    """Opcodes for arrays, `View`s and `ModuleRecord`s (the `pickle_ops.value` hook), None for other objects."""
+    if isinstance(obj, np.ndarray):
+        obj = np.ascontiguousarray(obj)
+        obj = View(obj.reshape(-1), obj.shape, tuple(s // obj.itemsize for s in obj.strides))
+    if isinstance(obj, View):
+        return call("torch._utils", "_rebuild_tensor_v2", _storage(obj.storage), 0, obj.shape, obj.strides,
+                    False, {})
+    if isinstance(obj, ModuleRecord):
+        state = {"_init_args": obj.init_args, "_init_kwargs": obj.init_kwargs, "_parameters": obj.parameters,
+                 "_buffers": obj.buffers, "_modules": obj.modules,
+                 "_non_persistent_buffers_set": sorted(obj.non_persistent_buffers)}
+        return persistent(obj.class_name.rsplit(".")[-1], state, hook=_tensors_and_modules)
+    return None
 
 
 def write_snapshot(path: Path, **networks) -> Path:
     """`path` holding the pickled snapshot `{name: record}`."""
-    path.write_bytes(b"\x80\x04" + _ops(networks) + b".")
+    path.write_bytes(top(networks, hook=_tensors_and_modules))
     return path
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from nn_helpers import import_edm
+from pickle_ops import LEGACY_HEADER, Op, call, glob, persistent, top, value
 
 from gaussjax.nn._torch_pickle import ModuleRecord, UnsafePickleError, read_edm_pickle
 
@@ -35,9 +36,9 @@ def test_state_dict_equals_torch(pkl, npz):
     ema = read_edm_pickle(DATA / pkl)["ema"]
     got = ema.state_dict()
     assert list(got) == list(expected)  # same names, same order as torch's Module.state_dict()
-    for name, value in expected.items():
-        assert got[name].dtype == value.dtype, name
-        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    for name, array in expected.items():
+        assert got[name].dtype == array.dtype, name
+        np.testing.assert_array_equal(got[name], array, err_msg=name)
     assert ema.class_name == "EDMPrecond"
     assert ema.init_args == ()
     assert ema.init_kwargs == kwargs
@@ -69,7 +70,7 @@ def test_snapshot_layout():
     assert snapshot["dataset_kwargs"]["class_name"] == "training.dataset.ImageFolderDataset"
 
 
-def test_state_dict_skips_none_and_non_persistent():
+def test_state_dict_skips_none_and_nonpersistent():
     w = np.arange(3.0)
     child = ModuleRecord("torch.nn.modules.linear.Linear", (), {}, {"weight": w, "bias": None}, {}, {})
     parent = ModuleRecord("Net", (), {}, {}, {"kept": w, "dropped": w, "empty": None}, {"a": child, "b": None},
@@ -81,57 +82,20 @@ def test_state_dict_skips_none_and_non_persistent():
 # Hand-written pickles: a tiny opcode builder, so no torch, EDM or dangerous object is needed to write them.
 
 
-class _Op(bytes):
-    """Raw pickle opcodes standing for one value."""
-
-
-def _value(v) -> bytes:
-    if isinstance(v, _Op):
-        return v
-    if isinstance(v, tuple):
-        return b"(" + b"".join(map(_value, v)) + b"t"
-    if isinstance(v, list):
-        return b"](" + b"".join(map(_value, v)) + b"e"
-    if isinstance(v, dict):
-        return b"}(" + b"".join(_value(k) + _value(x) for k, x in v.items()) + b"u"
-    return pickle.dumps(v, protocol=3)[2:-1]  # protocol 3: no framing, so header and STOP strip cleanly
-
-
-def _global(module: str, name: str) -> _Op:
-    return _Op(b"c" + module.encode() + b"\n" + name.encode() + b"\n")
-
-
-def _call(module: str, name: str, *args) -> _Op:
-    return _Op(_global(module, name) + _value(args) + b"R")
-
-
 def _persistent_id(*fields) -> bytes:
-    return _value(fields) + b"Q"
+    return value(fields) + b"Q"
 
 
-def _pickle(obj) -> bytes:
-    return b"\x80\x04" + _value(obj) + b"."
-
-
-def _persistent(class_name="EDMPrecond", state=None, type_="class", module_src="") -> _Op:
-    meta = {"type": type_, "version": 6, "module_src": module_src, "class_name": class_name, "state": state or {}}
-    return _call("torch_utils.persistence", "_reconstruct_persistent_obj", meta)
-
-
-_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-def _legacy_storage(inner: bytes) -> _Op:
+def _legacy_storage(inner: bytes) -> Op:
     """``_load_from_bytes`` of a legacy-format serialization whose main pickle is ``inner``."""
-    header = b"".join(pickle.dumps(v, protocol=2) for v in (_MAGIC, 1001, {"little_endian": True}))
-    return _call("torch.storage", "_load_from_bytes", header + inner + pickle.dumps([], protocol=2))
+    return call("torch.storage", "_load_from_bytes", LEGACY_HEADER + inner + pickle.dumps([], protocol=2))
 
 
-def _zip_storage(inner: bytes) -> _Op:
+def _zip_storage(inner: bytes) -> Op:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("archive/data.pkl", inner)
-    return _call("torch.storage", "_load_from_bytes", buffer.getvalue())
+    return call("torch.storage", "_load_from_bytes", buffer.getvalue())
 
 
 def _read(tmp_path, data: bytes):
@@ -145,12 +109,12 @@ def _touch(sentinel) -> str:
 
 
 _ATTACKS = {
-    "os.system": lambda s: (_call("posix", "system", _touch(s)), "posix.system"),
-    "eval": lambda s: (_call("builtins", "eval", f"open({str(s)!r}, 'w')"), "builtins.eval"),
-    "exec": lambda s: (_call("builtins", "exec", f"open({str(s)!r}, 'w')"), "builtins.exec"),
-    "popen": lambda s: (_call("subprocess", "Popen", ["touch", str(s)]), "subprocess.Popen"),
-    "import_module": lambda s: (_call("importlib", "import_module", "os"), "importlib.import_module"),
-    "getattr": lambda s: (_call("builtins", "getattr", _global("os", "path"), "join"), "builtins.getattr"),
+    "os.system": lambda s: (call("posix", "system", _touch(s)), "posix.system"),
+    "eval": lambda s: (call("builtins", "eval", f"open({str(s)!r}, 'w')"), "builtins.eval"),
+    "exec": lambda s: (call("builtins", "exec", f"open({str(s)!r}, 'w')"), "builtins.exec"),
+    "popen": lambda s: (call("subprocess", "Popen", ["touch", str(s)]), "subprocess.Popen"),
+    "import_module": lambda s: (call("importlib", "import_module", "os"), "importlib.import_module"),
+    "getattr": lambda s: (call("builtins", "getattr", glob("os", "path"), "join"), "builtins.getattr"),
 }
 
 
@@ -159,21 +123,21 @@ _ATTACKS = {
 def test_refuses_globals_outside_the_allow_list(tmp_path, sentinel, attack, where):
     payload, reference = _ATTACKS[attack](sentinel)
     if where == "state":
-        payload = {"ema": _persistent(state={"_parameters": {}, "sigma_data": payload})}
+        payload = {"ema": persistent(state={"_parameters": {}, "sigma_data": payload})}
     elif where == "parameter":
-        payload = {"ema": _persistent(state={"_parameters": {"weight": payload}})}
+        payload = {"ema": persistent(state={"_parameters": {"weight": payload}})}
     elif where == "legacy_storage":
         payload = _legacy_storage(b"\x80\x02" + payload + b".")
     elif where == "zip_storage":
         payload = _zip_storage(b"\x80\x02" + payload + b".")
     with pytest.raises(UnsafePickleError, match=f"global '{reference}'"):
-        _read(tmp_path, _pickle(payload))
+        _read(tmp_path, top(payload))
 
 
 def test_module_src_is_never_executed(tmp_path, sentinel):
     source = f"open({str(sentinel)!r}, 'w').close()\nclass EDMPrecond:\n    pass\n"
     with pytest.warns(UserWarning, match="'EDMPrecond' were rebuilt from their names"):
-        snapshot = _read(tmp_path, _pickle({"ema": _persistent(module_src=source, state={"sigma_data": 0.5})}))
+        snapshot = _read(tmp_path, top({"ema": persistent(module_src=source, state={"sigma_data": 0.5})}))
     assert snapshot["ema"].class_name == "EDMPrecond" and snapshot["ema"].attributes == {"sigma_data": 0.5}
     assert "module_src" not in repr(snapshot)
 
@@ -181,43 +145,41 @@ def test_module_src_is_never_executed(tmp_path, sentinel):
 @pytest.mark.parametrize(
     "payload, message",
     [
-        (_persistent(type_="function"), "type 'function'"),
-        (_persistent(class_name="os.system"), "class name 'os.system'"),
-        (_Op(b"Pevil\n"), "persistent id 'evil'"),
+        (persistent(type_="function"), "type 'function'"),
+        (persistent(class_name="os.system"), "class name 'os.system'"),
+        (Op(b"Pevil\n"), "persistent id 'evil'"),
         (_legacy_storage(b"\x80\x02Pevil\n."), "persistent id 'evil'"),
-        (_legacy_storage(b"\x80\x02" + _persistent_id("evil", _global("torch", "FloatStorage"), "0", "cpu", 1)
+        (_legacy_storage(b"\x80\x02" + _persistent_id("evil", glob("torch", "FloatStorage"), "0", "cpu", 1)
                          + b"."), "persistent id"),
-        (_Op(_global("torch._utils", "_rebuild_parameter") + _value({"function": 1}) + b"b"), "set state"),
-        (_Op(_global("collections", "OrderedDict") + _value({"__setitem__": 1}) + b"b"), "set state on <class"),
-        ({"x": _global("torch", "Size")}, "refusing _StandIn"),
-        (_call("torch._utils", "_rebuild_tensor_v2", b"raw", 0, (1,), (1,), False, {}), "not a storage"),
-        (_call("numpy", "dtype", "O8", False, True), r"numpy.dtype\('O8'\)"),
-        (_call("_codecs", "encode", "x", "rot13"), "encoding 'rot13'"),
+        (Op(glob("torch._utils", "_rebuild_parameter") + value({"function": 1}) + b"b"), "set state"),
+        (Op(glob("collections", "OrderedDict") + value({"__setitem__": 1}) + b"b"), "set state on <class"),
+        ({"x": glob("torch", "Size")}, "refusing _StandIn"),
+        (call("torch._utils", "_rebuild_tensor_v2", b"raw", 0, (1,), (1,), False, {}), "not a storage"),
+        (call("numpy", "dtype", "O8", False, True), r"numpy.dtype\('O8'\)"),
+        (call("_codecs", "encode", "x", "rot13"), "encoding 'rot13'"),
         ([1, 2], "expected a snapshot dict"),
     ],
 )
 def test_refuses_non_data(tmp_path, payload, message):
     with pytest.raises(ValueError, match=message):
-        _read(tmp_path, _pickle(payload))
+        _read(tmp_path, top(payload))
 
 
 def test_refuses_storage_view_past_its_end(tmp_path):
-    storage = b"\x80\x02" + _persistent_id("storage", _global("torch", "FloatStorage"), "0", "cpu", 2, None) + b"."
-    header = b"".join(pickle.dumps(v, protocol=2) for v in (_MAGIC, 1001, {"little_endian": True}))
-    blob = header + storage + pickle.dumps(["0"], protocol=2) + (2).to_bytes(8, "little") + np.ones(2, "f4").tobytes()
-    loaded = _call("torch.storage", "_load_from_bytes", blob)
-    ok = _read(tmp_path, _pickle({"x": _call("torch._utils", "_rebuild_tensor_v2", loaded, 1, (1,), (1,), False, {})}))
+    storage = b"\x80\x02" + _persistent_id("storage", glob("torch", "FloatStorage"), "0", "cpu", 2, None) + b"."
+    blob = LEGACY_HEADER + storage + pickle.dumps(["0"], protocol=2) + (2).to_bytes(8, "little") + np.ones(2, "f4").tobytes()
+    loaded = call("torch.storage", "_load_from_bytes", blob)
+    ok = _read(tmp_path, top({"x": call("torch._utils", "_rebuild_tensor_v2", loaded, 1, (1,), (1,), False, {})}))
     np.testing.assert_array_equal(ok["x"], [1.0])
     with pytest.raises(ValueError, match="overruns its storage"):
-        _read(tmp_path, _pickle({"x": _call("torch._utils", "_rebuild_tensor_v2", loaded, 1, (2,), (1,), False, {})}))
+        _read(tmp_path, top({"x": call("torch._utils", "_rebuild_tensor_v2", loaded, 1, (2,), (1,), False, {})}))
 
 
-def _legacy_blob(storage_class: str, raw: np.ndarray) -> _Op:
+def _legacy_blob(storage_class: str, raw: np.ndarray) -> Op:
     """``_load_from_bytes`` of a one-storage legacy serialization holding ``raw`` (written by NumPy, not torch)."""
-    pid = _persistent_id("storage", _global("torch", storage_class), "0", "cpu", raw.size, None)
-    header = b"".join(pickle.dumps(v, protocol=2) for v in (_MAGIC, 1001, {"little_endian": True}))
+    pid = _persistent_id("storage", glob("torch", storage_class), "0", "cpu", raw.size, None)
     body = pickle.dumps(["0"], protocol=2) + raw.size.to_bytes(8, "little") + raw.tobytes()
-    return _call("torch.storage", "_load_from_bytes", header + b"\x80\x02" + pid + b"." + body)
+    return call("torch.storage", "_load_from_bytes", LEGACY_HEADER + b"\x80\x02" + pid + b"." + body)
 
 
 @pytest.mark.parametrize(
@@ -228,8 +190,8 @@ def _legacy_blob(storage_class: str, raw: np.ndarray) -> _Op:
 def test_typed_storages_and_strided_views(tmp_path, storage_class, dtype):
     raw = (np.arange(12) % 5 - 1).astype(dtype)
     storage = _legacy_blob(storage_class, raw)
-    tensor = _call("torch._utils", "_rebuild_tensor_v2", storage, 1, (3, 2), (1, 4), False, {})  # offset, transposed
-    got = _read(tmp_path, _pickle({"t": tensor, "p": _call("torch._utils", "_rebuild_parameter", tensor, True, {})}))
+    tensor = call("torch._utils", "_rebuild_tensor_v2", storage, 1, (3, 2), (1, 4), False, {})  # offset, transposed
+    got = _read(tmp_path, top({"t": tensor, "p": call("torch._utils", "_rebuild_parameter", tensor, True, {})}))
     expected = np.lib.stride_tricks.as_strided(raw[1:], (3, 2), (raw.itemsize, 4 * raw.itemsize))
     for name in "tp":
         assert got[name].dtype == dtype
@@ -239,8 +201,8 @@ def test_typed_storages_and_strided_views(tmp_path, storage_class, dtype):
 def test_untyped_storage_takes_the_dtype_of_the_tensor(tmp_path):
     raw = np.array([1.5, -2.0, 0.25], np.float16)
     storage = _legacy_blob("UntypedStorage", raw.view(np.uint8))
-    tensor = _call("torch._utils", "_rebuild_tensor_v3", storage, 0, (3,), (1,), False, {}, _global("torch", "float16"))
-    got = _read(tmp_path, _pickle({"t": tensor}))["t"]
+    tensor = call("torch._utils", "_rebuild_tensor_v3", storage, 0, (3,), (1,), False, {}, glob("torch", "float16"))
+    got = _read(tmp_path, top({"t": tensor}))["t"]
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, raw)
 
@@ -283,8 +245,8 @@ def test_live_pickle_matches_torch_state_dict(tmp_path, model_type):
     got = read_edm_pickle(path)["ema"]
     expected = {k: v.numpy() for k, v in net.state_dict().items()}
     assert list(got.state_dict()) == list(expected)
-    for name, value in expected.items():
-        np.testing.assert_array_equal(got.state_dict()[name], value, err_msg=name)
+    for name, array in expected.items():
+        np.testing.assert_array_equal(got.state_dict()[name], array, err_msg=name)
     assert got.init_kwargs == kwargs
     assert math.isclose(got.attributes["sigma_data"], 0.5)
 

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pickle_ops
 from bounded import bounded
+from pickle_ops import LEGACY_HEADER, Op, call, glob, top
+from pickle_ops import value as v
 
 from gaussjax.nn import load_edm_pickle
 from gaussjax.nn._torch_pickle import EDM_MODULE_SOURCES, read_edm_pickle, read_torch_state_dict
@@ -29,47 +32,6 @@ DEPTH = 60  # of the shared DAGs below: 2**60 leaves, which the old reader hashe
 MAX_MESSAGE = 1000  # characters of a refusal message
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*rebuilt from their names:UserWarning")  # hand-written sources
-
-# ---------------------------------------------------------------------------------------------------------------
-# A tiny pickle assembler: raw opcodes, so no torch and nothing dangerous is needed to write the files.
-
-
-class Op(bytes):
-    """Opcodes that push one value."""
-
-
-def v(obj) -> bytes:
-    """Opcodes pushing ``obj`` (None, bool, int, float, str, bytes, tuple, list, dict or an ``Op``); no memo writes."""
-    if isinstance(obj, Op):
-        return obj
-    if obj is None:
-        return b"N"
-    if isinstance(obj, bool):
-        return b"\x88" if obj else b"\x89"
-    if isinstance(obj, int):
-        data = obj.to_bytes(obj.bit_length() // 8 + 1, "little", signed=True)
-        return b"\x8a" + bytes([len(data)]) + data  # LONG1
-    if isinstance(obj, float):
-        return b"G" + struct.pack(">d", obj)
-    if isinstance(obj, str):
-        return b"X" + struct.pack("<I", len(obj.encode())) + obj.encode()
-    if isinstance(obj, bytes):
-        return b"B" + struct.pack("<I", len(obj)) + obj
-    if isinstance(obj, tuple):
-        return b"(" + b"".join(map(v, obj)) + b"t"
-    if isinstance(obj, list):
-        return b"](" + b"".join(map(v, obj)) + b"e"
-    if isinstance(obj, dict):
-        return b"}(" + b"".join(v(k) + v(x) for k, x in obj.items()) + b"u"
-    raise TypeError(obj)
-
-
-def glob(module: str, name: str) -> Op:
-    return Op(b"c" + module.encode() + b"\n" + name.encode() + b"\n")
-
-
-def call(module: str, name: str, *args) -> Op:
-    return Op(glob(module, name) + v(args) + b"R")
 
 
 def memoize(value) -> Op:
@@ -86,17 +48,8 @@ def dag(depth: int) -> Op:
     return Op(b")" + b"2\x86" * depth)  # EMPTY_TUPLE, then DUP + TUPLE2
 
 
-def top(value) -> bytes:
-    return b"\x80\x04" + v(value) + b"."
-
-
 def persistent(class_name="EDMPrecond", state=None, module_src="# a fork\n") -> Op:
-    meta = {"type": "class", "version": 6, "module_src": module_src, "class_name": class_name, "state": state or {}}
-    return call("torch_utils.persistence", "_reconstruct_persistent_obj", meta)
-
-
-MAGIC = 0x1950A86A20F9469CFC6C
-LEGACY_HEADER = b"".join(pickle.dumps(x, protocol=2) for x in (MAGIC, 1001, {"little_endian": True}))
+    return pickle_ops.persistent(class_name, state, module_src)
 
 
 def legacy(main: bytes, storages: dict | None = None) -> bytes:
