@@ -77,7 +77,7 @@ def run(context, args) -> list[str]:
 
 
 def read_probes(path: Path) -> list[dict]:
-    """probes.csv as typed rows (`COLUMNS`); a pre-held-out file's rows get `queries = train`, `r2_denoiser = nan`.
+    """probes.csv as typed rows (`COLUMNS`).
 
     A file that is not a probes table (not UTF-8 CSV, columns missing, values that are not
     numbers) is a ValueError naming the file (and the line).
@@ -85,16 +85,20 @@ def read_probes(path: Path) -> list[dict]:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} not found: the run has not been probed yet (python -m train writes it)")
     rows = read_csv(path)
-    missing = {"step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"} - set(rows[0] if rows else {})
-    if not rows or missing:
-        raise ValueError(f"{path} has no probe rows" + (f" (missing columns {sorted(missing)})" if missing else ""))
+    missing = {"step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser",
+               "r2_denoiser"} - set(rows[0] if rows else {})
+    if not rows:
+        raise ValueError(f"{path} has no probe rows")
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not a probes table of this gaussjax "
+                         "version (a run from another version needs that version)")
     return [_typed(path, line, row, _probe_row) for line, row in enumerate(rows, start=2)]
 
 
 def _probe_row(r: dict) -> dict:
     return {"step": int(r["step"]), "sigma": float(r["sigma"]), "reference": r["reference"], "weights": r["weights"],
-            "queries": r.get("queries", "train"), "fuv_score": float(r["fuv_score"]),
-            "fuv_denoiser": float(r["fuv_denoiser"]), "r2_denoiser": float(r.get("r2_denoiser", "nan"))}
+            "queries": r["queries"], "fuv_score": float(r["fuv_score"]),
+            "fuv_denoiser": float(r["fuv_denoiser"]), "r2_denoiser": float(r["r2_denoiser"])}
 
 
 def _typed(path: Path, line: int, row: dict, convert):

@@ -8,9 +8,6 @@ with the isotropic, Gaussian, k-means Gaussian-mixture (several K), per-class mi
 the denoiser R^2 and MSE of `gaussjax.evaluation.ScoreProbe`. The analytic models are
 fitted once per run and cached in the run directory; their denoiser outputs on the query
 sets are computed once, so a probe costs only the network's forward passes.
-
-Runs written before the held-out queries have the 6 `LEGACY_COLUMNS`; resuming one keeps
-writing that layout (train queries only), so its `probes.csv` stays one consistent table.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from train.configs import TrainConfig
 
 PROBE_COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser",
                  "mse_denoiser"]
-LEGACY_COLUMNS = ["step", "sigma", "reference", "weights", "fuv_score", "fuv_denoiser"]  # before held-out queries
 MODEL_FILE = "analytic_models.npz"
 
 
@@ -105,14 +101,12 @@ def load_test_flat(config: TrainConfig, data_dir=None) -> np.ndarray | None:
     return np.asarray(dataset.flat)
 
 
-def probe_rows(probes: dict, step: int, denoisers: dict, columns: list[str] = PROBE_COLUMNS) -> list[dict]:
-    """Rows of `probes.csv` for one checkpoint.
+def probe_rows(probes: dict, step: int, denoisers: dict) -> list[dict]:
+    """Rows of `probes.csv` (`PROBE_COLUMNS`) for one checkpoint.
 
     `probes` maps query set name (train / test) -> `ScoreProbe`, `denoisers` weights name
-    (raw / ema) -> model. With the `LEGACY_COLUMNS` only the train queries are probed.
+    (raw / ema) -> model.
     """
-    if "queries" not in columns:
-        probes = {"train": probes["train"]}
     rows = []
     for weights, denoiser in denoisers.items():
         for queries, probe in probes.items():
@@ -120,18 +114,8 @@ def probe_rows(probes: dict, step: int, denoisers: dict, columns: list[str] = PR
                 continue  # held-out queries probe the EMA network only (what EDM samples with)
             for row in probe(denoiser):
                 full = {"step": step, "reference": row["candidate"], "weights": weights, "queries": queries, **row}
-                rows.append({column: full[column] for column in columns})
+                rows.append({column: full[column] for column in PROBE_COLUMNS})
     return rows
-
-
-def file_columns(path: Path) -> list[str]:
-    """The columns `probes.csv` at `path` is written with: its own (current or legacy) header, else `PROBE_COLUMNS`."""
-    if Path(path).exists():
-        with open(path, newline="") as file:
-            header = next(csv.reader(file), None)
-        if header == LEGACY_COLUMNS:
-            return LEGACY_COLUMNS
-    return PROBE_COLUMNS
 
 
 def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -154,10 +138,19 @@ def read_rows(path: Path) -> list[dict]:
 def truncate_rows(path: Path, max_step: int, columns: list[str]) -> None:
     """Drop rows past `max_step` and any partly written line (after a crash), keeping the rest.
 
-    `columns` must be the file's own (see `file_columns` for probes.csv): rows of another width are dropped.
+    Raises ValueError naming the file if its header is not `columns` (a file of another layout,
+    e.g. written by an older gaussjax, is never rewritten: start a new run directory).
     """
     if not Path(path).exists():
         return
+    with open(path, newline="") as file:
+        header = next(csv.reader(file), None)
+    if header is None:  # created, nothing written yet
+        Path(path).unlink()
+        return
+    if header != columns:
+        raise ValueError(f"{path} has the columns {header}, not {columns}: it was written by another version of "
+                         "gaussjax; resume it with that version or start a new run directory")
     rows = [r for r in read_rows(path) if None not in r.values() and r.get("step", "").isdigit()
             and int(r["step"]) <= max_step and len(r) == len(columns)]
     Path(path).unlink()
@@ -171,7 +164,7 @@ def probed_steps(path: Path) -> set[int]:
 
 def summary_table(path: Path, num_sigmas: int = 3, weights: str = "ema", column: str = "fuv_score") -> str:
     """FUV vs step at a few sigmas (low, middle, high of the probe grid), one column per reference (train queries)."""
-    rows = [r for r in read_rows(path) if r["weights"] == weights and r.get("queries", "train") == "train"]
+    rows = [r for r in read_rows(path) if r["weights"] == weights and r["queries"] == "train"]
     if not rows:
         return "(no probes yet)"
     sigmas = sorted({float(r["sigma"]) for r in rows})

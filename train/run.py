@@ -6,7 +6,7 @@ Files in the run directory:
     checkpoints/<step>/  Orbax checkpoints of the full training state
     loss.csv             mean loss per `log_every` steps, overall and per sigma bin
     probes.csv           step, sigma, reference, weights, queries (train / test), fuv_score, fuv_denoiser,
-                         r2_denoiser, mse_denoiser (`train.probes`; a pre-held-out run keeps its 6 columns)
+                         r2_denoiser, mse_denoiser (`train.probes`)
     analytic_models.npz  the fitted isotropic / Gaussian / mixture models (cached)
     .jax_cache/          compiled programs, written by `python -m train` only, so a resumed run
                          does not compile again (unless $JAX_COMPILATION_CACHE_DIR points elsewhere)
@@ -123,7 +123,7 @@ def resume(run: Run, log=print) -> TrainState:
         log(f"resuming {run.config.name} from step {int(state.step)} in {run.run_dir}")
     probes.truncate_rows(run.run_dir / "loss.csv", int(state.step), LOSS_COLUMNS)
     path = run.run_dir / "probes.csv"
-    probes.truncate_rows(path, int(state.step), probes.file_columns(path))
+    probes.truncate_rows(path, int(state.step), probes.PROBE_COLUMNS)
     return state
 
 
@@ -131,8 +131,8 @@ class CheckpointAndProbe:
     """The callback at each checkpoint step: save the state, then append its probe rows to probes.csv.
 
     Built once per run (fits or loads the analytic models and the probes' train and held-out
-    queries); a step already in probes.csv is not probed again, and a probes.csv of an older
-    layout keeps its columns. `seconds` sums the time spent in each part.
+    queries); a step already in probes.csv is not probed again. `seconds` sums the time spent in
+    each part.
     """
 
     def __init__(self, run: Run, log=print, data_dir=None):
@@ -141,8 +141,7 @@ class CheckpointAndProbe:
         flat = np.asarray(run.dataset.flat)
         models = probes.fit_analytic_models(run.config, flat, run.dataset.labels, run.run_dir,
                                               image_shape=run.dataset.images.shape[1:])
-        self.columns = probes.file_columns(run.run_dir / "probes.csv")
-        test_flat = probes.load_test_flat(run.config, data_dir) if "queries" in self.columns else None
+        test_flat = probes.load_test_flat(run.config, data_dir)
         self.probes = probes.build_probes(run.config, flat, models, test_flat)
         log(f"analytic models ({', '.join(models)}) and probe queries ({', '.join(self.probes)}) ready in {time.perf_counter() - started:.1f} s")
         self.reset_timers()
@@ -162,7 +161,7 @@ class CheckpointAndProbe:
             weights: NeuralDenoiser(module=self.run.precond, params=params, image_shape=self.run.dataset.image_shape)
             for weights, params in (("raw", state.params), ("ema", state.ema_params))
         }
-        probes.append_rows(path, probes.probe_rows(self.probes, step, denoisers, self.columns), self.columns)
+        probes.append_rows(path, probes.probe_rows(self.probes, step, denoisers), probes.PROBE_COLUMNS)
         self.seconds["probes"] += time.perf_counter() - tick
 
 

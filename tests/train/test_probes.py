@@ -1,4 +1,4 @@
-"""train.probes: held-out queries, the denoiser statistics, and probes.csv files of the older layout."""
+"""train.probes: held-out queries, the denoiser statistics, and truncating probes.csv on resume."""
 
 import csv
 
@@ -10,10 +10,8 @@ import gaussjax as gj
 from gaussjax.data import load_dataset
 from train import probes
 from train.configs import get_config
-from train.run import train
 
 CONFIG = get_config("digits-tiny")
-LEGACY_HEADER = "step,sigma,reference,weights,fuv_score,fuv_denoiser"
 
 
 def read_csv(path):
@@ -74,25 +72,26 @@ def test_probe_rows_hold_both_query_sets_with_the_denoiser_statistics(splits):
     r2 = 1 - ((ref - approx) ** 2).sum() / ((ref - ref.mean(axis=0)) ** 2).sum()
     np.testing.assert_allclose(row["r2_denoiser"], r2, rtol=1e-4)
     np.testing.assert_allclose(row["mse_denoiser"], ((ref - approx) ** 2).mean(), rtol=1e-4)
-    legacy = probes.probe_rows(built, 20, {"ema": network}, probes.LEGACY_COLUMNS)
-    assert legacy == [{c: r[c] for c in probes.LEGACY_COLUMNS} for r in rows if r["queries"] == "train"]
 
 
-def write_legacy(path, lines):
-    path.write_text("\n".join([LEGACY_HEADER, *lines]) + "\n")
-
-
-def test_legacy_files_are_truncated_counted_and_summarized_in_their_own_layout(tmp_path):
+def test_truncation_keeps_finished_rows_and_refuses_another_layout(tmp_path):
     path = tmp_path / "probes.csv"
-    write_legacy(path, ["0,0.5,gaussian,ema,0.5,0.25", "20,0.5,gaussian,ema,0.125,0.0625",
-                        "40,0.5,gaussian,ema,0.25,0.125", "60,0.5,gauss"])  # a line cut short by a crash
-    assert probes.file_columns(path) == probes.LEGACY_COLUMNS
-    assert probes.file_columns(tmp_path / "new.csv") == probes.PROBE_COLUMNS
-    probes.truncate_rows(path, 20, probes.file_columns(path))
-    assert path.read_text().splitlines() == [LEGACY_HEADER, "0,0.5,gaussian,ema,0.5,0.25",
-                                             "20,0.5,gaussian,ema,0.125,0.0625"]
+    rows = [{"step": step, "sigma": 0.5, "reference": "gaussian", "weights": "ema", "queries": "train",
+             "fuv_score": 0.5, "fuv_denoiser": 0.25, "r2_denoiser": 0.75, "mse_denoiser": 0.125} for step in (0, 20, 40)]
+    probes.append_rows(path, rows, probes.PROBE_COLUMNS)
+    with open(path, "a") as file:
+        file.write("60,0.5,gauss")  # a line cut short by a crash
+    probes.truncate_rows(path, 20, probes.PROBE_COLUMNS)
     assert probes.probed_steps(path) == {0, 20}
-    assert "      20      0.125" in probes.summary_table(path)
+    old_layout = tmp_path / "old.csv"
+    old_layout.write_text("step,sigma,reference,weights,fuv_score,fuv_denoiser\n0,0.5,gaussian,ema,0.5,0.25\n")
+    with pytest.raises(ValueError, match="old.csv has the columns .* start a new run directory"):
+        probes.truncate_rows(old_layout, 20, probes.PROBE_COLUMNS)
+    assert "0,0.5,gaussian,ema,0.5,0.25" in old_layout.read_text()  # never rewritten
+    empty = tmp_path / "empty.csv"
+    empty.touch()
+    probes.truncate_rows(empty, 20, probes.PROBE_COLUMNS)
+    assert not empty.exists()
 
 
 def test_the_summary_table_uses_the_train_queries(tmp_path):
@@ -103,25 +102,8 @@ def test_the_summary_table_uses_the_train_queries(tmp_path):
     probes.append_rows(path, rows, probes.PROBE_COLUMNS)
     table = probes.summary_table(path)
     assert "0.125" in table and "0.375" not in table
-    probes.truncate_rows(path, 20, probes.file_columns(path))
+    probes.truncate_rows(path, 20, probes.PROBE_COLUMNS)
     assert len(read_csv(path)) == 2
-
-
-def test_resuming_a_run_of_the_older_layout_keeps_its_columns(tmp_path):
-    run_dir = tmp_path / "run"
-    train(CONFIG.replace(steps=20), run_dir, progress=False, log=lambda *a: None)
-    written = read_csv(run_dir / "probes.csv")
-    assert {r["queries"] for r in written} == {"train", "test"}
-    legacy = [[r[c] for c in probes.LEGACY_COLUMNS] for r in written if r["queries"] == "train"]
-    write_legacy(run_dir / "probes.csv", [",".join(r) for r in legacy])  # as a run before held-out probes wrote it
-    train(CONFIG.replace(steps=40), run_dir, progress=False, log=lambda *a: None)
-    lines = (run_dir / "probes.csv").read_text().splitlines()
-    assert lines[0] == LEGACY_HEADER
-    rows = [line.split(",") for line in lines[1:]]
-    assert rows[:len(legacy)] == legacy  # the old rows untouched
-    new = rows[len(legacy):]
-    assert len(new) == len(legacy) // 2 and {r[0] for r in new} == {"40"}  # steps 0, 20 before; 40 now
-    assert all(len(r) == 6 and np.isfinite(float(r[4])) for r in new)
 
 
 def test_local_probe_references_are_the_named_local_models(tmp_path):
