@@ -4,23 +4,28 @@ Implements "The Unreasonable Effectiveness of Gaussian Score Approximation for
 Diffusion Models": analytic scores, the closed-form Gaussian probability-flow
 solution, analytical teleportation, and EDM training with score-structure probes.
 See `docs/index.md`.
+
+`import gaussjax` loads the analytic core only. The subpackages `gaussjax.data`,
+`gaussjax.nn` (Flax networks) and `gaussjax.quality` (Optax, Orbax) are imported on
+first access, e.g. `gaussjax.nn.SongUNet` or `import gaussjax.nn`.
 """
+
+import importlib.metadata
+import typing
 
 from gaussjax import (
     conventions,
-    data,
     evaluation,
     fit,
     metrics,
-    nn,
     ode,
-    quality,
     samplers,
     schedules,
     scores,
     solution,
     teleportation,
 )
+from gaussjax._precision import matmul_precision
 from gaussjax.conventions import score_from_denoiser
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
 from gaussjax.fit import fit_gaussian, fit_gmm, fit_patch_size, kmeans
@@ -52,29 +57,42 @@ from gaussjax.solution import (
     gaussian_warm_start,
     teleport,
 )
-
 from gaussjax.teleportation import TeleportChoice, auto_sigma_skip
 
-__version__ = "0.1.0"
+if typing.TYPE_CHECKING:
+    from gaussjax import data, nn, quality
+
+try:
+    __version__ = importlib.metadata.version("gaussjax")
+except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
+
+_LAZY_SUBPACKAGES = ("data", "nn", "quality")
 
 __all__ = [
-    "PFODESolution",
-    "SamplerOutput",
-    "VPSchedule",
     "DeltaMixture",
     "Denoiser",
     "Gaussian",
     "GaussianMixture",
     "Isotropic",
     "LocalDeltaMixture",
+    "PFODESolution",
     "PatchMixture",
     "PatchPosteriorMean",
+    "SamplerOutput",
+    "TeleportChoice",
+    "VPSchedule",
+    "auto_sigma_skip",
     "compare_scores",
     "cosine_schedule",
     "ddim_sampler",
     "ddpm_linear_schedule",
     "dpmpp_2m_sampler",
     "euler_sampler",
+    "fit_gaussian",
+    "fit_gmm",
+    "fit_patch_size",
+    "fraction_unexplained_variance",
     "gaussian_denoiser_trajectory",
     "gaussian_final_state",
     "gaussian_trajectory",
@@ -82,31 +100,24 @@ __all__ = [
     "heun_sampler",
     "hybrid_sampler",
     "karras_sigmas",
-    "samplers",
-    "schedules",
-    "solution",
-    "solve_pf_ode",
-    "solve_vp_pf_ode",
-    "teleport",
-    "TeleportChoice",
-    "auto_sigma_skip",
-    "teleportation",
-    "conventions",
-    "data",
-    "evaluation",
-    "fit",
-    "fit_gaussian",
-    "fit_gmm",
-    "fit_patch_size",
-    "fraction_unexplained_variance",
     "kmeans",
-    "metrics",
-    "nn",
-    "ode",
-    "quality",
+    "matmul_precision",
     "noised_data",
     "per_sample_unexplained_variance",
     "pure_noise",
     "score_from_denoiser",
-    "scores",
+    "solve_pf_ode",
+    "solve_vp_pf_ode",
+    "teleport",
 ]
+
+
+def __getattr__(name: str):
+    """Import the subpackage `gaussjax.<name>` of `_LAZY_SUBPACKAGES` on first access."""
+    if name in _LAZY_SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_SUBPACKAGES})

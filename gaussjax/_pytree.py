@@ -1,44 +1,31 @@
-"""Immutable dataclasses that are JAX pytrees.
+"""gaussjax's one pytree mechanism, `Module`, and models as arguments of compiled functions.
 
-`@pytree_dataclass` makes a frozen dataclass and registers it with JAX. Array fields
-are leaves; fields declared with `static_field()` are hashable metadata (they select
-shapes and code paths, so changing them recompiles). Unflattening bypasses
-`__init__`/`__post_init__`, so input validation in `__post_init__` runs when a user
-constructs a model, never on the tracers JAX passes around inside `jit`/`vmap`/`grad`.
+Models are `Module`s: immutable `equinox.Module` pytrees whose array fields are leaves and
+whose fields declared `eqx.field(static=True)` are hashable metadata (they select shapes and
+code paths, so changing them recompiles). `jit_call` is the one jitted model call;
+`traceable_model` lets any other object with a `.denoise` method in, carried as static data.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 
+import equinox as eqx
 import jax
 import numpy as np
 
 
-def static_field(**kwargs):
-    """A dataclass field stored as pytree metadata rather than as a leaf."""
-    return dataclasses.field(metadata={"static": True}, **kwargs)
+class Module(eqx.Module):
+    """An `equinox.Module` hashed and compared by identity, as a plain Python object.
 
+    Identity makes a bound method such as `model.denoise` hashable, so `jax.jit(model.denoise)`
+    works (equinox's own hash combines the fields, and array fields cannot be hashed).
+    Construction runs `__init__` / `__post_init__`, where fields are assigned and inputs
+    checked; JAX's unflattening bypasses them, so the checks never see tracers.
+    """
 
-def pytree_dataclass(cls):
-    """Decorator: a frozen dataclass registered as a JAX pytree (see module docstring)."""
-    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
-    fields = dataclasses.fields(cls)
-    leaves = tuple(f.name for f in fields if not f.metadata.get("static"))
-    static = tuple(f.name for f in fields if f.metadata.get("static"))
-
-    def flatten_with_keys(obj):
-        children = tuple((jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in leaves)
-        return children, tuple(getattr(obj, n) for n in static)
-
-    def unflatten(aux, children):
-        obj = object.__new__(cls)
-        for name, value in zip(leaves + static, tuple(children) + tuple(aux)):
-            object.__setattr__(obj, name, value)
-        return obj
-
-    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten)
-    return cls
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
 
 @jax.tree_util.register_static
@@ -72,3 +59,31 @@ def traceable_model(model):
     if all(_is_array_leaf(leaf) for leaf in jax.tree_util.tree_leaves(model)):
         return model
     return _OpaqueModel(model)
+
+
+@functools.partial(jax.jit, static_argnames="method")
+def jit_call(model, method: str, x, sigma):
+    """`model.<method>(x, sigma)`, compiled once per model structure (type, static fields) and input shapes.
+
+    `model` is a pytree of arrays (traced) or a `traceable_model` wrapper.
+    """
+    return getattr(model, method)(x, sigma)
+
+
+def check_output_shape(name: str, output, x) -> None:
+    """Raise `ValueError` naming `name` unless the denoiser output `output` has the shape of its input `x`.
+
+    Shapes are static, so this also runs while a function is traced.
+    """
+    if tuple(output.shape) != tuple(x.shape):
+        raise ValueError(
+            f"`{name}.denoise` returned shape {tuple(output.shape)} for states of shape {tuple(x.shape)}: "
+            "a denoiser returns the shape of its input (..., D)"
+        )
+
+
+def denoise_checked(name: str, model, x, sigma):
+    """`model.denoise(x, sigma)` compiled (`model` any object with `.denoise`), its shape checked as `name`'s."""
+    output = jit_call(traceable_model(model), "denoise", x, sigma)
+    check_output_shape(name, output, x)
+    return output

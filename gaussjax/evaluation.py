@@ -19,17 +19,32 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from gaussjax._checks import check_data_matrix, check_noise_levels, check_positive_int, is_concrete
+from gaussjax._pytree import check_output_shape as _check_output_shape
+from gaussjax._pytree import denoise_checked as _denoise_checked
 from gaussjax._pytree import traceable_model
 from gaussjax.conventions import score_from_denoiser
 from gaussjax.metrics import fraction_unexplained_variance
 
+__all__ = [
+    "NoisedData",
+    "PureNoise",
+    "ScoreProbe",
+    "compare_scores",
+    "denoiser_r2",
+    "format_table",
+    "make_score_probe",
+    "noised_data",
+    "pure_noise",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class NoisedData:
-    """Queries `x = y + sigma n`, `y` drawn uniformly from `points (N, D)`, `n ~ N(0, I)` (Sec. 5).
+    """Query distribution: `x = y + sigma n`, `y` drawn uniformly from `points (N, D)`, `n ~ N(0, I)` (Sec. 5).
 
     The same `y` and `n` are used at every sigma (common random numbers), so curves
-    over sigma are smooth.
+    over sigma are smooth. Built by `noised_data(points)`; `points` is checked (a finite,
+    non-empty `(N, D)` matrix).
     """
 
     points: Float[Array, "N D"]
@@ -51,9 +66,12 @@ class NoisedData:
 
 @dataclasses.dataclass(frozen=True)
 class PureNoise:
-    """Queries `x ~ N(0, sigma^2 I)` in `dim` dimensions (Sec. 4.2)."""
+    """Query distribution: `x ~ N(0, sigma^2 I)` in `dim` dimensions (Sec. 4.2). Built by `pure_noise(dim)`."""
 
     dim: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "dim", check_positive_int("dim", self.dim))
 
     def sample(self, key: PRNGKeyArray, sigmas: Float[ArrayLike, "S"], num: int) -> Float[Array, "S num D"]:
         n = jax.random.normal(key, (num, self.dim))
@@ -67,31 +85,7 @@ def noised_data(points: Float[ArrayLike, "N D"]) -> NoisedData:
 
 def pure_noise(dim: int) -> PureNoise:
     """Query distribution: pure noise `N(0, sigma^2 I)`."""
-    return PureNoise(check_positive_int("dim", dim))
-
-
-@jax.jit
-def _denoise(model, x, sigma):
-    return model.denoise(x, sigma)
-
-
-def check_output_shape(name: str, output, x) -> None:
-    """Raise `ValueError` naming `name` unless the denoiser output `output` has the shape of its input `x`.
-
-    Shapes are static, so this also runs while a function is traced.
-    """
-    if tuple(output.shape) != tuple(x.shape):
-        raise ValueError(
-            f"`{name}.denoise` returned shape {tuple(output.shape)} for states of shape {tuple(x.shape)}: "
-            "a denoiser returns the shape of its input (..., D)"
-        )
-
-
-def denoise_checked(name: str, model, x, sigma):
-    """`model.denoise(x, sigma)` compiled (`model` any object with `.denoise`), its shape checked as `name`'s."""
-    output = _denoise(traceable_model(model), x, sigma)
-    check_output_shape(name, output, x)
-    return output
+    return PureNoise(dim)
 
 
 def _check_grid(sigmas) -> np.ndarray:
@@ -130,13 +124,13 @@ class ScoreProbe:
         outputs = tuple(self.candidate_outputs[name] for name in names)  # (a dict would come back key-sorted)
         stats = jax.device_get(_probe_statistics(traceable_model(reference), self.queries, sigmas, outputs))
         return [
-            {"sigma": float(sigma), "candidate": name, **{column: float(stats[column][c, i]) for column in STATISTICS}}
+            {"sigma": float(sigma), "candidate": name, **{column: float(stats[column][c, i]) for column in _STATISTICS}}
             for i, sigma in enumerate(self.sigmas)
             for c, name in enumerate(names)
         ]
 
 
-STATISTICS = ("fuv_score", "fuv_denoiser", "r2_denoiser", "mse_denoiser")
+_STATISTICS = ("fuv_score", "fuv_denoiser", "r2_denoiser", "mse_denoiser")
 
 
 def denoiser_r2(reference: Float[ArrayLike, "Q D"], approx: Float[ArrayLike, "Q D"]) -> Float[Array, ""]:
@@ -154,9 +148,9 @@ def denoiser_r2(reference: Float[ArrayLike, "Q D"], approx: Float[ArrayLike, "Q 
 
 @jax.jit
 def _probe_statistics(reference, queries, sigmas, candidate_outputs) -> dict:
-    """Each of `STATISTICS` as `(C, S)`; `queries (S, Q, D)`, `sigmas (S,)`, C outputs `(S, Q, D)`."""
+    """Each of `_STATISTICS` as `(C, S)`; `queries (S, Q, D)`, `sigmas (S,)`, C outputs `(S, Q, D)`."""
     ref = reference.denoise(queries, sigmas[:, None])
-    check_output_shape("reference", ref, queries)  # at trace time: a wrong shape would broadcast below
+    _check_output_shape("reference", ref, queries)  # at trace time: a wrong shape would broadcast below
     approx = jnp.stack(candidate_outputs)  # (C, S, Q, D)
     per_sigma = jax.vmap(_pair_statistics)  # over S
     return jax.vmap(per_sigma, in_axes=(None, 0, None, None))(ref, approx, queries, sigmas)
@@ -189,7 +183,7 @@ def make_score_probe(
     num_queries = check_positive_int("num_queries", num_queries)
     points = queries.sample(key, sigmas, num_queries)
     outputs = {
-        name: jnp.stack([denoise_checked(f"candidates[{name!r}]", model, x, jnp.asarray(s, x.dtype))
+        name: jnp.stack([_denoise_checked(f"candidates[{name!r}]", model, x, jnp.asarray(s, x.dtype))
                          for s, x in zip(sigmas, points)])
         for name, model in candidates.items()
     }

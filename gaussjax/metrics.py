@@ -8,6 +8,8 @@ from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import as_float, check_finite_norms, is_concrete
 
+__all__ = ["fraction_unexplained_variance", "per_sample_unexplained_variance"]
+
 
 def _check_pair(reference, approx, *, per_sample: bool):
     """Same shape `(..., D)`, non-empty, real; when concrete, finite with a nonzero reference (per sample)."""

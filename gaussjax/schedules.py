@@ -13,7 +13,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_noise_levels, check_positive_int, is_concrete
-from gaussjax._pytree import pytree_dataclass
+from gaussjax._pytree import Module
 from gaussjax.conventions import vp_alpha_from_edm_sigma
 
 __all__ = ["VPSchedule", "cosine_schedule", "ddpm_linear_schedule", "karras_sigmas", "vp_alpha_from_edm_sigma"]
@@ -56,8 +56,7 @@ def karras_sigmas(
     return jnp.asarray(xp.append(steps, xp.zeros((), steps.dtype)))
 
 
-@pytree_dataclass
-class VPSchedule:
+class VPSchedule(Module):
     """VP / DDPM noise levels, the one way VP levels enter gaussjax: `alphas_cumprod = alpha_t^2`.
 
     A level `alphas_cumprod[i] = a` is the VP state `x_t = sqrt(a) y + sqrt(1 - a) n`,
@@ -83,7 +82,7 @@ class VPSchedule:
             if np.any(values > 1) or not (np.all(steps > 0) or np.all(steps < 0)):
                 raise ValueError("`alphas_cumprod` must be strictly monotone with values in (0, 1]")
             values.setflags(write=False)
-        object.__setattr__(self, "alphas_cumprod", values)
+        self.alphas_cumprod = values
 
     def __len__(self) -> int:
         return self.alphas_cumprod.shape[0]

@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from gaussjax._checks import check_float_array, check_key, check_noise_levels, check_positive_int, is_concrete
-from gaussjax.evaluation import denoise_checked
+from gaussjax._pytree import denoise_checked
 from gaussjax.scores import Denoiser, Gaussian
 from gaussjax.solution import gaussian_denoiser_trajectory, gaussian_trajectory
 

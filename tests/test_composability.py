@@ -101,6 +101,7 @@ def grid(num_steps=6):
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.slow
 def test_samplers_under_jit_with_traced_states_and_grids(x64, name):
     sample, model = SAMPLERS[name], gaussian()
     x_T, sigmas = initial_states(), grid()
@@ -115,6 +116,7 @@ def test_samplers_under_jit_with_traced_states_and_grids(x64, name):
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.slow
 def test_gradients_through_samplers_match_finite_differences(x64, name):
     sample, g = SAMPLERS[name], gaussian()
     x_T, sigmas = initial_states(), grid()
@@ -123,6 +125,7 @@ def test_gradients_through_samplers_match_finite_differences(x64, name):
     check_derivatives(lambda mean: jnp.sum(jnp.sin(sample(gj.Gaussian(mean, g.eigvals, g.eigvecs), x_T, sigmas))), g.mean)
 
 
+@pytest.mark.slow
 def test_churn_sampler_vmapped_over_keys_equals_the_loop(x64):
     model, x_T, sigmas = gj.DeltaMixture(points()), initial_states(), gj.karras_sigmas(6, sigma_max=10.0)
     keys = jax.random.split(jax.random.key(0), 4)
@@ -148,6 +151,7 @@ def test_nfe_under_jit():
     assert gj.heun_sampler(model, x_T, gj.karras_sigmas(5)).nfe == 9
 
 
+@pytest.mark.slow
 def test_a_model_that_is_not_a_pytree_is_accepted():
     delta = gj.DeltaMixture(points().astype(np.float32))
 
@@ -167,6 +171,7 @@ def test_a_model_that_is_not_a_pytree_is_accepted():
 # --- closed form, schedules, conventions, metrics ---------------------------------------
 
 
+@pytest.mark.slow
 def test_closed_form_under_jit_vmap_and_grad(x64):
     g, x_T = gaussian(), initial_states()
     sigmas = jnp.array([5.0, 1.0, 0.2])
@@ -217,6 +222,7 @@ def test_vp_schedule_is_a_pytree(x64):
                                schedule.sampling_grid(5).alphas_cumprod, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_solve_pf_ode_inside_jit(x64):
     g, x_T = gaussian(), initial_states()
     sigmas = gj.karras_sigmas(6, sigma_max=10.0)

@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+# Pages whose examples train, sample, solve or load networks: the slow tier runs them.
+SLOW_DOCUMENTS = {ROOT / "docs" / name for name in ("composing.md", "dynamics.md", "local.md", "pretrained.md",
+                                                      "quality.md", "scores.md", "training.md")}
 BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -21,9 +24,11 @@ def python_blocks(path: Path) -> list[str]:
 def test_documents_exist_and_have_examples():
     assert (ROOT / "docs" / "index.md") in DOCUMENTS
     assert python_blocks(ROOT / "README.md")
+    assert SLOW_DOCUMENTS <= set(DOCUMENTS)
 
 
-@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.slow] * (p in SLOW_DOCUMENTS)) for p in DOCUMENTS],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_code_blocks_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{path.stem}"}

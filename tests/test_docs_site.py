@@ -15,9 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mkdocs") is None, reason='mkdocs is not installed (pip install -e ".[docs]")'
-)
+pytestmark = [
+    pytest.mark.slow,  # a whole site build
+    pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
+                       reason='mkdocs is not installed (pip install -e ".[docs]")'),
+]
 
 API_PAGES = {
     "api/index.html": ["solve_pf_ode", "heun_sampler", "DeltaMixture"],

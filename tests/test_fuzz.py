@@ -190,7 +190,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "call", "value"), CASES, ids=[c[0] for c in CASES])
+# Targets whose every accepted value compiles an ODE solve or a local model: the slow tier runs them.
+SLOW_TARGETS = ("solve_pf_ode", "auto_sigma_skip", *LOCAL_MODELS)
+
+
+@pytest.mark.parametrize(("name", "call", "value"), [
+    pytest.param(*case, id=case[0], marks=[pytest.mark.slow] * case[0].startswith(SLOW_TARGETS)) for case in CASES])
 def test_bad_value_gives_a_clear_error_or_a_finite_result(name, call, value):
     try:
         out = call(value)

@@ -13,6 +13,7 @@ tolerances do not recompile).
 from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +21,6 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from gaussjax import DeltaMixture, Gaussian
-from gaussjax._pytree import pytree_dataclass
 from gaussjax.ode import RK4, PFODESolution, solve_pf_ode, solve_vp_pf_ode
 from gaussjax.schedules import VPSchedule
 
@@ -128,8 +128,7 @@ def test_rk4_is_adaptive_and_fourth_order(x64):
     assert RK4.tableau.fsal and RK4().order(None) == 4
 
 
-@pytree_dataclass
-class CountingDenoiser:
+class CountingDenoiser(eqx.Module):
     """Wraps a model; counts denoiser evaluations at run time and traces at trace time."""
 
     inner: Gaussian
@@ -170,6 +169,7 @@ def delta_denoiser(points, x, sigma):
     return weights @ points / weights.sum()
 
 
+@pytest.mark.slow
 def test_delta_mixture_matches_scipy_and_ends_on_a_training_point(x64):
     rng = np.random.default_rng(1)
     points = rng.normal(size=(12, 3))

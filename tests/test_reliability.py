@@ -39,6 +39,7 @@ def test_2_delta_denoiser_is_the_nearest_point_at_any_small_sigma(digits, models
         np.testing.assert_array_equal(models["delta"].denoise(x, sigma), nearest_points(digits, x))
 
 
+@pytest.mark.slow
 def test_2_samplers_and_solves_reach_tiny_sigma(digits, models):
     """(2) heun_sampler with sigma_min = 1e-5 gave NaN samples; solve_pf_ode to 1e-5 hit max_steps."""
     x_T = 80.0 * np.asarray(jax.random.normal(jax.random.key(0), (4, 64)))

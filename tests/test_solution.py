@@ -93,6 +93,7 @@ def test_final_state_is_eq17_and_trajectory_endpoints(x64):
     np.testing.assert_allclose(teleport(g, x_T, 80.0, 80.0), x_T, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_special_functions_against_formulas_and_autodiff(x64):
     sigma, lam = jnp.linspace(0.05, 10.0, 7)[:, None], jnp.array([0.1, 1.0, 9.0])[None, :]
     np.testing.assert_allclose(psi(sigma, lam, 80.0), np.sqrt((sigma**2 + lam) / (6400.0 + lam)))

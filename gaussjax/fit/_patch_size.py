@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from gaussjax._checks import check_positive_int
-from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.evaluation import NoisedData, PureNoise, make_score_probe
 from gaussjax.scores._local import LocalModel
 
 
-@pytree_dataclass
 class PatchSizeSchedule(LocalModel):
     """A local model that switches window size with the noise level.
 
@@ -38,10 +37,10 @@ class PatchSizeSchedule(LocalModel):
     """
 
     models: tuple
-    sizes: tuple = static_field()
-    sigmas: tuple = static_field()
-    choice: tuple = static_field()
-    image_shape: tuple = static_field()
+    sizes: tuple = eqx.field(static=True)
+    sigmas: tuple = eqx.field(static=True)
+    choice: tuple = eqx.field(static=True)
+    image_shape: tuple = eqx.field(static=True)
 
     @property
     def size_per_sigma(self) -> dict:

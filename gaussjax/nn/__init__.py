@@ -9,6 +9,7 @@ EDM's snapshot pickles without torch and without running their code;
 `save_safetensors` / `load_safetensors` move networks without pickles.
 """
 
+from gaussjax._torch import UnsafePickleError
 from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._dhariwal import DhariwalUNet
 from gaussjax.nn._edm_pickle import load_edm_pickle
@@ -24,7 +25,6 @@ from gaussjax.nn._precond import (
     vp_preconditioning,
 )
 from gaussjax.nn._safetensors import load_safetensors, save_safetensors
-from gaussjax.nn._torch_pickle import UnsafePickleError
 from gaussjax.nn._unet import SongUNet
 
 __all__ = [

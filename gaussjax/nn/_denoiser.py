@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import jax
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import check_finite, check_query
-from gaussjax._pytree import pytree_dataclass, static_field
-from gaussjax.conventions import score_from_denoiser
+from gaussjax._checks import check_finite
 from gaussjax.nn._precond import (
     PRECONDITIONERS,
     EDMPrecond,
@@ -20,10 +17,10 @@ from gaussjax.nn._precond import (
     VPPrecond,
     iDDPMPrecond,
 )
+from gaussjax.scores._base import Denoiser, image_query
 
 
-@pytree_dataclass
-class NeuralDenoiser:
+class NeuralDenoiser(Denoiser):
     """A preconditioned network with its parameters, as a `Denoiser`: `denoise(x, sigma)` and `score(x, sigma)`.
 
     Queries are flat vectors `x (..., D)`, `D = H W C` (the layout of every analytic
@@ -42,9 +39,9 @@ class NeuralDenoiser:
             conditional network, finite in float32 (checked when concrete); None: zeros (EDM's default).
     """
 
-    module: EDMPrecond | VPPrecond | VEPrecond | iDDPMPrecond = static_field()
+    module: EDMPrecond | VPPrecond | VEPrecond | iDDPMPrecond = eqx.field(static=True)
     params: Any
-    image_shape: tuple = static_field(default=None)
+    image_shape: tuple = eqx.field(static=True, default=None)
     class_labels: Any = None
 
     def __post_init__(self):
@@ -56,7 +53,7 @@ class NeuralDenoiser:
         shape = expected if self.image_shape is None else tuple(int(s) for s in self.image_shape)
         if shape != expected:
             raise ValueError(f"`image_shape` must be (H, W, C) = {expected} for this network, got {shape}")
-        object.__setattr__(self, "image_shape", shape)
+        self.image_shape = shape
         if self.class_labels is not None:
             if not net.label_dim:
                 raise ValueError("`class_labels` given, but the network is unconditional (label_dim = 0)")
@@ -65,7 +62,7 @@ class NeuralDenoiser:
             if labels.ndim == 0 or labels.shape[-1] != net.label_dim:
                 raise ValueError(f"`class_labels` must have shape (..., {net.label_dim}), got {labels.shape}")
             check_finite("class_labels", labels)
-            object.__setattr__(self, "class_labels", labels)
+            self.class_labels = labels
 
     @property
     def dim(self) -> int:
@@ -79,48 +76,21 @@ class NeuralDenoiser:
         sigma: Float[ArrayLike, "*#batch"] | float,
     ) -> Float[Array, "*batch D"] | Float[Array, "*batch H W C"]:
         """`D(x; sigma)`, shape and layout of `x` (`(..., D)` or `(..., H, W, C)`)."""
-        flat, sigma, restore = self._query(x, sigma)
-        return restore(self._denoise(flat, sigma))
-
-    def score(
-        self,
-        x: Float[ArrayLike, "*batch D"] | Float[ArrayLike, "*batch H W C"],
-        sigma: Float[ArrayLike, "*#batch"] | float,
-    ) -> Float[Array, "*batch D"] | Float[Array, "*batch H W C"]:
-        """`(D(x; sigma) - x) / sigma^2`, shape and layout of `x`."""
-        flat, sigma, restore = self._query(x, sigma)
-        return restore(score_from_denoiser(self._denoise(flat, sigma), flat, sigma))
+        return self._evaluate("_network", x, sigma)
 
     def _query(self, x, sigma):
-        """Validated flat `x (..., D)`, `sigma (...)` and a function restoring `x`'s layout."""
-        x = jnp.asarray(x)
-        if x.ndim >= 3 and x.shape[-3:] == self.image_shape and self.image_shape[-1] != self.dim:
-            batch = x.shape[:-3]
-            x_flat, sigma = check_query(x.reshape(*batch, self.dim), sigma, self.dim)
-            return x_flat, sigma, lambda out: out.reshape(*batch, *self.image_shape)
-        if x.ndim == 0 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"`x` must have shape (..., D) with D = {self.dim} or (..., H, W, C) = (..., "
-                f"{', '.join(map(str, self.image_shape))}), got {jnp.shape(x)}"
-            )
-        x_flat, sigma = check_query(x, sigma, self.dim)
-        return x_flat, sigma, lambda out: out
+        """`image_query`, and per-query class labels checked against the batch axes."""
+        flat, sigma, restore = image_query(x, sigma, self.image_shape)
+        labels = self.class_labels
+        if labels is not None and labels.ndim > 1 and labels.shape[:-1] != flat.shape[:-1]:
+            raise ValueError(f"`class_labels` must have shape (label_dim,) or {flat.shape[:-1]} + (label_dim,), "
+                             f"got {labels.shape}")
+        return flat, sigma, restore
 
-    def _denoise(self, x, sigma):
-        batch = x.shape[:-1]
+    def _network(self, x: Float[Array, "B D"], sigma: Float[Array, " B"]) -> Float[Array, "B D"]:
+        """The network in evaluation mode on a flat batch, the labels as `(B, label_dim)`."""
         labels = self.class_labels
         if labels is not None:
-            labels = jnp.broadcast_to(labels, (*batch, labels.shape[-1]) if labels.ndim == 1 else labels.shape)
-            if labels.shape[:-1] != batch:
-                raise ValueError(f"`class_labels` must have shape (label_dim,) or {batch} + (label_dim,), "
-                                 f"got {labels.shape}")
-            labels = labels.reshape(-1, labels.shape[-1])
+            labels = jnp.broadcast_to(labels.reshape(-1, labels.shape[-1]), (x.shape[0], labels.shape[-1]))
         images = x.reshape(-1, *self.image_shape)
-        out = _apply(self.module, self.params, images, sigma.reshape(-1), labels)
-        return out.reshape(x.shape)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _apply(module, params, x, sigma, class_labels):
-    """The network in evaluation mode, compiled once per module and shape."""
-    return module.apply(params, x, sigma, class_labels, train=False)
+        return self.module.apply(self.params, images, sigma, labels, train=False).reshape(x.shape)

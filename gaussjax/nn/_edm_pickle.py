@@ -1,6 +1,6 @@
 """`load_edm_pickle`: an NVlabs/edm snapshot pickle as a `NeuralDenoiser`, without torch and without running its code.
 
-The pickle is read as data by `gaussjax.nn._torch_pickle` (a restricted unpickler that
+The pickle is read as data by `gaussjax._torch` (a restricted unpickler that
 refuses anything but tensors, storages, containers and EDM's persistent-object records).
 From the network's record only its class name, constructor arguments, parameters and
 buffers are used; they are mapped onto the Flax modules of `gaussjax.nn`:
@@ -27,12 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax._torch import ModuleRecord, describe, read_edm_pickle, variables_from_state_dict
 from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._dhariwal import DhariwalUNet
 from gaussjax.nn._precond import EDMPrecond, VEPrecond, VPPrecond, check_iddpm_u, iDDPMPrecond
 from gaussjax.nn._stored_config import check_parameter_budget, stored_arguments
-from gaussjax.nn._torch_pickle import ModuleRecord, describe, read_edm_pickle
-from gaussjax.nn._torch_state import variables_from_state_dict
 from gaussjax.nn._unet import SongUNet
 
 PRECONDITIONERS = {cls.__name__: cls for cls in (EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond)}
@@ -47,7 +46,7 @@ def load_edm_pickle(path: str | os.PathLike, *, network: str = "ema") -> NeuralD
 
     Reads `network-snapshot-*.pkl` files of EDM's `training_loop.py` and the released
     `edm-*.pkl` / `baseline-*.pkl` networks, without torch and without executing any code
-    from the file (see `gaussjax.nn._torch_pickle`).
+    from the file (see `gaussjax._torch`).
 
     Args:
         path: the `.pkl` file.

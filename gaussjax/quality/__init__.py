@@ -20,10 +20,10 @@ from gaussjax.quality._precision_recall import PrecisionRecall, precision_recall
 from gaussjax.quality._stats import FeatureStats, feature_stats, frechet_distance
 
 __all__ = [
-    "KID",
     "FeatureNet",
     "FeatureStats",
     "InceptionFeatures",
+    "KID",
     "PrecisionRecall",
     "feature_stats",
     "frechet_distance",

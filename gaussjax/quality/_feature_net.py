@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ from jaxtyping import Array, Float
 
 from gaussjax._checks import as_float, check_key, check_positive_int, is_concrete
 from gaussjax._orbax import without_read_only_notice
-from gaussjax._pytree import pytree_dataclass, static_field
+from gaussjax._pytree import Module
 from gaussjax.nn._conv import conv2d
 
 FORMAT_VERSION = 1
@@ -83,8 +84,7 @@ def default_widths(image_shape: tuple[int, int, int]) -> tuple[int, ...]:
     return tuple(base * 2**i for i in range(stages))
 
 
-@pytree_dataclass
-class FeatureNet:
+class FeatureNet(Module):
     """A trained feature net (immutable; a JAX pytree whose leaves are the parameters).
 
     Attributes:
@@ -98,12 +98,12 @@ class FeatureNet:
     """
 
     params: dict
-    module: FeatureCNN = static_field()
-    image_shape: tuple[int, int, int] = static_field()
-    classes: tuple[int, ...] = static_field()
-    accuracy: float | None = static_field(default=None)
-    accuracy_split: str | None = static_field(default=None)
-    dataset_name: str = static_field(default="")
+    module: FeatureCNN = eqx.field(static=True)
+    image_shape: tuple[int, int, int] = eqx.field(static=True)
+    classes: tuple[int, ...] = eqx.field(static=True)
+    accuracy: float | None = eqx.field(static=True, default=None)
+    accuracy_split: str | None = eqx.field(static=True, default=None)
+    dataset_name: str = eqx.field(static=True, default="")
 
     @property
     def num_classes(self) -> int:

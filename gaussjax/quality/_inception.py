@@ -11,7 +11,7 @@ torchvision's `Inception3` with four patched block types (TensorFlow's graph dif
 
 `InceptionV3` below is that network up to the global average pool, with torchvision's
 layer names, so a state-dict entry `Mixed_6b.branch7x7_2.conv.weight` is the Flax variable
-`Mixed_6b/branch7x7_2/conv/kernel` (see `gaussjax.quality._inception_weights`). Every
+`Mixed_6b/branch7x7_2/conv/kernel` (see `gaussjax._torch._to_flax`). Every
 convolution is a `BasicConv2d`: convolution without bias, batch norm (eps 0.001, running
 statistics) and ReLU. Images are first resized to 299x299 exactly as pytorch-fid does
 (`torch.nn.functional.interpolate`, bilinear, `align_corners=False`, no antialiasing).
@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussjax.nn._torch_pickle import read_torch_state_dict
-from gaussjax.quality._inception_weights import torch_shapes, variables_from_torch
+from gaussjax._torch import inception_shapes as torch_shapes
+from gaussjax._torch import inception_variables as variables_from_torch
+from gaussjax._torch import read_torch_state_dict
 
 __all__ = ["FEATURES", "INPUT_SIZE", "InceptionFeatures", "InceptionV3", "expected_state_dict_shapes",
            "inception_from_state_dict", "load_inception", "resize_bilinear", "resize_matrix"]
@@ -381,7 +382,7 @@ def load_inception(path: str | os.PathLike, *, precision=jax.lax.Precision.HIGHE
     (https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth),
     which you download yourself: nothing here downloads anything. Any `torch.save` of an
     equivalent state dict works (legacy or zip format). The file is read as data by
-    `gaussjax.nn._torch_pickle.read_torch_state_dict`: torch is not needed and no code
+    `gaussjax._torch.read_torch_state_dict`: torch is not needed and no code
     from the file is executed (anything but tensors is refused).
 
     Input convention: `features(images)` takes `(B, H, W, 3)` NHWC float images in

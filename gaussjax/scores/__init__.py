@@ -1,12 +1,13 @@
-"""Analytic score models, one per file; all implement the `Denoiser` protocol.
+"""Analytic score models, one per file, on one contract: `Denoiser` (`denoise`, and `score` derived from it)
+and `Density` (a denoiser with a `log_density`).
 
-Global models (the paper): `Isotropic`, `Gaussian`, `GaussianMixture`, `DeltaMixture`.
-Local (patch) denoisers: `PatchMixture` (Kamb & Ganguli's LS / ELS machines),
+Global models (the paper), densities: `Isotropic`, `Gaussian`, `GaussianMixture`, `DeltaMixture`.
+Local (patch) models, denoisers only: `PatchMixture` (Kamb & Ganguli's LS / ELS machines),
 `PatchPosteriorMean` (Niedoba et al.'s PSPC), `LocalDeltaMixture` (Lukoianov et al.'s
 data-derived locality); `make_local_model` builds one by name (`'els3'`, ...).
 """
 
-from gaussjax.scores._base import AnalyticModel, Denoiser
+from gaussjax.scores._base import AnalyticModel, Denoiser, Density
 from gaussjax.scores._local import LocalModel
 from gaussjax.scores.delta import DeltaMixture
 from gaussjax.scores.gaussian import Gaussian
@@ -21,6 +22,7 @@ __all__ = [
     "AnalyticModel",
     "DeltaMixture",
     "Denoiser",
+    "Density",
     "Gaussian",
     "GaussianMixture",
     "Isotropic",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
@@ -13,9 +14,8 @@ from jaxtyping import Array, ArrayLike, Float
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_positive_int
 from gaussjax._precision import matmul
-from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.scores import _softmax
-from gaussjax.scores._base import AnalyticModel, gaussian_log_normalizer
+from gaussjax.scores._base import Density, gaussian_log_normalizer
 
 MIN_CHUNK, MAX_CHUNK = 256, 16384
 
@@ -44,8 +44,7 @@ def _sharded_axis(points) -> tuple | None:
     return sharding.mesh, axis
 
 
-@pytree_dataclass
-class DeltaMixture(AnalyticModel):
+class DeltaMixture(Density):
     """(1/N) sum_i delta(y - y_i): the exact score of the training set {y_i} (Eq. 9-11).
 
         D(x, sigma) = sum_i w_i y_i,   w_i = softmax_i((x . y_i - ||y_i||^2 / 2) / sigma^2)
@@ -65,9 +64,9 @@ class DeltaMixture(AnalyticModel):
 
     chunks: Float[Array, "C S D"]  # rows past N are zero padding
     half_sq_norms: Float[Array, "C S"]  # ||y_i||^2 / 2, +inf on padding (weight exactly 0)
-    num_points: int = static_field()
-    mesh: object = static_field(default=None)
-    axis: str | None = static_field(default=None)
+    num_points: int = eqx.field(static=True)
+    mesh: object = eqx.field(static=True, default=None)
+    axis: str | None = eqx.field(static=True, default=None)
 
     def __init__(self, points: Float[ArrayLike, "N D"], chunk_size: int | None = None):
         sharded = _sharded_axis(points)
@@ -85,11 +84,11 @@ class DeltaMixture(AnalyticModel):
         if sharded is not None:
             layout = jax.jit(layout, out_shardings=NamedSharding(sharded[0], PartitionSpec(sharded[1])))
         chunks, half_sq_norms = layout(points)
-        object.__setattr__(self, "chunks", chunks)
-        object.__setattr__(self, "half_sq_norms", half_sq_norms)
-        object.__setattr__(self, "num_points", num_points)
-        object.__setattr__(self, "mesh", None if sharded is None else sharded[0])
-        object.__setattr__(self, "axis", None if sharded is None else sharded[1])
+        self.chunks = chunks
+        self.half_sq_norms = half_sq_norms
+        self.num_points = num_points
+        self.mesh = None if sharded is None else sharded[0]
+        self.axis = None if sharded is None else sharded[1]
 
     @property
     def dim(self) -> int:

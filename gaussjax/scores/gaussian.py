@@ -10,8 +10,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_float_array, is_concrete
 from gaussjax._precision import matmul
-from gaussjax._pytree import pytree_dataclass
-from gaussjax.scores._base import AnalyticModel
+from gaussjax.scores._base import Density
 
 
 def check_eigenbasis(
@@ -47,8 +46,7 @@ def check_eigenbasis(
     return eigvals, eigvecs
 
 
-@pytree_dataclass
-class Gaussian(AnalyticModel):
+class Gaussian(Density):
     """N(mean, U diag(eigvals) U^T): the Gaussian model, noised N(mean, Sigma + sigma^2 I).
 
     With `lambda_k = eigvals[k]`, `u_k = eigvecs[:, k]` (Eq. 12-13):
@@ -73,9 +71,9 @@ class Gaussian(AnalyticModel):
     def __post_init__(self):
         mean = check_float_array("mean", self.mean, ndim=1)
         eigvals, eigvecs = check_eigenbasis(self.eigvals, self.eigvecs, dim=mean.shape[0])
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "eigvals", eigvals)
-        object.__setattr__(self, "eigvecs", eigvecs)
+        self.mean = mean
+        self.eigvals = eigvals
+        self.eigvecs = eigvecs
 
     @property
     def dim(self) -> int:

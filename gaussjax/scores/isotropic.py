@@ -6,12 +6,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from gaussjax._checks import check_float_array
-from gaussjax._pytree import pytree_dataclass
-from gaussjax.scores._base import AnalyticModel, gaussian_log_normalizer
+from gaussjax.scores._base import Density, gaussian_log_normalizer
 
 
-@pytree_dataclass
-class Isotropic(AnalyticModel):
+class Isotropic(Density):
     """A point mass at `mean`: noised, N(mean, sigma^2 I).
 
     `score(x, sigma) = (mean - x) / sigma^2` (Eq. 29) and `denoise(x, sigma) = mean`:
@@ -27,7 +25,7 @@ class Isotropic(AnalyticModel):
         mean = check_float_array("mean", self.mean, ndim=1)
         if mean.shape[0] == 0:
             raise ValueError("`mean` must have shape (D,) with D >= 1, got (0,)")
-        object.__setattr__(self, "mean", mean)
+        self.mean = mean
 
     @property
     def dim(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float
@@ -11,7 +12,6 @@ from jaxtyping import Array, ArrayLike, Bool, Float
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_positive_int
 from gaussjax._precision import einsum
-from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.scores import _softmax
 from gaussjax.scores.delta import auto_chunk_size
 from gaussjax.scores.gaussian import Gaussian
@@ -38,7 +38,6 @@ def receptive_fields(
     return jnp.abs(wiener) >= threshold * diagonal[:, None, :]
 
 
-@pytree_dataclass
 class LocalDeltaMixture(LocalModel):
     """Lukoianov et al. (2025, Sec. 5): each output pixel is a delta-mixture posterior mean over its receptive field.
 
@@ -75,9 +74,9 @@ class LocalDeltaMixture(LocalModel):
     chunks: Float[Array, "K S D"]  # training images, flat; rows past N are zero
     padding: Float[Array, "K S"]  # 0 on images, -inf on padding rows (weight 0)
     gaussian: Gaussian
-    image_shape: tuple = static_field()
-    threshold: float = static_field()
-    temperature: float = static_field()
+    image_shape: tuple = eqx.field(static=True)
+    threshold: float = eqx.field(static=True)
+    temperature: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -107,12 +106,12 @@ class LocalDeltaMixture(LocalModel):
             chunk_size = auto_chunk_size(num_images, flat.shape[1])
         chunk_size = min(check_positive_int("chunk_size", chunk_size), num_images)
         is_row = chunk_rows(jnp.ones((num_images,), bool), chunk_size)
-        object.__setattr__(self, "chunks", chunk_rows(flat, chunk_size))
-        object.__setattr__(self, "padding", jnp.where(is_row, 0.0, -jnp.inf).astype(flat.dtype))
-        object.__setattr__(self, "gaussian", gaussian)
-        object.__setattr__(self, "image_shape", tuple(image_shape))
-        object.__setattr__(self, "threshold", threshold)
-        object.__setattr__(self, "temperature", temperature)
+        self.chunks = chunk_rows(flat, chunk_size)
+        self.padding = jnp.where(is_row, 0.0, -jnp.inf).astype(flat.dtype)
+        self.gaussian = gaussian
+        self.image_shape = tuple(image_shape)
+        self.threshold = threshold
+        self.temperature = temperature
 
     def _denoise(self, x, sigma):
         block = BLOCK_ELEMENTS // (self.dim * max(self.dim, self.chunks.shape[1]))

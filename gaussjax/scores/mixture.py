@@ -11,14 +11,12 @@ from jaxtyping import Array, Float
 
 from gaussjax._checks import check_finite_norms, check_float_array, is_concrete
 from gaussjax._precision import einsum, matmul
-from gaussjax._pytree import pytree_dataclass
 from gaussjax.scores import _softmax
-from gaussjax.scores._base import AnalyticModel
+from gaussjax.scores._base import Density
 from gaussjax.scores.gaussian import check_eigenbasis
 
 
-@pytree_dataclass
-class GaussianMixture(AnalyticModel):
+class GaussianMixture(Density):
     """sum_k pi_k N(mu_k, U_k diag(lambda_k) U_k^T): K Gaussian modes of common rank r.
 
     Noised by sigma, each mode becomes N(mu_k, Sigma_k + sigma^2 I), and (Eq. 7-8)
@@ -60,8 +58,7 @@ class GaussianMixture(AnalyticModel):
             if np.any(np.asarray(weights) <= 0):
                 raise ValueError("`weights` must be > 0")
             weights = weights / jnp.sum(weights)
-        for name, value in (("weights", weights), ("means", means), ("eigvals", eigvals), ("eigvecs", eigvecs)):
-            object.__setattr__(self, name, value)
+        self.weights, self.means, self.eigvals, self.eigvecs = weights, means, eigvals, eigvecs
 
     @property
     def dim(self) -> int:

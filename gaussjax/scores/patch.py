@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -11,7 +12,6 @@ from jaxtyping import Array, ArrayLike, Float
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_positive_int
 from gaussjax._precision import einsum, matmul
-from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.scores import _softmax
 from gaussjax.scores._images import check_images, chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
@@ -19,7 +19,6 @@ from gaussjax.scores._local import LocalModel
 ELS_CHUNK_COMPONENTS = 1024  # (image, position) pairs per ELS chunk: fastest measured on 2 CPU cores (bench/local.py)
 
 
-@pytree_dataclass
 class PatchMixture(LocalModel):
     """The locally consistent (LS) or equivariant, locally consistent (ELS) patch denoiser.
 
@@ -64,10 +63,10 @@ class PatchMixture(LocalModel):
 
     chunks: Float[Array, "M S H W C"]  # images past N are zero padding
     half_sq_norms: Float[Array, "M S P"]  # ||P_q y_i||^2 / 2, +inf on padding (weight exactly 0)
-    image_shape: tuple = static_field()
-    patch_size: int = static_field()
-    equivariant: bool = static_field()
-    num_images: int = static_field()
+    image_shape: tuple = eqx.field(static=True)
+    patch_size: int = eqx.field(static=True)
+    equivariant: bool = eqx.field(static=True)
+    num_images: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -87,12 +86,12 @@ class PatchMixture(LocalModel):
         half_sq = 0.5 * jnp.sum(jnp.square(patches(images, patch_size)), axis=-1)  # (N, P)
         padding = jnp.arange(-(-num_images // chunk_size) * chunk_size) >= num_images
         half_sq = jnp.where(padding.reshape(-1, chunk_size)[..., None], jnp.inf, chunk_rows(half_sq, chunk_size))
-        object.__setattr__(self, "chunks", chunk_rows(images, chunk_size))
-        object.__setattr__(self, "half_sq_norms", half_sq)
-        object.__setattr__(self, "image_shape", (height, width, channels))
-        object.__setattr__(self, "patch_size", patch_size)
-        object.__setattr__(self, "equivariant", bool(equivariant))
-        object.__setattr__(self, "num_images", num_images)
+        self.chunks = chunk_rows(images, chunk_size)
+        self.half_sq_norms = half_sq
+        self.image_shape = (height, width, channels)
+        self.patch_size = patch_size
+        self.equivariant = bool(equivariant)
+        self.num_images = num_images
 
     @property
     def chunk_size(self) -> int:

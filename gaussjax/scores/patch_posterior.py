@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,6 @@ from jaxtyping import Array, ArrayLike, Float
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_positive_int
 from gaussjax._precision import einsum
-from gaussjax._pytree import pytree_dataclass, static_field
 from gaussjax.scores import _softmax
 from gaussjax.scores._images import check_images, chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
@@ -37,7 +37,6 @@ def crop_indices(image_shape: tuple, patch_size: int, stride: int) -> np.ndarray
     ])
 
 
-@pytree_dataclass
 class PatchPosteriorMean(LocalModel):
     """PSPC-Square (Niedoba et al. 2024, Sec. 4): every crop denoised by its own delta mixture, then averaged.
 
@@ -72,9 +71,9 @@ class PatchPosteriorMean(LocalModel):
 
     chunks: Float[Array, "K S D"]  # training images, flat; rows past N are zero padding
     half_sq_norms: Float[Array, "K S C"]  # ||C_c y_i||^2 / 2 per crop, +inf on padding (weight 0)
-    image_shape: tuple = static_field()
-    patch_size: int = static_field()
-    stride: int = static_field()
+    image_shape: tuple = eqx.field(static=True)
+    patch_size: int = eqx.field(static=True)
+    stride: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -100,11 +99,11 @@ class PatchPosteriorMean(LocalModel):
         half_sq = 0.5 * jnp.sum(jnp.square(flat[:, indices]), axis=-1)  # (N, K)
         padded = chunk_rows(half_sq, chunk_size)
         is_row = chunk_rows(jnp.ones((num_images,), bool), chunk_size)
-        object.__setattr__(self, "chunks", chunk_rows(flat, chunk_size))
-        object.__setattr__(self, "half_sq_norms", jnp.where(is_row[..., None], padded, jnp.inf))
-        object.__setattr__(self, "image_shape", (height, width, channels))
-        object.__setattr__(self, "patch_size", patch_size)
-        object.__setattr__(self, "stride", stride)
+        self.chunks = chunk_rows(flat, chunk_size)
+        self.half_sq_norms = jnp.where(is_row[..., None], padded, jnp.inf)
+        self.image_shape = (height, width, channels)
+        self.patch_size = patch_size
+        self.stride = stride
 
     @property
     def num_crops(self) -> int:

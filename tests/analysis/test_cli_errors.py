@@ -173,6 +173,7 @@ def test_all_checkpoints_damaged_is_a_named_error(tiny_run, tmp_path, capsys):
     one_error_line(capsys, f"no checkpoint in {run_dir / 'checkpoints'} is readable")
 
 
+@pytest.mark.slow
 def test_the_fallback_checkpoint_is_announced_and_labels_the_output(tiny_run, damaged_60, tmp_path, capsys):
     """D18: the newest checkpoint unreadable, `latest` analyses step 40, says so, and labels its output step 40."""
     assert main(["score-agreement", "--run", str(tiny_run), "--step", "40", "--out", str(tmp_path / "40"), *SMALL]) == 0
@@ -256,6 +257,7 @@ def test_huge_counts_are_refused_on_a_run(tiny_run, tmp_path, capsys, command, e
     ("score-agreement", ["--num-sigmas", "100000000"], "`--num-sigmas` 100000000"),
     ("report", ["--num-queries", "1000000000"], "`--num-queries` 1000000000"),
 ])
+@pytest.mark.slow
 def test_huge_counts_and_grids_are_refused(tmp_path, capsys, command, extra, options):
     with bounded(seconds=20, megabytes=100):
         assert main([command, "--network", str(PICKLE), "--dataset", "digits", "--out", str(tmp_path), *extra]) == 2

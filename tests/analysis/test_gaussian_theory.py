@@ -69,6 +69,7 @@ def test_vp_curves_equal_eq_18_20_23_on_the_ddpm_linear_schedule(table):
     np.testing.assert_allclose(amp, np.sqrt(lam / (s**2 + lam * a**2)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_summary_reports_the_critical_sigma(tmp_path, capsys):
     assert main(["gaussian-theory", "--dataset", "digits", "--out", str(tmp_path), "--num-eigvals", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -41,6 +41,7 @@ def test_grid_and_columns(sweep):
 
 
 @pytest.mark.parametrize("components, rank", [(3, 2), (1, 64)])
+@pytest.mark.slow
 def test_rows_equal_compare_scores(sweep, tiny_run, components, rank):
     rows, _, _ = sweep
     flat = np.asarray(load_dataset("digits").flat)

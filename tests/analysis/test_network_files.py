@@ -24,6 +24,7 @@ def _score_agreement(out, *source):
     return read_csv(out / "score_agreement.csv")
 
 
+@pytest.mark.slow
 def test_edm_pickle_rows_equal_compare_scores(tmp_path):
     rows = _score_agreement(tmp_path, "--network", str(PICKLE), "--dataset", "digits")
     flat = load_dataset("digits").flat
@@ -37,6 +38,7 @@ def test_edm_pickle_rows_equal_compare_scores(tmp_path):
         assert float(row["fuv_score"]) == pytest.approx(want["fuv_score"], rel=1e-4, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_safetensors_export_of_a_run_analyses_like_the_run(tiny_run, tmp_path):
     exported = tmp_path / "network.safetensors"
     save_safetensors(exported, load_denoiser(tiny_run, weights="ema"))

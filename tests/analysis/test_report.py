@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
+
 from analysis.__main__ import main
 from analysis.report import command_modules
 
 
+@pytest.mark.slow
 def test_report_writes_every_figure_it_lists(tiny_run, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", "--run", str(tiny_run), "--out", str(out), "--num-queries", "8"]) == 0

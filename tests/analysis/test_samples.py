@@ -47,6 +47,7 @@ def test_exact_copy_of_a_duplicated_image_has_ratio_zero():
         S.nearest_neighbours(np.zeros((1, 2)), train[:1])
 
 
+@pytest.mark.slow
 def test_cli_tables_match_numpy_on_saved_samples(cli_out):
     saved = np.load(cli_out / "samples.npz")
     assert set(saved.files) == {"x_T", *S.MODELS}
@@ -68,6 +69,7 @@ def test_cli_tables_match_numpy_on_saved_samples(cli_out):
         np.testing.assert_allclose(float(row["nearest_distance_ratio"]), ordered[i, 0] / ordered[i, 1], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_gaussian_samples_are_the_closed_form_final_state(cli_out):
     import gaussjax as gj
 

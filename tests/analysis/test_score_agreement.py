@@ -107,6 +107,7 @@ def test_needs_a_run(tmp_path, capsys):
     assert "--run RUN_DIR" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_local_models_are_compared_and_the_best_model_is_named(tiny_run, tmp_path, capsys):
     """`--local ls3`: its rows equal `compare_scores` with `PatchMixture(train images, 3)` on the same queries."""
     argv = ["score-agreement", "--run", str(tiny_run), "--out", str(tmp_path), "--seed", str(SEED), "--num-queries",

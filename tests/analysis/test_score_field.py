@@ -91,6 +91,7 @@ def reference_models(run_dir, flat):
 
 
 @pytest.mark.parametrize("classes", ["same", "different"])
+@pytest.mark.slow
 def test_projections_equal_numpy_projections_of_model_scores(field, train, tiny_run, classes):
     rows, anchor_rows, _, _ = field
     flat = train.flat.astype(np.float64)

@@ -64,6 +64,7 @@ def _frechet(a, b):
     return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca + cb - 2 * root))
 
 
+@pytest.mark.slow
 def test_sweep_nfe_and_same_noise_baseline(swept):
     results, network, gaussian, x_T, sigmas, features = swept
     N = len(sigmas) - 1
@@ -85,6 +86,7 @@ def test_sweep_nfe_and_same_noise_baseline(swept):
         np.testing.assert_allclose(floor["floor"], _frechet(saved[f"{name}_0"], saved[f"{name}_second"]), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_table_columns_and_heun_nfe(ran):
     out, _ = ran
     rows = read_csv(out / "teleport.csv")
@@ -97,6 +99,7 @@ def test_table_columns_and_heun_nfe(ran):
     assert float(rows[1]["mse_to_full"]) > 0
 
 
+@pytest.mark.slow
 def test_fd_and_floor_recomputed_from_saved_features(ran):
     out, _ = ran
     saved = np.load(out / "teleport_features.npz")
@@ -115,6 +118,7 @@ def test_fd_and_floor_recomputed_from_saved_features(ran):
                                    rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_summary_lines(ran):
     out, printed = ran
     lines = printed.splitlines()

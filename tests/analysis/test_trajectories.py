@@ -56,6 +56,7 @@ def test_quantile_rows_and_departure_match_numpy():
     assert T.departure_sigma(rows, "gaussian", 2.0) is None
 
 
+@pytest.mark.slow
 def test_cli_csv_matches_recomputed_trajectories(tiny_run, cli_out):
     rows = read_csv(cli_out / "trajectories.csv")
     assert list(rows[0]) == list(T.COLUMNS)

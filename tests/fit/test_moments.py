@@ -97,6 +97,7 @@ def test_fit_gaussian_from_iter_chunks(digits, x64):
     np.testing.assert_allclose(from_chunks.eigvecs, from_array.eigvecs, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_streaming_holds_one_chunk_at_a_time():
     rng = np.random.default_rng(2)
     previous = []

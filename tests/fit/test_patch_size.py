@@ -28,6 +28,7 @@ class SwitchingReference:
         return jnp.where((sigma < 0.5)[..., None], self.small.denoise(x, sigma), self.large.denoise(x, sigma))
 
 
+@pytest.mark.slow
 def test_recovers_the_window_per_sigma(images):
     reference = SwitchingReference(images)
     flat = images.reshape(len(images), -1)

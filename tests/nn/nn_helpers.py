@@ -1,8 +1,8 @@
 """Helpers shared by the gaussjax.nn tests.
 
 Compiling a network is the cost of these tests (seconds each on a small CPU), so they
-share a few compiled functions: `evaluate` (eval mode, the same compiled function that
-`NeuralDenoiser` uses) and `train_apply` (dropout on), called on a batch of `B` images.
+share a few compiled functions: `evaluate` (eval mode) and `train_apply` (dropout on), called
+on a batch of `B` images.
 """
 
 import functools
@@ -13,11 +13,15 @@ import jax
 import numpy as np
 import pytest
 
-from gaussjax.nn._denoiser import _apply as evaluate  # noqa: F401  (module, variables, x, sigma, class_labels)
-
 TINY = {"img_resolution": 8, "in_channels": 1, "out_channels": 1, "model_channels": 8, "channel_mult": (1, 2), "num_blocks": 1,
             "attn_resolutions": ()}
 B = 16  # batch size of every evaluation in the tests
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def evaluate(module, variables, x, sigma, class_labels):
+    """`module.apply(..., train=False)`: the network in evaluation mode, as `NeuralDenoiser` runs it."""
+    return module.apply(variables, x, sigma, class_labels, train=False)
 
 
 @functools.partial(jax.jit, static_argnums=0)

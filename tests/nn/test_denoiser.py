@@ -17,6 +17,7 @@ def denoiser(tiny_random):
 
 def test_protocol_and_layouts(denoiser):
     assert isinstance(denoiser, gaussjax.Denoiser)
+    assert not hasattr(denoiser, "log_density")  # a denoiser, not a density
     assert denoiser.dim == 64 and denoiser.image_shape == (8, 8, 1)
     x = 2.0 * jax.random.normal(jax.random.key(0), (B, 64))
     sigma = jnp.geomspace(0.1, 20.0, B)
@@ -35,6 +36,7 @@ def test_protocol_and_layouts(denoiser):
     np.testing.assert_allclose(batched.reshape(B, 64), denoiser.denoise(x, jnp.full((B,), 0.5)), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_jit_with_the_denoiser_as_argument(denoiser):
     @jax.jit
     def score(model, x, sigma):
@@ -48,6 +50,7 @@ def test_jit_with_the_denoiser_as_argument(denoiser):
     assert len(leaves) == len(jax.tree_util.tree_leaves(denoiser.params))
 
 
+@pytest.mark.slow
 def test_heun_sampler_and_compare_scores(denoiser):
     x_T = 80.0 * jax.random.normal(jax.random.key(2), (5, 64))
     out = gaussjax.heun_sampler(denoiser, x_T, gaussjax.karras_sigmas(4))
@@ -62,6 +65,7 @@ def test_heun_sampler_and_compare_scores(denoiser):
     assert all(np.isfinite(r["fuv_score"]) and r["fuv_denoiser"] >= 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_dtype_is_preserved(denoiser, x64):
     """The network runs in float32 (as EDM's); a float64 query gets a float64 answer."""
     x = jax.ShapeDtypeStruct((B, 64), jnp.float64)
@@ -99,6 +103,7 @@ def test_bad_arguments(denoiser):
         NeuralDenoiser(denoiser.module, denoiser.params, class_labels=jnp.ones(3))
 
 
+@pytest.mark.slow
 def test_vmap_and_grad_through_the_network(denoiser):
     x = jax.random.normal(jax.random.key(5), (B, 64))
     sigma = jnp.geomspace(0.2, 5.0, B)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gaussjax.nn._dhariwal import DhariwalUNet
-from gaussjax.nn._torch_state import variables_from_state_dict
+from gaussjax._torch import variables_from_state_dict
 from gaussjax.nn._rng import bit_generator_key
 
 REFERENCE = Path(__file__).parent / "data" / "edm_dhariwal_reference.npz"
@@ -47,6 +47,7 @@ SMALL = {"img_resolution": 32, "in_channels": 3, "out_channels": 3, "label_dim":
         (SMALL, 4_591_939),  # two resolutions, 2-head attention at 16x16, class and augment labels
     ],
 )
+@pytest.mark.slow
 def test_parameter_count_matches_edm(config, expected):
     labels = {"class_labels": jax.ShapeDtypeStruct((1, config["label_dim"]), jnp.float32)}
     variables = _variables_shape(DhariwalUNet(**config), **labels)
@@ -79,6 +80,7 @@ def _parameters(state_dict: dict) -> dict:
 
 @pytest.mark.parametrize("tag, conv_impl", [("cond", "xla"), ("cond", "matmul"), ("uncond", "xla"),
                                             ("uncond", "matmul")])
+@pytest.mark.slow
 def test_output_matches_edm_pytorch(tag, conv_impl):
     """Same weights, same output as NVlabs/edm's PyTorch DhariwalUNet (eval mode).
 
@@ -113,6 +115,7 @@ def tiny_init():
     return net, variables
 
 
+@pytest.mark.slow
 def test_initialization(tiny_init):
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases; zeros and N(0, 1) where EDM has them."""
     _, variables = tiny_init
@@ -165,6 +168,7 @@ def _random_variables(variables, key, scale=0.2):
     return treedef.unflatten([scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
 
 
+@pytest.mark.slow
 def test_dropout_needs_train_and_rng():
     net = DhariwalUNet(img_resolution=4, in_channels=1, out_channels=1, label_dim=3, model_channels=8,
                        channel_mult=(1,), channel_mult_emb=1, num_blocks=0, label_dropout=0.5)  # dropout 0.1

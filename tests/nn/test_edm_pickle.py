@@ -21,7 +21,7 @@ from nn_helpers import import_edm
 
 from gaussjax.nn import DhariwalUNet, EDMPrecond, SongUNet, VEPrecond, VPPrecond, iDDPMPrecond, load_edm_pickle
 from gaussjax.nn._edm_pickle import denoiser_from_record
-from gaussjax.nn._torch_pickle import read_edm_pickle
+from gaussjax._torch import read_edm_pickle
 
 DATA = Path(__file__).parent / "data"
 KINDS = {"ema": (EDMPrecond, SongUNet), "vp": (VPPrecond, SongUNet), "ve": (VEPrecond, SongUNet),
@@ -43,6 +43,7 @@ def _check_outputs(denoiser, arrays: dict, key: str) -> None:
 
 
 @pytest.mark.parametrize("key", list(KINDS))
+@pytest.mark.slow
 def test_denoiser_matches_edm(zoo, key):
     denoiser = load_edm_pickle(zoo, network=key)
     precond, net = KINDS[key]
@@ -50,6 +51,7 @@ def test_denoiser_matches_edm(zoo, key):
     _check_outputs(denoiser, dict(np.load(DATA / "edm_pickle_zoo_outputs.npz")), key)
 
 
+@pytest.mark.slow
 def test_constructor_arguments_are_edms(zoo):
     ve = load_edm_pickle(zoo, network="ve").module
     assert (ve.net.embedding_type, ve.net.encoder_type, ve.net.resample_filter) == ("fourier", "residual", (1, 3, 3, 1))

@@ -34,6 +34,7 @@ def _exact_count(cls, kwargs) -> int:
 
 
 @pytest.mark.parametrize("cls, kwargs", CONFIGS)
+@pytest.mark.slow
 def test_minimum_parameter_count_is_a_tight_lower_bound(cls, kwargs):
     exact = _exact_count(cls, kwargs)
     bound = minimum_parameter_count(cls, kwargs)

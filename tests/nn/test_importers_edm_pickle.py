@@ -20,10 +20,9 @@ import pytest
 from bounded import bounded
 from pickle_ops import LEGACY_HEADER, Op, call, glob, persistent, top, value
 
+from gaussjax._torch import EDM, ModuleRecord, read_edm_pickle, torch_shapes
 from gaussjax.nn import load_edm_pickle
 from gaussjax.nn._edm_pickle import denoiser_from_record
-from gaussjax.nn._torch_pickle import ModuleRecord, read_edm_pickle
-from gaussjax.nn._torch_state import flax_path
 from gaussjax.nn._unet import SongUNet
 
 DATA = Path(__file__).parent / "data"
@@ -117,6 +116,7 @@ def refused(path_or_record, *fields, seconds=20, megabytes=50):
     return message
 
 
+@pytest.mark.slow
 def test_the_writer_round_trips(zoo, tmp_path):
     """Unchanged records written by `write_snapshot` load as the committed zoo does (same outputs)."""
     path = write_snapshot(tmp_path / "snapshot.pkl", net=zoo["ve"])
@@ -169,30 +169,19 @@ def test_architecture_sizes_must_fit_the_stored_parameters(zoo, tmp_path, key, v
     refused(path, f"{zoo[network].class_name}.model", key, seconds=5, megabytes=100)
 
 
-def _torch_shape(flax_shape: tuple) -> tuple:
-    """The state-dict shape of a Flax parameter: kernels `(in, out) -> (out, in)`, `(k, k, i, o) -> (o, i, k, k)`."""
-    if len(flax_shape) == 2:
-        return flax_shape[::-1]
-    if len(flax_shape) == 4:
-        return (flax_shape[3], flax_shape[2], flax_shape[0], flax_shape[1])
-    return flax_shape
-
-
 def _inflated(record: ModuleRecord, model_channels: int) -> ModuleRecord:
     """`record` for `model_channels` with every parameter a stride-0 view of the shape that network expects."""
     kwargs = {**record.modules["model"].init_kwargs, "model_channels": model_channels}
     net = SongUNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.ones((1,))))
-    flax_shapes = {tuple(k.key for k in path): leaf.shape
-                   for path, leaf in jax.tree_util.tree_leaves_with_path(shapes["params"])}
+    shapes = torch_shapes(jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.ones((1,)))),
+                          EDM)
 
     def inflate(module: ModuleRecord, prefix: str) -> ModuleRecord:
-        parameters = {name: huge(_torch_shape(flax_shapes[flax_path(prefix + name)[1:]]))
-                      for name in module.parameters}
+        parameters = {name: huge(shapes[prefix + name]) for name in module.parameters}
         modules = {name: inflate(child, f"{prefix}{name}.") for name, child in module.modules.items()}
         return dataclasses.replace(module, parameters=parameters, modules=modules)
 
-    model = dataclasses.replace(inflate(record.modules["model"], "model."), init_kwargs=kwargs)
+    model = dataclasses.replace(inflate(record.modules["model"], ""), init_kwargs=kwargs)
     return dataclasses.replace(record, modules={**record.modules, "model": model})
 
 

@@ -91,6 +91,7 @@ def test_bit_generator_key():
 
 
 @pytest.mark.parametrize("k, padding", [(3, 1), (3, 0), (3, 2), (1, 1)])
+@pytest.mark.slow
 def test_matmul_convolution_equals_xla_convolution(k, padding):
     """im2col (`conv_impl='matmul'`) is the same convolution as lax.conv_general_dilated, gradients included."""
     x = jax.random.normal(jax.random.key(0), (3, 6, 5, 4))

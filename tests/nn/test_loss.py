@@ -17,6 +17,7 @@ def images():
     return jax.random.uniform(jax.random.key(5), (B, 8, 8, 1), minval=-1, maxval=1)
 
 
+@pytest.mark.slow
 def test_loss_matches_direct_computation(tiny_random, images):
     precond, params = tiny_random
     key = jax.random.key(42)
@@ -37,6 +38,7 @@ def test_loss_matches_direct_computation(tiny_random, images):
     np.testing.assert_allclose(loss, expected, rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_sigma_is_lognormal(tiny_precond, images):
     """ln sigma ~ N(P_mean, P_std^2) over many keys; at initialization the loss is of order one."""
     precond, params = tiny_precond
@@ -60,6 +62,7 @@ def test_loss_options_and_determinism(tiny_precond, images):
     assert not np.allclose(a[0], c[0])
 
 
+@pytest.mark.slow
 def test_gradients_are_finite(tiny_precond, images):
     precond, params = tiny_precond
 

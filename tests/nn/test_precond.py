@@ -10,7 +10,7 @@ import pytest
 from nn_helpers import TINY, B, evaluate
 
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet, edm_preconditioning
-from gaussjax.nn._torch_state import variables_from_state_dict
+from gaussjax._torch import variables_from_state_dict
 from gaussjax.nn._precond import (
     VEPrecond,
     VPPrecond,
@@ -48,6 +48,7 @@ def test_default_sigma_data_is_half():
 SIGMAS = jnp.geomspace(0.01, 80.0, B)
 
 
+@pytest.mark.slow
 def test_denoiser_composes_the_network(tiny_random):
     precond, variables = tiny_random
     x = jax.random.normal(jax.random.key(1), (B, 8, 8, 1))
@@ -95,6 +96,7 @@ def test_bad_arguments():
         jax.eval_shape(precond.apply, variables, jnp.zeros((8, 8, 1)), 1.0)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_dtype_is_mixed_precision(tiny_random):
     """`compute_dtype='bfloat16'`: the network's convolutions run in bfloat16 on float32 parameters."""
     precond, variables = tiny_random
@@ -154,6 +156,7 @@ def reference():
 
 
 @pytest.mark.parametrize("tag", ["edm", "vp", "ve", "iddpm"])
+@pytest.mark.slow
 def test_output_matches_edm_pytorch(reference, tag):
     """Same weights, same D(x; sigma) as NVlabs/edm's preconditioner (eval mode), sigmas across its range.
 
@@ -232,6 +235,7 @@ def test_iddpm_rounding():
 
 
 @pytest.mark.parametrize("tag", ["vp", "ve", "iddpm"])
+@pytest.mark.slow
 def test_neural_denoiser_with_each_preconditioner(reference, tag):
     precond, variables, ref = reference[tag]
     model = NeuralDenoiser(precond, variables)
@@ -245,6 +249,7 @@ def test_neural_denoiser_with_each_preconditioner(reference, tag):
                                atol=2e-5, rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_jit_vmap_grad_through_vp_denoiser(reference):
     precond, variables, ref = reference["vp"]
     model = NeuralDenoiser(precond, variables)

@@ -68,6 +68,7 @@ def edited(source, target, edit):
     return write_raw(target, header, data)
 
 
+@pytest.mark.slow
 def test_round_trip_gives_identical_outputs(denoiser, queries, tmp_path):
     path = save_safetensors(tmp_path / "net.safetensors", denoiser)
     loaded = load_safetensors(path)
@@ -101,6 +102,7 @@ def test_layout_read_by_a_plain_parser(denoiser, tmp_path):
 
 
 @pytest.mark.parametrize("dtype, tag", [("float16", "F16"), ("bfloat16", "BF16")])
+@pytest.mark.slow
 def test_half_precision_storage(denoiser, queries, tmp_path, dtype, tag):
     path = save_safetensors(tmp_path / "net.safetensors", denoiser, dtype=dtype)
     header, data = parse(path)
@@ -330,6 +332,7 @@ def test_tensor_dtype_must_be_a_name(saved, tmp_path):
 
 @pytest.mark.parametrize("labels", ["abc", [[1, "x", 0]], [[1, 0, 0], [1]], [1.0, 2.0], {"a": 1}, [True, False, True],
                                     [float("nan"), 0.0, 1.0], [1e39, 0.0, 0.0]])
+@pytest.mark.slow
 def test_stored_class_labels_are_checked(tmp_path, labels):
     """D7/D8: malformed or non-finite class labels name the file and `class_labels`."""
     module = EDMPrecond(SongUNet(**{**TINY, "label_dim": 3}))

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import pytest
 from nn_helpers import import_edm
 from pickle_ops import LEGACY_HEADER, Op, call, glob, persistent, top, value
 
-from gaussjax.nn._torch_pickle import ModuleRecord, UnsafePickleError, read_edm_pickle
+from gaussjax._torch import SNAPSHOT, STATE_DICT, STORAGE, ModuleRecord, UnsafePickleError, read_edm_pickle
 
 DATA = Path(__file__).parent / "data"
+DOCS = Path(__file__).parents[2] / "docs" / "pretrained.md"
 FIXTURES = [  # (pickle, npz of torch's state_dict() and the constructor kwargs)
     ("edm_pickle_songunet.pkl", "edm_pickle_songunet_state.npz"),
     ("edm_pickle_songunet_mini.pkl", "edm_pickle_songunet_mini_state.npz"),
@@ -153,7 +155,7 @@ def test_module_src_is_never_executed(tmp_path, sentinel):
                          + b"."), "persistent id"),
         (Op(glob("torch._utils", "_rebuild_parameter") + value({"function": 1}) + b"b"), "set state"),
         (Op(glob("collections", "OrderedDict") + value({"__setitem__": 1}) + b"b"), "set state on <class"),
-        ({"x": glob("torch", "Size")}, "refusing _StandIn"),
+        ({"x": glob("torch", "Size")}, "refusing StandIn"),
         (call("torch._utils", "_rebuild_tensor_v2", b"raw", 0, (1,), (1,), False, {}), "not a storage"),
         (call("numpy", "dtype", "O8", False, True), r"numpy.dtype\('O8'\)"),
         (call("_codecs", "encode", "x", "rot13"), "encoding 'rot13'"),
@@ -223,6 +225,63 @@ def test_garbage_and_missing_files(tmp_path):
         read_edm_pickle(path)
     with pytest.raises(FileNotFoundError):
         read_edm_pickle(tmp_path / "missing.pkl")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The allow-lists, spelled out here so that any change to one is a visible change, and their documentation.
+
+_STORAGE_GLOBALS = {("torch", f"{kind}Storage") for kind in
+                    ("Float", "Half", "BFloat16", "Double", "Long", "Int", "Short", "Char", "Byte", "Bool", "Untyped")}
+_TENSOR_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor_v3"),
+                   ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
+                   ("torch", "Size")} | {("torch", dtype) for dtype in (
+                       "float16", "bfloat16", "float32", "float64", "uint8", "int8", "int16", "int32", "int64", "bool",
+                       "uint16", "uint32", "uint64")}
+_PLAIN_MODULES = {("torch.nn.modules.container", name) for name in
+                  ("ModuleDict", "ModuleList", "Sequential", "ParameterDict", "ParameterList")} | {
+    ("torch.nn.modules.linear", "Linear"), ("torch.nn.modules.linear", "Identity"), ("torch.nn.modules.conv", "Conv2d"),
+    ("torch.nn.modules.normalization", "GroupNorm"), ("torch.nn.modules.activation", "SiLU"),
+    ("torch.nn.modules.dropout", "Dropout")}
+ALLOWED = {  # name: (allow-list, its globals)
+    "snapshot": (SNAPSHOT, {("torch_utils.persistence", "_reconstruct_persistent_obj"),
+                            ("torch.storage", "_load_from_bytes"), ("collections", "OrderedDict"),
+                            ("dnnlib.util", "EasyDict"), ("builtins", "set"), ("builtins", "frozenset"),
+                            ("_codecs", "encode"), ("numpy", "dtype"), ("numpy._core.multiarray", "scalar"),
+                            ("numpy.core.multiarray", "scalar")} | _PLAIN_MODULES | _TENSOR_GLOBALS),
+    "storage": (STORAGE, _STORAGE_GLOBALS),
+    "state dict": (STATE_DICT, {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor")}
+                   | _TENSOR_GLOBALS | _STORAGE_GLOBALS),
+}
+
+
+def _table_globals(table: str) -> list[tuple[str, str]]:
+    """The globals a Markdown table of `AllowList.table` names in its first column (`module.{a, b}` expanded)."""
+    found = []
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            for shown in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+                module, _, names = shown.partition(".{") if shown.endswith("}") else shown.rpartition(".")
+                found += [(module, name) for name in names.rstrip("}").split(", ")]
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(ALLOWED))
+def test_allow_lists_are_exactly_these(name):
+    allowed, expected = ALLOWED[name]
+    assert {(entry.module, entry.name) for entry in allowed.entries} == expected
+    assert sorted(_table_globals(allowed.table())) == sorted(expected)  # each global documented once
+    assert all(entry.why for entry in allowed.entries)
+    for module, global_name in [("builtins", "eval"), ("posix", "system"), ("torch", "load"), ("numpy", "ndarray")]:
+        with pytest.raises(UnsafePickleError, match=f"refusing global '{module}.{global_name}'"):
+            allowed.find(module, global_name)
+
+
+def test_docs_show_the_allow_lists():
+    """docs/pretrained.md holds exactly the tables the allow-lists render (regenerate with AllowList.table)."""
+    text = DOCS.read_text()
+    begin, end = text.index("<!-- allow-lists: generated"), text.index("<!-- allow-lists: end -->")
+    assert text[text.index("\n", begin) + 1:end] == "\n".join(allowed.table() for allowed in (SNAPSHOT, STORAGE,
+                                                                                                STATE_DICT))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,14 +15,14 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pickle_ops
+import pytest
 from bounded import bounded
 from pickle_ops import LEGACY_HEADER, Op, call, glob, top
 from pickle_ops import value as v
 
+from gaussjax._torch import EDM_MODULE_SOURCES, read_edm_pickle, read_torch_state_dict
 from gaussjax.nn import load_edm_pickle
-from gaussjax.nn._torch_pickle import EDM_MODULE_SOURCES, read_edm_pickle, read_torch_state_dict
 from gaussjax.quality._inception import load_inception
 
 DATA = Path(__file__).parent / "data"

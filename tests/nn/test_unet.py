@@ -12,7 +12,7 @@ from nn_helpers import TINY, B, evaluate, random_variables, train_apply
 
 from gaussjax.nn import SongUNet
 from gaussjax.nn._rng import bit_generator_key
-from gaussjax.nn._torch_state import variables_from_state_dict
+from gaussjax._torch import variables_from_state_dict
 
 REFERENCE = Path(__file__).parent / "data" / "edm_songunet_reference.npz"
 
@@ -98,6 +98,7 @@ def _load_reference(tag):
 
 @pytest.mark.parametrize("tag, conv_impl", [("ddpmpp", "xla"), ("ddpmpp", "matmul"), ("ncsnpp", "auto"),
                                             ("skip_encoder", "auto")])
+@pytest.mark.slow
 def test_output_matches_edm_pytorch(tag, conv_impl):
     """Same weights, same output as NVlabs/edm's PyTorch SongUNet (eval mode).
 
@@ -142,6 +143,7 @@ def test_initialization(tiny_precond):
     assert dense.std() == pytest.approx(bound(dense) / np.sqrt(3), rel=0.05)
 
 
+@pytest.mark.slow
 def test_dropout_needs_train_and_rng(tiny_random):
     precond, variables = tiny_random  # dropout = 0.1
     x = jax.random.normal(jax.random.key(1), (B, 8, 8, 1))
@@ -155,6 +157,7 @@ def test_dropout_needs_train_and_rng(tiny_random):
         jax.eval_shape(functools.partial(precond.apply, train=True), variables, x, sigma)
 
 
+@pytest.mark.slow
 def test_label_dropout_zeroes_whole_label_vectors():
     """With label_dropout = 0.5, each example sees either its label or the zero vector (EDM)."""
     net = SongUNet(img_resolution=8, in_channels=1, out_channels=1, model_channels=4, channel_mult=(1,),

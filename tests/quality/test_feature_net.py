@@ -27,6 +27,7 @@ def net(digits):
         return train_feature_net(digits[0], jax.random.key(0), progress=False)
 
 
+@pytest.mark.slow
 def test_held_out_accuracy_is_measured_and_stored(net, digits):
     _, test = digits
     predicted = np.asarray(net.logits(test.images)).argmax(axis=1)
@@ -37,6 +38,7 @@ def test_held_out_accuracy_is_measured_and_stored(net, digits):
     assert net.num_classes == 10 and net.image_shape == (8, 8, 1) and net.dataset_name == "digits"
 
 
+@pytest.mark.slow
 def test_features_are_informative(net, digits):
     train, test = digits
     train_features, test_features = np.asarray(net.features(train.images)), np.asarray(net.feature_fn(test.images))

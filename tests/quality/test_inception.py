@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gaussjax.nn._torch_pickle import UnsafePickleError, read_torch_state_dict
+from gaussjax._torch import UnsafePickleError, read_torch_state_dict
 from gaussjax.quality._inception import (
     FEATURES,
     InceptionFeatures,

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,6 +22,7 @@ np.save(sys.argv[1] + "/params.npy", np.concatenate([np.asarray(x, np.float64).r
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_on_four_devices_matches_one(tmp_path):
     results = {}
     for devices in (1, 4):

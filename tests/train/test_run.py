@@ -40,14 +40,6 @@ COMMAND = [sys.executable, "-m", "train", "--config", "digits-tiny", "--no-progr
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One uninterrupted `python -m train --config digits-tiny` run, shared by the tests below."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    subprocess.run([*COMMAND, "--out", str(run_dir)], cwd=ROOT, env=ENV, check=True, capture_output=True)
-    return run_dir
-
-
 def test_loss_falls_and_files_are_written(tiny_run):
     losses = [float(r["loss"]) for r in read_csv(tiny_run / "loss.csv")]
     assert len(losses) == 6  # 60 steps, a row every 10
@@ -82,6 +74,7 @@ def test_another_config_in_the_same_directory_is_refused(tiny_run):
         train(get_config("digits-tiny").replace(lr=1e-4), tiny_run, progress=False)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_give_the_uninterrupted_result(tmp_path, tiny_run):
     killed = tmp_path / "killed"
     process = subprocess.Popen([*COMMAND, "--out", str(killed)], cwd=ROOT, env=ENV,
@@ -105,6 +98,7 @@ def test_sigkill_and_resume_give_the_uninterrupted_result(tmp_path, tiny_run):
     assert (killed / "probes.csv").read_text() == (tiny_run / "probes.csv").read_text()
 
 
+@pytest.mark.slow
 def test_resume_after_a_damaged_checkpoint_falls_back_with_one_warning(tmp_path, tiny_run):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -173,6 +167,7 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss(tmp_path):
     assert Checkpointer(run_dir).steps() == [0]
 
 
+@pytest.mark.slow
 def test_load_denoiser_recovers_the_probed_network(tiny_run, caplog):
     """The loaded networks (EMA and raw) reproduce the probe values written during training, and sample."""
     import train.run
@@ -217,6 +212,7 @@ def no_compilation_cache():
         jax.config.update(name, value)
 
 
+@pytest.mark.slow
 def test_a_library_call_leaves_jax_config_alone(tmp_path, tiny_run, no_compilation_cache):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)  # a finished run: train() sets up, resumes at the end and reports
@@ -236,6 +232,7 @@ def test_the_command_line_caches_compiled_programs_in_the_run_directory(tmp_path
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / ".jax_cache")
 
 
+@pytest.mark.slow
 def test_load_denoiser_prints_nothing(tiny_run):
     """A user's `load_denoiser` call prints no Orbax warning (read-only notice, partial-restore notice)."""
     code = f"from train.checkpoints import load_denoiser; load_denoiser({str(tiny_run)!r}); " \

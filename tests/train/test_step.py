@@ -11,6 +11,7 @@ from train.configs import get_config
 from train.step import init_state, make_optimizer, make_train_step, zero_metrics
 
 
+@pytest.mark.slow
 def test_bf16_step_keeps_float32_state_and_the_float32_loss():
     config = get_config("digits-tiny")
     images = jnp.asarray(load_dataset("digits").images[:256])
