@@ -16,22 +16,22 @@ import importlib
 import sys
 from pathlib import Path
 
-from train.errors import TrainingError
+from gaussjax import InputError
 
-# command modules, in the order of the paper's figures; each defines NAME, HELP, NEEDS_NETWORK, OUTPUTS (the
-# files it writes in --out), add_arguments(parser), check(context, args) (its options and their memory, before
-# any work; run calls it first) and run(context, args) -> summary lines
-COMMAND_MODULES = tuple(
-    f"analysis.{name}"
-    for name in ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
-                 "learning_dynamics", "teleport", "report")
-)
-
+# the command modules, in the order of the paper's figures; each defines COMMAND, an `analysis._common.Command`
+COMMAND_MODULES = ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
+                   "learning_dynamics", "teleport", "report")
 
 # What a user's options, paths and files cause, printed as one `error:` line (exit 2) instead of a traceback:
-# options and file contents refused by name (ValueError, TypeError, KeyError), paths that cannot be read or
-# written (OSError), and run directories that cannot be used, e.g. unreadable checkpoints (TrainingError).
-USAGE_ERRORS = (ValueError, TypeError, KeyError, OSError, TrainingError)
+# gaussjax's input-error family (options, file contents and run directories refused by name, unreadable
+# checkpoints), options argparse refuses, and paths the system cannot read or write (OSError). Anything else is
+# a bug: its traceback shows.
+USAGE_ERRORS = (InputError, argparse.ArgumentError, OSError)
+
+
+def commands() -> list:
+    """The registry: every analysis command's `Command`, in the order of the paper's figures."""
+    return [importlib.import_module(f"analysis.{name}").COMMAND for name in COMMAND_MODULES]
 
 
 def _dataset_command(args: argparse.Namespace) -> None:
@@ -53,7 +53,7 @@ def _analysis_command(args: argparse.Namespace) -> None:
     from analysis.context import load_context
 
     context = load_context(args)
-    for line in args.module.run(context, args):
+    for line in args.command.run(context, args).lines():
         print(line)
 
 
@@ -61,35 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.context import add_common_arguments
     from gaussjax.data import DATASETS
 
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__, exit_on_error=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    dataset = commands.add_parser("dataset", help="summarize a dataset and its covariance spectrum")
+    subparsers = parser.add_subparsers(dest="command_name", required=True)
+    dataset = subparsers.add_parser("dataset", help="summarize a dataset and its covariance spectrum",
+                                    exit_on_error=False)
     dataset.add_argument("name", nargs="?", default="digits", choices=DATASETS, help="dataset (default: digits)")
     dataset.add_argument("--root", type=Path, default=None, help="where the files are (file-based datasets)")
     dataset.add_argument("--split", default="train", choices=("train", "test", "all"))
     dataset.add_argument("--out", type=Path, default=None, help="directory for sample and spectrum PNGs")
     dataset.set_defaults(handler=_dataset_command)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        command = commands.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_common_arguments(command, needs_network=module.NEEDS_NETWORK,
-                             num_queries=getattr(module, "NUM_QUERIES", 256))
-        module.add_arguments(command)
-        command.set_defaults(handler=_analysis_command, module=module)
+    for command in commands():
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.description,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter, exit_on_error=False)
+        add_common_arguments(sub, command)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=_analysis_command)
     return parser
 
 
 def _message(error: Exception) -> str:
-    """`error`'s message on one line (a KeyError's without the quotes of its repr)."""
-    text = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error
-    return " ".join(str(text).split())
+    """`error`'s message on one line; an option argparse refused is named as the library names arguments."""
+    if isinstance(error, argparse.ArgumentError) and error.argument_name is not None:
+        return " ".join(f"`{error.argument_name}` {error.message}".split())
+    return " ".join(str(error).split())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.handler(args)
     except USAGE_ERRORS as error:
         print(f"error: {_message(error)}", file=sys.stderr)

@@ -1,10 +1,10 @@
-"""What every checkpoint-analysis command starts from: a network, its data, and where to write.
+"""What every analysis command starts from: a network, its data, and where to write.
 
 `add_common_arguments` gives each command the same options (`--run`, `--step`, `--weights`,
-`--network`, `--dataset`, `--out`, `--seed`, `--num-queries`), and `load_context` turns them
-into an `AnalysisContext`, failing early with a clear message for an `--out` that cannot take
-the command's files, a missing run, a step without a checkpoint, or a dataset that is not the
-one the run was trained on.
+`--network`, `--dataset`, `--out`, `--seed`, `--num-queries`), and `load_context` turns them into
+an `AnalysisContext` in the order that fails cheapest first: the options themselves, then `--out`,
+the run's files and the data, the command's own checks against the data (`Command.validate`), and only
+then the network (a checkpoint restore or a network file).
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ import sys
 import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from analysis._common import Command, command_key
 from analysis.output import prepare_out
+from gaussjax.checks import InputFileNotFoundError, InputValueError, check_int
 from gaussjax.data import Dataset, load_dataset
 
 DEFAULT_OUT = Path("analysis_out")
+NETWORK_SUFFIXES = (".pkl", ".safetensors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,16 +32,20 @@ class AnalysisContext:
     """A trained network with its training and held-out data.
 
     Attributes:
-        network: the denoiser (a `NeuralDenoiser`), or None for commands that need only data.
+        network: the denoiser (a `NeuralDenoiser`); None for commands that need only data, and while
+            `Command.validate` runs.
         train: the training split `Dataset` (what the analytic models are fitted to).
         test: the held-out split, or None if the dataset has none.
-        run_dir: the run directory, or None for `--network` files.
-        step: the checkpoint step analysed (None when not from a run).
+        run_dir: the run directory, or None for `--network` files and datasets.
+        step: the checkpoint step analysed (None when not from a run); for commands without a network, the
+            `--step` given (None: the latest).
         weights: `'ema'` or `'raw'`.
         out: directory for CSV and PNG files (created and checked: `prepare_out`).
-        seed: seed of every random draw (queries, noise, `x_T`).
+        seed: `--seed`, the seed of every random draw (`key`).
         num_queries: query points per noise level (or samples, for sampling commands).
         source: what is analysed, in words (the run, step and weights, or the network file).
+        reference_rank: the rank of the reference mixtures' components (`analysis._common.references`): the
+            run's `probe_gmm_rank`, so they are the run's probes' models (None: full rank).
     """
 
     network: object
@@ -50,6 +58,7 @@ class AnalysisContext:
     seed: int
     num_queries: int
     source: str = ""
+    reference_rank: int | None = None
 
     @property
     def flat(self) -> np.ndarray:
@@ -60,40 +69,63 @@ class AnalysisContext:
         """`out / name`."""
         return self.out / name
 
+    def key(self, purpose: str) -> jax.Array:
+        """The key of the draws of `purpose` under `--seed` (`analysis._common.command_key`)."""
+        return command_key(self.seed, purpose)
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, num_queries: int = 256, needs_network: bool = True):
+
+def add_common_arguments(parser: argparse.ArgumentParser, command: Command) -> None:
     """The options every analysis command shares."""
     source = parser.add_argument_group("what to analyse")
     source.add_argument("--run", type=Path, default=None, help="a python -m train run directory")
     source.add_argument("--network", type=Path, default=None,
                         help="instead of --run: a network file, an NVlabs/edm snapshot (.pkl) or a gaussjax "
                              ".safetensors export (needs --dataset)")
-    source.add_argument("--step", default="latest", help="checkpoint step, or 'latest' (default)")
+    source.add_argument("--step", type=step_option, default=None, help="checkpoint step, or 'latest' (default)")
     source.add_argument("--weights", default="ema", choices=("ema", "raw"), help="EMA (default) or raw weights")
     source.add_argument("--dataset", default=None,
                         help="dataset name (default: the run's; required without --run)")
     source.add_argument("--data-dir", type=Path, default=None, help="where file-based datasets are")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    parser.add_argument("--num-queries", type=int, default=num_queries,
-                        help=f"query points (or samples) per noise level (default {num_queries})")
-    parser.set_defaults(needs_network=needs_network)
+    parser.add_argument("--num-queries", type=int, default=command.num_queries,
+                        help=f"query points (or samples) per noise level (default {command.num_queries})")
+    parser.set_defaults(command=command)
 
 
-def parse_step(text) -> int | None:
+def step_option(text: str) -> int | None:
     """`--step` as an int, or None for 'latest'."""
-    if text is None or str(text) == "latest":
+    if str(text) == "latest":
         return None
     try:
         step = int(str(text))
     except ValueError:
-        raise ValueError(f"`--step` must be a non-negative integer or 'latest', got {text!r}") from None
+        step = -1
     if step < 0:
-        raise ValueError(f"`--step` must be >= 0, got {step}")
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer or 'latest', got {text!r}")
     return step
 
 
-NETWORK_SUFFIXES = (".pkl", ".safetensors")
+def check_shared_options(args: argparse.Namespace) -> None:
+    """The shared options alone, before anything is read."""
+    check_int("--num-queries", args.num_queries, minimum=2)
+    check_int("--seed", args.seed, minimum=0, maximum=2**32 - 1)
+    if args.run is not None and args.network is not None:
+        raise InputValueError("pass either `--run RUN_DIR` or `--network FILE`, not both")
+    if args.network is not None:
+        if args.dataset is None:
+            raise InputValueError("`--network` needs `--dataset NAME` (the data the network was trained on)")
+        if args.step is not None:
+            raise InputValueError("`--step` selects a run's checkpoint; a `--network` file holds one network")
+        if not Path(args.network).is_file():
+            raise InputFileNotFoundError(f"`--network` {args.network} is not a file")
+        if Path(args.network).suffix not in NETWORK_SUFFIXES:
+            raise InputValueError(f"`--network` must be a {' or '.join(NETWORK_SUFFIXES)} file, got "
+                                  f"{Path(args.network).name!r}")
+    elif args.run is None and args.command.needs_network:
+        raise InputValueError("this command analyses a network: pass `--run RUN_DIR` or `--network FILE`")
+    elif args.run is None and args.dataset is None:
+        raise InputValueError("pass `--run RUN_DIR` or `--dataset NAME`")
 
 
 def load_network_file(path: Path):
@@ -101,67 +133,58 @@ def load_network_file(path: Path):
     from gaussjax.nn import load_edm_pickle, load_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"`--network` {path} is not a file")
-    loaders = dict(zip(NETWORK_SUFFIXES, (load_edm_pickle, load_safetensors)))
-    if path.suffix not in loaders:
-        raise ValueError(f"`--network` must be a {' or '.join(NETWORK_SUFFIXES)} file, got {path.name!r}")
-    return loaders[path.suffix](path)
+    return (load_edm_pickle if path.suffix == ".pkl" else load_safetensors)(path)
+
+
+def _read_run(run_dir: Path, dataset_name: str | None):
+    """The run's config (`gaussjax.runs.read_run_files`), after checking that `run_dir` is one."""
+    from gaussjax.runs import read_run_files
+
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise InputFileNotFoundError(
+            f"{run_dir} is not a run directory ({config_file} is {'not a file' if config_file.exists() else 'missing'}"
+            "): pass `--run` a python -m train output directory")
+    config, _ = read_run_files(run_dir)
+    if dataset_name is not None and dataset_name != config.dataset:
+        raise InputValueError(f"`--dataset` {dataset_name!r} does not match the run's dataset {config.dataset!r}")
+    return config
 
 
 def load_context(args: argparse.Namespace) -> AnalysisContext:
-    """Check and create `--out`, then load the run's network (unless the command needs none) and data.
+    """Check the options, create `--out`, read the data, run the command's checks, then load the network.
 
-    `--out` is checked first (`prepare_out` with the command module's `OUTPUTS`), before anything
-    is read. With `--step latest`, the step analysed is the checkpoint actually read: a damaged
-    newer one is skipped, and the fallback is announced on stderr.
+    With `--step latest`, the step analysed is the checkpoint actually read: a damaged newer one is
+    skipped, and the fallback is announced on stderr.
     """
-    if args.num_queries < 2:
-        raise ValueError(f"`--num-queries` must be >= 2, got {args.num_queries}")
-    if not 0 <= args.seed < 2**32:
-        raise ValueError(f"`--seed` must be in [0, 2**32), got {args.seed}")
-    step, network, run_dir, dataset_name, options = parse_step(args.step), None, None, args.dataset, {}
-    if args.run is not None and args.network is not None:
-        raise ValueError("pass either `--run RUN_DIR` or `--network FILE`, not both")
-    out = prepare_out(args.out, args.module.OUTPUTS)
-    if args.network is not None:
-        if dataset_name is None:
-            raise ValueError("`--network` needs `--dataset NAME` (the data the network was trained on)")
-        if args.step != "latest":
-            raise ValueError("`--step` selects a run's checkpoint; a `--network` file holds one network")
-        network = load_network_file(args.network)
-    elif args.run is not None:
-        from train.configs import read_run_files
-
-        run_dir = Path(args.run)
-        config_file = run_dir / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run directory ({config_file} is "
-                                    f"{'not a file' if config_file.exists() else 'missing'}): pass `--run` a python -m "
-                                    "train output directory")
-        config, _ = read_run_files(run_dir)
-        if dataset_name is not None and dataset_name != config.dataset:
-            raise ValueError(f"`--dataset` {dataset_name!r} does not match the run's dataset {config.dataset!r}")
+    command: Command = args.command
+    check_shared_options(args)
+    out = prepare_out(args.out, command.outputs)
+    run_dir = None if args.run is None else Path(args.run)
+    dataset_name, options, reference_rank = args.dataset, {}, None
+    if run_dir is not None:
+        config = _read_run(run_dir, dataset_name)
         dataset_name, options = config.dataset, dict(config.dataset_options)
-        if args.needs_network:
-            network, step = load_run_network(run_dir, step, args.weights)
-    elif args.needs_network:
-        raise ValueError("this command analyses a network: pass `--run RUN_DIR` or `--network FILE`")
-    if dataset_name is None:
-        raise ValueError("pass `--run RUN_DIR` or `--dataset NAME`")
+        reference_rank = config.probe_gmm_rank
     train = load_dataset(dataset_name, root=args.data_dir, split="train", **options)
     try:
         test = load_dataset(dataset_name, root=args.data_dir, split="test", **options)
-    except ValueError:
+    except InputValueError:
         test = None  # (folder and array datasets have no test split)
-    if network is not None and tuple(network.image_shape) != train.images.shape[1:]:
-        raise ValueError(f"the network takes images of shape {tuple(network.image_shape)}, but dataset "
-                         f"{dataset_name!r} has images of shape {train.images.shape[1:]}")
-    if run_dir is not None:
-        source = f"{run_dir} (step {step}, {args.weights} weights)" if args.needs_network else str(run_dir)
+    context = AnalysisContext(None, train, test, run_dir, args.step, args.weights, out, args.seed, args.num_queries,
+                              f"dataset {dataset_name!r}" if run_dir is None else str(run_dir), reference_rank)
+    command.validate(context, args)
+    if not command.needs_network:
+        return context
+    if args.network is not None:
+        network, step, source = load_network_file(args.network), None, str(args.network)
     else:
-        source = str(args.network) if network is not None else f"dataset {dataset_name!r}"
-    return AnalysisContext(network, train, test, run_dir, step, args.weights, out, args.seed, args.num_queries, source)
+        network, step = load_run_network(run_dir, args.step, args.weights)
+        source = f"{run_dir} (step {step}, {args.weights} weights)"
+    if tuple(network.image_shape) != train.images.shape[1:]:
+        raise InputValueError(f"the network takes images of shape {tuple(network.image_shape)}, but dataset "
+                              f"{dataset_name!r} has images of shape {train.images.shape[1:]}")
+    return dataclasses.replace(context, network=network, step=step, source=source)
 
 
 def load_run_network(run_dir: Path, step: int | None, weights: str) -> tuple[object, int]:
@@ -170,11 +193,11 @@ def load_run_network(run_dir: Path, step: int | None, weights: str) -> tuple[obj
     Warnings (an unreadable newer checkpoint skipped) are printed on stderr as one `warning:`
     line each, followed by the step analysed instead of the newest.
     """
-    from train.checkpoints import Checkpointer, load_checkpoint
+    from gaussjax.runs import Checkpointer, load_checkpoint
 
     steps = Checkpointer(run_dir, read_only=True).steps()
     if step is not None and step not in steps:
-        raise ValueError(f"`--step` {step} has no checkpoint in {run_dir}; checkpoints: {steps}")
+        raise InputValueError(f"`--step` {step} has no checkpoint in {run_dir}; checkpoints: {steps}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         loaded = load_checkpoint(run_dir, step=step, weights=weights)

@@ -45,7 +45,7 @@ def summarize(dataset: Dataset) -> DatasetSummary:
     class_counts = None
     if dataset.labels is not None:
         values, counts = np.unique(dataset.labels, return_counts=True)
-        class_counts = {int(v): int(c) for v, c in zip(values, counts)}
+        class_counts = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
     return DatasetSummary(
         name=dataset.name,
         split=dataset.split,
@@ -93,7 +93,7 @@ def save_figures(dataset: Dataset, summary: DatasetSummary, out: Path) -> list[P
     count = min(64, len(dataset))
     side = int(np.ceil(np.sqrt(count)))
     figure, axes = plt.subplots(side, side, figsize=(side, side))
-    for axis, image in zip(axes.ravel(), dataset.images[:count]):
+    for axis, image in zip(axes.ravel(), dataset.images[:count], strict=False):
         image = (image + 1) / 2
         axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
     for axis in axes.ravel():

@@ -38,14 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import gaussjax as gj
+from analysis._common import Command, Result, check_sigma, sigma_grid
 from analysis.memory import ROW_BYTES, check_memory
-from analysis.noise_levels import check_sigma, sigma_grid
 from analysis.output import figure, save_figure, write_csv
+from gaussjax.checks import InputValueError
 from gaussjax.solution import amplification_factor, dxi_dsigma, psi, xi
-
-NAME = "gaussian-theory"
-HELP = "Fig. 3: psi, xi, d xi / d sigma and the amplification factor of the Gaussian solution"
-NEEDS_NETWORK = False
 
 OUTPUTS = ("gaussian_theory.csv", "gaussian_theory.png")
 COLUMNS = ("convention", "t", "alpha", "sigma", "edm_sigma", "eigval_index", "eigval", "psi", "xi", "dxi_dsigma",
@@ -70,17 +67,17 @@ def top_eigvals(flat: np.ndarray, count: int) -> np.ndarray:
 
 def _check_num_eigvals(count: int, dim: int) -> None:
     if not 1 <= count <= dim:
-        raise ValueError(f"`--num-eigvals` must be in [1, D = {dim}], got {count}")
+        raise InputValueError(f"`--num-eigvals` must be in [1, D = {dim}], got {count}")
 
 
 def edm_curves(sigmas: np.ndarray, lam: np.ndarray, sigma_T: float) -> dict[str, np.ndarray]:
     """Eq. 15, 16, d xi / d sigma and Eq. 23 at `alpha = 1`: each `(S, K)` for `sigmas (S,)`, `lam (K,)`."""
-    s, l = jnp.asarray(sigmas)[:, None], jnp.asarray(lam)[None, :]
+    s, lam_ = jnp.asarray(sigmas)[:, None], jnp.asarray(lam)[None, :]
     curves = {
-        "psi": psi(s, l, sigma_T),
-        "xi": xi(s, l, sigma_T),
-        "dxi_dsigma": dxi_dsigma(s, l, sigma_T),
-        "amplification": amplification_factor(s, l),
+        "psi": psi(s, lam_, sigma_T),
+        "xi": xi(s, lam_, sigma_T),
+        "dxi_dsigma": dxi_dsigma(s, lam_, sigma_T),
+        "amplification": amplification_factor(s, lam_),
     }
     return {name: np.asarray(value, dtype=np.float64) for name, value in curves.items()}
 
@@ -94,14 +91,14 @@ def vp_curves(schedule, lam: np.ndarray) -> dict[str, np.ndarray]:
     """
     alpha, sigma = np.asarray(schedule.alpha), np.asarray(schedule.sigma)
     sigma_T, alpha_T = sigma[-1], alpha[-1]
-    s, a, l = jnp.asarray(sigma)[:, None], jnp.asarray(alpha)[:, None], jnp.asarray(lam)[None, :]
+    s, a, lam_ = jnp.asarray(sigma)[:, None], jnp.asarray(alpha)[:, None], jnp.asarray(lam)[None, :]
     tangent = (jnp.ones_like(s), jnp.asarray(-sigma / alpha)[:, None])
-    xi_bar, slope = jax.jvp(lambda s_, a_: xi(s_, l, sigma_T, a_, alpha_T), (s, a), tangent)
+    xi_bar, slope = jax.jvp(lambda s_, a_: xi(s_, lam_, sigma_T, a_, alpha_T), (s, a), tangent)
     curves = {
-        "psi": psi(s, l, sigma_T, a, alpha_T),
+        "psi": psi(s, lam_, sigma_T, a, alpha_T),
         "xi": xi_bar,
         "dxi_dsigma": slope,
-        "amplification": amplification_factor(s, l, a),
+        "amplification": amplification_factor(s, lam_, a),
     }
     curves = {name: np.asarray(value, dtype=np.float64) for name, value in curves.items()}
     return {**curves, "dxi_dt": curves["dxi_dsigma"] * np.gradient(sigma)[:, None]}
@@ -117,9 +114,9 @@ def check_finite(curves: dict[str, np.ndarray], sigmas: np.ndarray, lam: np.ndar
         bad = ~np.isfinite(values)
         if bad.any():
             i, k = np.argwhere(bad)[0]
-            raise ValueError(f"{name} overflows float32 at sigma = {sigmas[i]:.3g} for the eigenvalue {lam[k]:.3g} "
-                             f"with `--sigma-T` {sigma_T:.3g}: narrow `--sigma-min`/`--sigma-max` or change "
-                             "`--sigma-T`")
+            raise InputValueError(f"{name} overflows float32 at sigma = {sigmas[i]:.3g} for the eigenvalue "
+                                  f"{lam[k]:.3g} with `--sigma-T` {sigma_T:.3g}: narrow `--sigma-min`/`--sigma-max` "
+                                  "or change `--sigma-T`")
 
 
 def curve_rows(convention: str, levels: dict[str, np.ndarray], lam: np.ndarray, curves: dict) -> list[dict]:
@@ -187,7 +184,7 @@ def summary_lines(lam: np.ndarray, sigmas: np.ndarray, edm: dict, vp: dict, sche
     return lines
 
 
-def check(context, args) -> None:
+def validate(context, args) -> None:
     """Refuse bad options (named) and a grid whose rows would not fit in memory, before any work."""
     check_sigma("--sigma-T", args.sigma_T)
     _check_num_eigvals(args.num_eigvals, context.flat.shape[1])
@@ -197,18 +194,25 @@ def check(context, args) -> None:
     sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max, min_num=2)
 
 
-def run(context, args) -> list[str]:
-    """Compute the curves, write `gaussian_theory.csv` and `.png`, return the summary lines."""
-    check(context, args)
+def run(context, args) -> Result:
+    """Compute the curves, write `gaussian_theory.csv` and `.png`."""
     sigmas = sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max, min_num=2)
     lam = top_eigvals(context.flat, args.num_eigvals)
     schedule = gj.ddpm_linear_schedule()
     edm, vp = edm_curves(sigmas, lam, args.sigma_T), vp_curves(schedule, lam)
     check_finite(edm, sigmas, lam, args.sigma_T)
     rows = curve_rows("edm", {"alpha": np.ones_like(sigmas), "sigma": sigmas}, lam, edm)
-    vp_levels = {"t": np.arange(len(schedule)), "alpha": np.asarray(schedule.alpha), "sigma": np.asarray(schedule.sigma)}
+    vp_levels = {"t": np.arange(len(schedule)), "alpha": np.asarray(schedule.alpha),
+                 "sigma": np.asarray(schedule.sigma)}
     rows += curve_rows("vp", vp_levels, lam, vp)
     csv_path = write_csv(context.path("gaussian_theory.csv"), rows, COLUMNS)
     png_path = context.path("gaussian_theory.png")
     plot(edm, vp, sigmas, lam, png_path)
-    return [*summary_lines(lam, sigmas, edm, vp, schedule), f"wrote {csv_path}", f"wrote {png_path}"]
+    return Result(summary_lines(lam, sigmas, edm, vp, schedule), [csv_path, png_path])
+
+
+COMMAND = Command(
+    name="gaussian-theory",
+    help="Fig. 3: psi, xi, d xi / d sigma and the amplification factor of the Gaussian solution",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run, needs_network=False,
+)

@@ -8,9 +8,9 @@ training data `y + sigma n` (`gaussjax.evaluation.noised_data`, Sec. 5) at each 
 `--sigmas` (default `geomspace(0.05, 20, 8)`), by `gj.compare_scores`: the fraction of
 unexplained variance of the score (Eq. 28) and of the denoiser.
 
-Keys: `query_key, cluster_key = jax.random.split(jax.random.key(seed))`; the queries are
-drawn with `query_key` (the same points for every mixture), every mixture is clustered with
-`cluster_key`.
+Keys: the queries are drawn with `command_key(--seed, 'queries')` (the same points for every
+mixture); the K-component mixtures share the k-means clusters of the reference model `gmm{K}`
+(`gaussjax.fit.fit_references`: `fold_in(key(0), K)`), so `K=10,r=D` is the run's `gmm10`.
 
 Writes `gmm_sweep.csv`, one row per (K, rank, sigma):
 
@@ -31,14 +31,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis._common import Command, Result, check_components, noise_levels, positive_ints
 from analysis.memory import FLOAT32, check_memory
-from analysis.noise_levels import parse_sigmas
 from analysis.output import figure, save_figure, write_csv
+from gaussjax.checks import InputValueError
 from gaussjax.evaluation import noised_data
-
-NAME = "gmm-sweep"
-HELP = "Fig. 9/10: FUV of the network's score explained by GMMs over components x rank x sigma"
-NEEDS_NETWORK = True
 
 OUTPUTS = ("gmm_sweep.csv", "gmm_sweep.png")
 COLUMNS = ("components", "rank", "sigma", "fuv_score", "fuv_denoiser", "r2_denoiser")
@@ -47,22 +44,14 @@ DEFAULT_SIGMAS = tuple(float(s) for s in np.geomspace(0.05, 20, 8))
 
 def add_arguments(parser):
     group = parser.add_argument_group("gmm-sweep")
-    group.add_argument("--components", default="1,2,5,10", help="numbers of components K, comma-separated")
-    group.add_argument("--ranks", default="1,4,16,64", help="covariance ranks, comma-separated (capped at D)")
-    group.add_argument("--sigmas", default=None, help="noise levels, comma-separated (default geomspace(0.05, 20, 8))")
+    group.add_argument("--components", type=positive_ints, default="1,2,5,10",
+                       help="numbers of components K, comma-separated")
+    group.add_argument("--ranks", type=positive_ints, default="1,4,16,64",
+                       help="covariance ranks, comma-separated (capped at D)")
+    group.add_argument("--sigmas", type=noise_levels, default=DEFAULT_SIGMAS,
+                       help="noise levels, comma-separated (default geomspace(0.05, 20, 8))")
     group.add_argument("--threshold", type=float, default=0.01,
                        help="score FUV below which a rank suffices (default 0.01)")
-
-
-def parse_list(option: str, text: str) -> list[int]:
-    """`'1,2,5'` as a list of positive integers, in the given order, without repeats; ValueError names `option`."""
-    try:
-        values = [int(item) for item in str(text).split(",") if item.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v <= 0 for v in values):
-        raise ValueError(f"`{option}` must be comma-separated positive integers, got {text!r}")
-    return list(dict.fromkeys(values))
 
 
 def resolve_ranks(ranks: Sequence[int], dim: int) -> list[int]:
@@ -70,32 +59,21 @@ def resolve_ranks(ranks: Sequence[int], dim: int) -> list[int]:
     return sorted({min(int(r), dim) for r in ranks})
 
 
-def sweep_keys(seed: int) -> tuple:
-    """`(query_key, cluster_key)` of the sweep under `seed`."""
-    query_key, cluster_key = jax.random.split(jax.random.key(seed))
-    return query_key, cluster_key
-
-
 def candidate_name(components: int, rank: int) -> str:
     return f"K={components},r={rank}"
 
 
-def _check_components(components: Sequence[int], num_train: int) -> None:
-    if max(components) > num_train:
-        raise ValueError(f"`--components` {max(components)} exceeds the number of training images {num_train}")
-
-
 def fit_mixtures(flat: np.ndarray, components: Sequence[int], ranks: Sequence[int], key) -> dict:
-    """`{(K, r): gj.fit_gmm(flat, K, rank=r, key=key)}` over the grid; `flat (N, D)`.
+    """`{(K, r): gj.fit_gmm(flat, K, rank=r, key=jax.random.fold_in(key, K))}` over the grid; `flat (N, D)`.
 
     k-means runs once per K and its clusters are passed as `labels`: the same mixtures as
-    `fit_gmm(..., key=key)` (which clusters with `kmeans(flat, K, key=key)`), without
-    clustering again for every rank.
+    `fit_gmm(..., key=...)` (which clusters with `kmeans(flat, K, key=...)`), without clustering
+    again for every rank.
     """
-    _check_components(components, flat.shape[0])
+    check_components("--components", components, flat.shape[0])
     mixtures = {}
     for k in tqdm(components, desc="fitting GMMs", leave=False):
-        labels = np.asarray(gj.kmeans(flat, k, key=key)[1])  # the clusters of fit_gmm(..., key=key), once per K
+        labels = np.asarray(gj.kmeans(flat, k, key=jax.random.fold_in(key, k))[1])  # once per K
         mixtures.update({(k, r): gj.fit_gmm(flat, k, rank=r, labels=labels) for r in ranks})
     return mixtures
 
@@ -139,10 +117,11 @@ def plot(rows: Sequence[dict], threshold: float):
     sigmas = sorted({row["sigma"] for row in rows})
     ncols = min(4, len(sigmas))
     fig, axes = figure(ncols, -(-len(sigmas) // ncols), size=(3.4, 2.8))
-    for ax, sigma in zip(axes.flat, sigmas):
+    for ax, sigma in zip(axes.flat, sigmas, strict=False):
         for k in sorted({row["components"] for row in rows}):
-            line = sorted((row["rank"], row["fuv_score"]) for row in rows if row["sigma"] == sigma and row["components"] == k)
-            ax.plot(*zip(*line), marker="o", label=f"K={k}")
+            line = sorted((row["rank"], row["fuv_score"]) for row in rows
+                          if row["sigma"] == sigma and row["components"] == k)
+            ax.plot(*zip(*line, strict=True), marker="o", label=f"K={k}")
         ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
         ax.set(xscale="log", yscale="log", title=f"sigma = {sigma:.3g}", xlabel="rank", ylabel="FUV of score")
     for ax in axes.flat[len(sigmas):]:
@@ -152,37 +131,35 @@ def plot(rows: Sequence[dict], threshold: float):
     return fig
 
 
-def options(context, args) -> tuple[list[int], list[int], list[float]]:
-    """`(components, ranks, sigmas)` of the options, validated (errors name the option)."""
-    components = parse_list("--components", args.components)
-    _check_components(components, context.flat.shape[0])
-    ranks = resolve_ranks(parse_list("--ranks", args.ranks), context.flat.shape[1])
-    sigmas = list(DEFAULT_SIGMAS) if args.sigmas is None else parse_sigmas("--sigmas", args.sigmas)
-    if not 0 < args.threshold < 1:
-        raise ValueError(f"`--threshold` must be in (0, 1), got {args.threshold}")
-    return components, ranks, sigmas
-
-
-def check(context, args) -> None:
-    """Refuse bad options (named) and a sweep whose arrays would not fit in memory, before any work.
+def validate(context, args) -> None:
+    """Refuse options that conflict with the data (named) and a sweep whose arrays would not fit in memory.
 
     `compare_scores` holds the queries and the network's and every mixture's denoiser outputs,
     `(S, Q, D)` float32 each; the mixtures hold their top-r eigenvectors, `(K, D, r)` each, fitted
     from the clusters' covariances, `(K, D, D)`.
     """
-    components, ranks, sigmas = options(context, args)
-    dim, mixtures = context.flat.shape[1], len(components) * len(ranks)
+    if not 0 < args.threshold < 1:
+        raise InputValueError(f"`--threshold` must be in (0, 1), got {args.threshold}")
+    components, dim = args.components, context.flat.shape[1]
+    check_components("--components", components, context.flat.shape[0])
+    ranks = resolve_ranks(args.ranks, dim)
+    mixtures = len(components) * len(ranks)
     fitted = sum(components) * sum(ranks) * dim + max(components) * dim**2
-    check_memory(FLOAT32 * (len(sigmas) * context.num_queries * dim * (mixtures + 2) + fitted),
-                 f"`--num-queries` {context.num_queries} x {len(sigmas)} sigmas x {mixtures} mixtures (D = {dim})")
+    check_memory(FLOAT32 * (len(args.sigmas) * context.num_queries * dim * (mixtures + 2) + fitted),
+                 f"`--num-queries` {context.num_queries} x {len(args.sigmas)} sigmas x {mixtures} mixtures (D = {dim})")
 
 
-def run(context, args) -> list[str]:
-    check(context, args)
-    components, ranks, sigmas = options(context, args)
-    query_key, cluster_key = sweep_keys(context.seed)
-    mixtures = fit_mixtures(context.flat, components, ranks, cluster_key)
-    rows = sweep_rows(context.network, mixtures, context.flat, sigmas, key=query_key, num_queries=context.num_queries)
+def run(context, args) -> Result:
+    ranks = resolve_ranks(args.ranks, context.flat.shape[1])
+    mixtures = fit_mixtures(context.flat, args.components, ranks, jax.random.key(0))  # fit_references' default key
+    rows = sweep_rows(context.network, mixtures, context.flat, args.sigmas, key=context.key("queries"),
+                      num_queries=context.num_queries)
     csv_path = write_csv(context.path("gmm_sweep.csv"), rows, COLUMNS)
     png_path = save_figure(plot(rows, args.threshold), context.path("gmm_sweep.png"))
-    return [*summary_lines(rows, args.threshold), f"wrote {csv_path}", f"wrote {png_path}"]
+    return Result(summary_lines(rows, args.threshold), [csv_path, png_path])
+
+
+COMMAND = Command(
+    name="gmm-sweep", help="Fig. 9/10: FUV of the network's score explained by GMMs over components x rank x sigma",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run,
+)

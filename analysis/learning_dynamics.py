@@ -31,12 +31,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.lines import Line2D
 
+from analysis._common import Command, Result
 from analysis.output import figure, read_csv, save_figure, write_csv
-
-NAME = "learning-dynamics"
-HELP = "Fig. 12: FUV of the network vs analytic scores over training, and the Gaussian's dip-then-rise"
-NEEDS_NETWORK = False
-NEEDS_RUN = True  # reads the run's probes.csv and loss.csv (skipped by `report` on a --network file)
+from gaussjax.checks import InputFileNotFoundError, InputValueError
 
 OUTPUTS = ("learning_dynamics.csv", "gaussian_minimum.csv", "learning_dynamics.png")
 COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser"]
@@ -53,27 +50,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--panels", type=int, default=4, help="noise levels plotted (default 4, spread over the grid)")
 
 
-def check(context, args) -> None:
+def validate(context, args) -> None:
     """Refuse a context without a run and bad options (named), before reading anything."""
     if context.run_dir is None:
-        raise ValueError("learning-dynamics reads a run's probes.csv and loss.csv: pass `--run RUN_DIR`")
+        raise InputValueError("learning-dynamics reads a run's probes.csv and loss.csv: pass `--run RUN_DIR`")
     if args.panels < 1:
-        raise ValueError(f"`--panels` must be >= 1, got {args.panels}")
+        raise InputValueError(f"`--panels` must be >= 1, got {args.panels}")
 
 
-def run(context, args) -> list[str]:
+def run(context, args) -> Result:
     """Read the run's probes and loss, write the CSVs and the PNG, return the dip-then-rise summary."""
-    check(context, args)
     rows = select_rows(read_probes(context.run_dir / "probes.csv"), context.weights, context.step)
     references = list(dict.fromkeys(r["reference"] for r in rows))
     if args.reference not in references:
-        raise ValueError(f"`--reference` {args.reference!r} is not in probes.csv; references: {references}")
+        raise InputValueError(f"`--reference` {args.reference!r} is not in probes.csv; references: {references}")
     minimum = minimum_table(rows, args.reference, args.statistic)
     loss = read_loss(context.run_dir / "loss.csv", context.step)
-    write_csv(context.path("learning_dynamics.csv"), rows, COLUMNS)
-    write_csv(context.path("gaussian_minimum.csv"), minimum, MINIMUM_COLUMNS)
-    save_figure(plot(rows, loss, args.statistic, args.panels), context.path("learning_dynamics.png"))
-    return summary_lines(minimum, args.reference, args.statistic, context.weights)
+    files = [write_csv(context.path("learning_dynamics.csv"), rows, COLUMNS),
+             write_csv(context.path("gaussian_minimum.csv"), minimum, MINIMUM_COLUMNS),
+             save_figure(plot(rows, loss, args.statistic, args.panels), context.path("learning_dynamics.png"))]
+    return Result(summary_lines(minimum, args.reference, args.statistic, context.weights), files)
 
 
 def read_probes(path: Path) -> list[dict]:
@@ -83,15 +79,15 @@ def read_probes(path: Path) -> list[dict]:
     numbers) is a ValueError naming the file (and the line).
     """
     if not Path(path).exists():
-        raise FileNotFoundError(f"{path} not found: the run has not been probed yet (python -m train writes it)")
+        raise InputFileNotFoundError(f"{path} not found: the run has not been probed yet (python -m train writes it)")
     rows = read_csv(path)
     missing = {"step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser",
                "r2_denoiser"} - set(rows[0] if rows else {})
     if not rows:
-        raise ValueError(f"{path} has no probe rows")
+        raise InputValueError(f"{path} has no probe rows")
     if missing:
-        raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not a probes table of this gaussjax "
-                         "version (a run from another version needs that version)")
+        raise InputValueError(f"{path} lacks the columns {sorted(missing)}: it is not a probes table of this gaussjax "
+                              "version (a run from another version needs that version)")
     return [_typed(path, line, row, _probe_row) for line, row in enumerate(rows, start=2)]
 
 
@@ -104,19 +100,19 @@ def _probe_row(r: dict) -> dict:
 def _typed(path: Path, line: int, row: dict, convert):
     """`convert(row)`; a value missing or not a number is a ValueError naming `path` and `line`."""
     if None in row.values() or None in row:  # (csv.DictReader: too few or too many fields)
-        raise ValueError(f"{path}, line {line}: expected as many comma-separated values as the header has columns")
+        raise InputValueError(f"{path}, line {line}: expected as many comma-separated values as the header has columns")
     try:
         return convert(row)
     except ValueError as error:
-        raise ValueError(f"{path}, line {line}: {error}") from None
+        raise InputValueError(f"{path}, line {line}: {error}") from None
 
 
 def select_rows(rows: list[dict], weights: str, max_step: int | None) -> list[dict]:
     """The rows of `weights` up to `max_step` (all for None), in file order."""
     chosen = [r for r in rows if r["weights"] == weights and (max_step is None or r["step"] <= max_step)]
     if not chosen:
-        raise ValueError(f"probes.csv has no rows of `--weights` {weights!r}" +
-                         ("" if max_step is None else f" up to `--step` {max_step}"))
+        raise InputValueError(f"probes.csv has no rows of `--weights` {weights!r}" +
+                              ("" if max_step is None else f" up to `--step` {max_step}"))
     return chosen
 
 
@@ -126,13 +122,15 @@ def read_loss(path: Path, max_step: int | None) -> np.ndarray:
         return np.zeros((0, 2))
     rows = read_csv(path)
     if rows and not {"step", "loss"} <= set(rows[0]):
-        raise ValueError(f"{path} has no columns step and loss")
+        raise InputValueError(f"{path} has no columns step and loss")
     pairs = np.array([_typed(path, line, r, lambda r: [float(r["step"]), float(r["loss"])])
                       for line, r in enumerate(rows, start=2)]).reshape(-1, 2)
     return pairs if max_step is None else pairs[pairs[:, 0] <= max_step]
 
 
-def curve(rows: list[dict], reference: str, queries: str, sigma: float, statistic: str) -> tuple[np.ndarray, np.ndarray]:
+def curve(
+    rows: list[dict], reference: str, queries: str, sigma: float, statistic: str
+) -> tuple[np.ndarray, np.ndarray]:
     """`statistic` against step `(T,)`, `(T,)` for one reference, query set and sigma, sorted by step."""
     points = sorted((r["step"], r[statistic]) for r in rows
                     if r["reference"] == reference and r["queries"] == queries and r["sigma"] == sigma)
@@ -169,7 +167,7 @@ def plot(rows: list[dict], loss: np.ndarray, statistic: str, panels: int):
     sigmas = panel_sigmas(sorted({r["sigma"] for r in rows}), panels)
     references = list(dict.fromkeys(r["reference"] for r in rows))
     fig, axes = figure(ncols=len(sigmas) + 1)
-    for axis, sigma in zip(axes[0], sigmas):
+    for axis, sigma in zip(axes[0], sigmas, strict=False):
         for index, reference in enumerate(references):
             for queries, style in (("train", "-"), ("test", "--")):
                 steps, values = curve(rows, reference, queries, sigma, statistic)
@@ -215,3 +213,11 @@ def summary_lines(minimum: list[dict], reference: str, statistic: str, weights: 
         lines.append(f"{row['queries']:>8} {row['sigma']:>9.3g} {row['min_step']:>9d} {row['min_fuv']:>10.3g} "
                      f"{row['final_fuv']:>10.3g} {'yes' if row['rises'] else 'no':>6}")
     return lines
+
+
+COMMAND = Command(
+    name="learning-dynamics",
+    help="Fig. 12: FUV of the network vs analytic scores over training, and the Gaussian's dip-then-rise",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run, needs_network=False,
+    needs_run=True,  # reads the run's probes.csv and loss.csv (`report` skips it on a --network file)
+)

@@ -12,6 +12,8 @@ import decimal
 import os
 from pathlib import Path
 
+from gaussjax.checks import InputValueError
+
 MEMORY_SHARE = 0.5  # a command may plan to use at most this share of the machine's memory
 FLOAT32, FLOAT64 = 4, 8  # bytes per value
 ROW_BYTES = 1024  # a tidy CSV row held as a dict of about ten Python numbers and strings
@@ -41,8 +43,8 @@ def check_memory(nbytes: int, options: str) -> None:
     """
     available = machine_memory()
     if nbytes > MEMORY_SHARE * available:
-        raise ValueError(f"{options} would need about {_gib(nbytes)} GiB of memory, more than {MEMORY_SHARE:.0%} of "
-                         f"this machine's {_gib(available)} GiB; choose smaller values")
+        raise InputValueError(f"{options} would need about {_gib(nbytes)} GiB of memory, more than "
+                              f"{MEMORY_SHARE:.0%} of this machine's {_gib(available)} GiB; choose smaller values")
 
 
 def _gib(nbytes: int) -> str:

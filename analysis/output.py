@@ -10,6 +10,8 @@ from pathlib import Path
 
 import matplotlib
 
+from gaussjax.checks import InputValueError
+
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,7 +32,7 @@ def read_csv(path: Path) -> list[dict]:
         with open(path, newline="", encoding="utf-8") as file:
             return list(csv.DictReader(file))
     except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{path} is not a CSV text file: {error}") from None
+        raise InputValueError(f"{path} is not a CSV text file: {error}") from None
 
 
 def prepare_out(out: Path, names: Iterable[str]) -> Path:
@@ -54,24 +56,24 @@ def prepare_out(out: Path, names: Iterable[str]) -> Path:
     for path in (out, *out.parents):  # the nearest existing one must be a directory
         if path.exists():
             if not path.is_dir():
-                raise ValueError(f"`--out` {out} cannot be a directory: {path} is a file; pass a directory (it is "
-                                 "created if missing)")
+                raise InputValueError(f"`--out` {out} cannot be a directory: {path} is a file; pass a directory (it is "
+                                      "created if missing)")
             break
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"`--out` {out} cannot be created: {error.strerror} ({error.filename})") from None
+        raise InputValueError(f"`--out` {out} cannot be created: {error.strerror} ({error.filename})") from None
     try:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
-        raise ValueError(f"`--out` {out} is not writable: {error.strerror}") from None
+        raise InputValueError(f"`--out` {out} is not writable: {error.strerror}") from None
     for path in (out / name for name in names):
         if path.exists() and not path.is_file():
-            raise ValueError(f"`--out` {out}: {path} is a directory or another non-file, and the command writes a "
-                             "file there; remove it or choose another `--out`")
+            raise InputValueError(f"`--out` {out}: {path} is a directory or another non-file, and the command writes a "
+                                  "file there; remove it or choose another `--out`")
         if path.exists() and not os.access(path, os.W_OK):
-            raise ValueError(f"`--out` {out}: {path} exists and is not writable")
+            raise InputValueError(f"`--out` {out}: {path} exists and is not writable")
     return out
 
 

@@ -13,70 +13,71 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import html
-import importlib
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from analysis._common import Command, Result
 from analysis.output import prepare_out
 
-NAME = "report"
-HELP = "all figure commands on one run, into report.md and report.html"
-NEEDS_NETWORK = True
-NUM_QUERIES = 128
 OUTPUTS = ("report.md", "report.html")
 
 
+def report_commands() -> list[Command]:
+    """The figure commands, in the order of the paper's figures (the registry of `python -m analysis`).
+
+    Commands with `in_report=False` (minutes of sampling, e.g. `teleport`) are left out: run them alone.
+    """
+    from analysis.__main__ import commands
+
+    return [command for command in commands() if command.in_report and command.name != "report"]
+
+
+def skipped_commands(text: str) -> set[str]:
+    """`--skip`: comma-separated names of report commands."""
+    skip = {name.strip() for name in str(text).split(",") if name.strip()}
+    unknown = skip - {command.name for command in report_commands()}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"names unknown commands: {', '.join(sorted(unknown))}")
+    return skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--skip", default="", help="comma-separated commands to leave out")
+    parser.add_argument("--skip", type=skipped_commands, default="", help="comma-separated commands to leave out")
 
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """One command's part of the report."""
+    """One command's part of the report: its title (the first line of its description), result and time."""
 
     name: str
     title: str
-    summary: list[str]
-    figures: list[Path]
-    tables: list[Path]
+    result: Result
     seconds: float
 
+    @property
+    def figures(self) -> list[Path]:
+        return [path for path in self.result.files if path.suffix == ".png"]
 
-def command_modules() -> list:
-    """The figure commands, in the order of the paper's figures (the registry of `python -m analysis`).
-
-    Commands that set `IN_REPORT = False` (minutes of sampling, e.g. `teleport`) are left out: run them alone.
-    """
-    from analysis.__main__ import COMMAND_MODULES
-
-    modules = [importlib.import_module(name) for name in COMMAND_MODULES if not name.endswith(".report")]
-    return [module for module in modules if getattr(module, "IN_REPORT", True)]
+    @property
+    def tables(self) -> list[Path]:
+        return [path for path in self.result.files if path.suffix == ".csv"]
 
 
-def default_arguments(module, shared: argparse.Namespace) -> argparse.Namespace:
-    """`module`'s own options at their defaults, plus the shared ones of this run."""
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return argparse.Namespace(**{**vars(shared), **vars(parser.parse_args([]))})
-
-
-def run_section(module, context, shared: argparse.Namespace) -> Section:
-    """Run one command into its own subdirectory and collect what it wrote."""
-    out = context.out / module.NAME
+def run_section(command: Command, context, shared: argparse.Namespace) -> Section:
+    """Run one command with its default options into `OUT/<command>/`."""
     start = time.perf_counter()
-    summary = list(module.run(dataclasses.replace(context, out=out), default_arguments(module, shared)))
-    title = (module.__doc__ or module.NAME).strip().splitlines()[0]
-    return Section(module.NAME, title, summary, sorted(out.glob("*.png")), sorted(out.glob("*.csv")),
-                   time.perf_counter() - start)
+    result = command.run(dataclasses.replace(context, out=context.out / command.name), command.defaults(shared))
+    title = command.description.strip().splitlines()[0]
+    return Section(command.name, title, result, time.perf_counter() - start)
 
 
 def write_markdown(path: Path, heading: str, sections: list[Section]) -> Path:
     lines = [f"# {heading}", ""]
     for section in sections:
         lines += [f"## {section.name}", "", section.title, "", f"({section.seconds:.1f} s)", "", "```"]
-        lines += section.summary + ["```", ""]
+        lines += section.result.summary + ["```", ""]
         lines += [f"![{figure.stem}]({figure.relative_to(path.parent)})" for figure in section.figures] + [""]
         lines += [f"- [{table.name}]({table.relative_to(path.parent)})" for table in section.tables] + [""]
     path.write_text("\n".join(lines))
@@ -87,7 +88,7 @@ def write_html(path: Path, heading: str, sections: list[Section]) -> Path:
     body = [f"<h1>{html.escape(heading)}</h1>"]
     for section in sections:
         body += [f"<h2>{html.escape(section.name)}</h2>", f"<p>{html.escape(section.title)} "
-                 f"({section.seconds:.1f} s)</p>", f"<pre>{html.escape(chr(10).join(section.summary))}</pre>"]
+                 f"({section.seconds:.1f} s)</p>", f"<pre>{html.escape(chr(10).join(section.result.summary))}</pre>"]
         body += [f'<img src="{figure.relative_to(path.parent)}" alt="{figure.stem}" style="max-width:100%">'
                  for figure in section.figures]
         body += ["<ul>"] + [f'<li><a href="{table.relative_to(path.parent)}">{table.name}</a></li>'
@@ -98,31 +99,33 @@ def write_html(path: Path, heading: str, sections: list[Section]) -> Path:
     return path
 
 
-def section_modules(context, args) -> list:
-    """The command modules the report runs: all but `--skip`'s (and those that need a run, for a network file)."""
-    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
-    unknown = skip - {m.NAME for m in command_modules()}
-    if unknown:
-        raise ValueError(f"`--skip` names unknown commands: {', '.join(sorted(unknown))}")
-    if context.run_dir is None:  # a --network file: no probes.csv or loss.csv to read
-        skip |= {m.NAME for m in command_modules() if getattr(m, "NEEDS_RUN", False)}
-    return [m for m in command_modules() if m.NAME not in skip]
+def section_commands(context, args) -> list[Command]:
+    """The commands the report runs: all but `--skip`'s (and those that read a run's files, for a network file)."""
+    return [command for command in report_commands() if command.name not in args.skip
+            and not (command.needs_run and context.run_dir is None)]  # a --network file has no probes.csv
 
 
-def check(context, args) -> None:
-    """Every section's options and memory (`module.check`) and its files in `OUT/<command>/` (`prepare_out`)."""
-    for module in section_modules(context, args):
-        out = prepare_out(context.out / module.NAME, module.OUTPUTS)
-        module.check(dataclasses.replace(context, out=out), default_arguments(module, args))
+def validate(context, args) -> None:
+    """Every section's checks (`Command.validate`, its options against the data and memory) and its files in
+    `OUT/<command>/` (`prepare_out`), before the first section runs."""
+    for command in section_commands(context, args):
+        out = prepare_out(context.out / command.name, command.outputs)
+        command.validate(dataclasses.replace(context, out=out), command.defaults(args))
 
 
-def run(context, args) -> list[str]:
-    check(context, args)
-    modules = section_modules(context, args)
+def run(context, args) -> Result:
     start = time.perf_counter()
-    sections = [run_section(module, context, args) for module in tqdm(modules, desc="report", unit="command")]
+    commands = section_commands(context, args)
+    sections = [run_section(command, context, args) for command in tqdm(commands, desc="report", unit="command")]
     heading = f"gaussjax analysis of {context.source}"
     markdown = write_markdown(context.path("report.md"), heading, sections)
     page = write_html(context.path("report.html"), heading, sections)
-    lines = [f"{s.name:<18} {s.seconds:6.1f} s  " + (s.summary[0] if s.summary else "") for s in sections]
-    return lines + [f"report in {time.perf_counter() - start:.1f} s: {markdown} and {page}"]
+    lines = [f"{s.name:<18} {s.seconds:6.1f} s  " + (s.result.summary[0] if s.result.summary else "")
+             for s in sections]
+    return Result([*lines, f"report in {time.perf_counter() - start:.1f} s"], [markdown, page])
+
+
+COMMAND = Command(
+    name="report", help="all figure commands on one run, into report.md and report.html", description=__doc__,
+    outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run, num_queries=128,
+)

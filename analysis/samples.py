@@ -1,7 +1,7 @@
-"""`python -m analysis samples`: network samples beside the Gaussian, GMM and delta models' from the same noise (Fig. 8 B, C).
+"""`python -m analysis samples`: network, Gaussian, GMM and delta model samples from the same noise (Fig. 8 B, C).
 
 From the same `x_T = sigma_max z` (seeded, as `trajectories`), each model maps noise to a sample:
-the network, a `--gmm-components` GMM and the delta mixture on the training set by the
+the network, the reference `gmm{K}` of K = `--gmm-components` and the delta mixture on the training set by the
 deterministic Heun sampler on `karras_sigmas(--num-steps)`, the Gaussian by its closed-form
 final state (Eq. 17). Pixels are in [-1, 1].
 
@@ -29,19 +29,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis._common import Command, Result
 from analysis.output import figure, save_figure, write_csv
 from analysis.trajectories import (
     add_model_arguments,
     check_model_memory,
     check_model_options,
-    fit_references,
+    fit_models,
     initial_states,
 )
-
-NAME = "samples"
-HELP = "Fig. 8: samples of the network, the Gaussian solution, a GMM and the delta model from the same noise"
-NEEDS_NETWORK = True
-NUM_QUERIES = 64
+from gaussjax.checks import InputValueError
 
 OUTPUTS = ("samples.png", "samples_mse.csv", "samples_nearest.csv", "samples.npz")
 MODELS = ("network", "gaussian", "gmm", "delta")
@@ -92,7 +89,7 @@ def nearest_neighbours(samples: np.ndarray, train: np.ndarray) -> tuple[np.ndarr
     """
     points = np.asarray(train, np.float64)
     if len(points) < 2:
-        raise ValueError(f"the nearest-neighbour ratio needs >= 2 training images, got {len(points)}")
+        raise InputValueError(f"the nearest-neighbour ratio needs >= 2 training images, got {len(points)}")
     norms = np.sum(points**2, axis=1)
     index, first, second = [], [], []
     for start in range(0, len(samples), _CHUNK):
@@ -110,16 +107,16 @@ def nearest_neighbours(samples: np.ndarray, train: np.ndarray) -> tuple[np.ndarr
 
 def nearest_rows(index: np.ndarray, distance: np.ndarray, ratio: np.ndarray) -> list[dict]:
     return [{"sample": i, "nearest_index": int(n), "distance": float(d), "nearest_distance_ratio": float(r)}
-            for i, (n, d, r) in enumerate(zip(index, distance, ratio))]
+            for i, (n, d, r) in enumerate(zip(index, distance, ratio, strict=True))]
 
 
 def plot(samples: dict, unflatten, path):
     """One row of image tiles per model, the first `MAX_TILES` samples, pixels [-1, 1] shown as [0, 1]."""
     count = min(MAX_TILES, len(next(iter(samples.values()))))
     fig, axes = figure(ncols=count, nrows=len(samples), size=(0.9, 0.9))
-    for row, (name, flat) in zip(axes, samples.items()):
+    for row, (name, flat) in zip(axes, samples.items(), strict=True):
         images = np.clip((np.asarray(unflatten(flat[:count])) + 1) / 2, 0, 1)
-        for col, (ax, image) in enumerate(zip(row, images)):
+        for col, (ax, image) in enumerate(zip(row, images, strict=True)):
             ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if col == 0:
@@ -127,18 +124,17 @@ def plot(samples: dict, unflatten, path):
     return save_figure(fig, path)
 
 
-def check(context, args) -> None:
+def validate(context, args) -> None:
     """Refuse bad options (named) and samples that would not fit in memory, before any work."""
     check_model_options(args, len(context.flat))
     check_model_memory(context, args, context.flat.shape[1] * SAMPLE_ARRAYS)
 
 
-def run(context, args) -> list[str]:
-    check(context, args)
+def run(context, args) -> Result:
     flat = context.flat
     sigmas = gj.karras_sigmas(args.num_steps)
-    x_T = initial_states(context.seed, context.num_queries, flat.shape[1], float(sigmas[0]))
-    samples = model_samples(context.network, fit_references(flat, args.gmm_components, context.seed), x_T, sigmas)
+    x_T = initial_states(context.key("initial-states"), context.num_queries, flat.shape[1], float(sigmas[0]))
+    samples = model_samples(context.network, fit_models(context, args.gmm_components), x_T, sigmas)
     np.savez(context.path("samples.npz"), x_T=np.asarray(x_T), **samples)
     mse = pairwise_mse(samples)
     index, distance, ratio = nearest_neighbours(samples["network"], flat)
@@ -146,12 +142,19 @@ def run(context, args) -> list[str]:
         write_csv(context.path("samples_mse.csv"), mse, MSE_COLUMNS),
         write_csv(context.path("samples_nearest.csv"), nearest_rows(index, distance, ratio), NEAREST_COLUMNS),
         plot(samples, context.train.unflatten, context.path("samples.png")),
+        context.path("samples.npz"),
     ]
     vs_network = ", ".join(f"{r['model_b']} {r['mse']:.4f}" for r in mse if r["model_a"] == "network")
-    return [
+    return Result([
         f"samples: {context.num_queries} from the same x_T, {args.num_steps} Heun steps, network step {context.step}",
         f"  MSE network vs: {vs_network}",
         (f"  memorised (nearest/second-nearest distance < 1/3): {np.mean(ratio < MEMORISATION_RATIO):.1%} "
          f"of network samples; median nearest distance {np.median(distance):.4f}"),
-        *(f"wrote {path}" for path in written),
-    ]
+    ], written)
+
+
+COMMAND = Command(
+    name="samples",
+    help="Fig. 8: samples of the network, the Gaussian solution, a GMM and the delta model from the same noise",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run, num_queries=64,
+)

@@ -1,4 +1,4 @@
-"""`python -m analysis score-agreement`: the network's score against analytic scores over sigma (paper Fig. 6, Sec. 4.2).
+"""`python -m analysis score-agreement`: the network's score vs analytic scores over sigma (paper Fig. 6, Sec. 4.2).
 
 The network (the reference) is compared with the isotropic (Eq. 29), Gaussian (Eq. 30-34),
 k-means Gaussian-mixture (`--gmm-components`; and one component per class when the data has
@@ -9,9 +9,8 @@ noise (`noise`). `--local` adds local (patch) models (`gaussjax.scores.local_spe
 machines, patch posterior means, data-derived locality); the summary names the model whose
 denoiser best predicts the network's at each sigma.
 
-Seeds: with `root = jax.random.key(--seed)` and `kmeans_key, query_key = split(root)`,
-the K-means mixture uses `fold_in(kmeans_key, K)` and query set `i` (train 0, test 1,
-noise 2) uses `fold_in(query_key, i)`.
+Seeds: the models are `analysis._common.references` (the probes' models, whatever the seed); query
+set `i` (train 0, test 1, noise 2) is drawn with `fold_in(command_key(--seed, 'queries'), i)`.
 
 CSV `score_agreement.csv`, one row per (query set, sigma, reference model):
     sigma           noise level
@@ -35,14 +34,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis._common import (
+    Command,
+    Result,
+    check_components,
+    local_model_specs,
+    names_of,
+    positive_ints,
+    references,
+    sigma_grid,
+)
 from analysis.memory import FLOAT32, check_memory
-from analysis.noise_levels import sigma_grid
 from analysis.output import figure, save_figure, write_csv
+from gaussjax.checks import InputValueError
 from gaussjax.evaluation import noised_data, pure_noise
-
-NAME = "score-agreement"
-HELP = "Fig. 6: FUV of the network's score vs isotropic, Gaussian, GMM and delta scores over sigma"
-NEEDS_NETWORK = True
 
 OUTPUTS = ("score_agreement.csv", "score_agreement.png")
 COLUMNS = ("sigma", "reference", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser", "mse_denoiser")
@@ -54,94 +59,43 @@ EIGVAL_LINES = 10
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("score-agreement")
-    group.add_argument("--gmm-components", default="5,10",
+    group.add_argument("--gmm-components", type=positive_ints, default="5,10",
                        help="comma-separated K of the k-means Gaussian mixtures (default '5,10'; '' for none)")
-    group.add_argument("--local", default="",
+    group.add_argument("--local", type=local_model_specs, default="",
                        help="comma-separated local (patch) models also compared: ls{k}, els{k}, pspc{p}, locality "
                             "(e.g. 'ls3,els3,pspc4,locality'; default none)")
-    group.add_argument("--query-sets", default=",".join(QUERY_SETS),
-                       help="comma-separated query sets among train, test, noise (default all; the draws of a set "
-                            "do not depend on which others are chosen)")
+    group.add_argument("--query-sets", type=names_of(*QUERY_SETS), default=None,
+                       help="comma-separated query sets among train, test, noise (default all the dataset has; the "
+                            "draws of a set do not depend on which others are chosen)")
     group.add_argument("--num-sigmas", type=int, default=12, help="noise levels (default 12)")
     group.add_argument("--sigma-min", type=float, default=0.01, help="smallest noise level (default 0.01)")
     group.add_argument("--sigma-max", type=float, default=80.0, help="largest noise level (default 80)")
 
 
-def parse_components(text: str) -> list[int]:
-    """`'5,10'` -> `[5, 10]`; each K a positive integer."""
-    try:
-        values = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"`--gmm-components` must be comma-separated integers, got {text!r}") from None
-    if any(k < 1 for k in values):
-        raise ValueError(f"`--gmm-components` must be positive, got {text!r}")
-    return list(dict.fromkeys(values))
+def model_names(context, args) -> list[str]:
+    """The reference models compared, in the order of the plot's legend (`analysis._common.references`)."""
+    classes = ["gmm-class"] if context.train.labels is not None else []
+    return ["isotropic", "gaussian", *(f"gmm{k}" for k in args.gmm_components), *classes, "delta", *args.local]
 
 
-def local_specs(text: str) -> list[str]:
-    """`--local`'s comma-separated specs, validated (`gaussjax.scores.local_spec`), without repeats."""
-    from gaussjax.scores.local_spec import check_local_spec
-
-    specs = list(dict.fromkeys(part.strip() for part in str(text).split(",") if part.strip()))
-    for spec in specs:
-        try:
-            check_local_spec(spec)
-        except ValueError as error:
-            raise ValueError(f"`--local`: {error}") from None
-    return specs
+def query_set_names(context, chosen: list[str] | None) -> list[str]:
+    """The query sets of `--query-sets` (None: all the dataset has), in `QUERY_SETS` order; an explicit 'test'
+    without a test split is an error."""
+    if chosen is None:
+        return [name for name in QUERY_SETS if name != "test" or context.test is not None]
+    if "test" in chosen and context.test is None:
+        raise InputValueError("`--query-sets` names 'test', but the dataset has no test split")
+    return chosen
 
 
-def local_models(text: str, images: np.ndarray, gaussian) -> dict:
-    """`--local`'s specs -> local models of the training images `(N, H, W, C)` (see `gaussjax.scores.local_spec`)."""
-    from gaussjax.scores.local_spec import make_local_model
-
-    return {spec: make_local_model(spec, images, gaussian=gaussian) for spec in local_specs(text)}
-
-
-def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """`(kmeans_key, query_key)` from the run's `--seed` (see the module docstring)."""
-    kmeans_key, query_key = jax.random.split(jax.random.key(seed))
-    return kmeans_key, query_key
-
-
-def _check_components(components: list[int], num_train: int) -> None:
-    for k in components:
-        if k > num_train:
-            raise ValueError(f"`--gmm-components` K = {k} exceeds the {num_train} training images")
-
-
-def analytic_models(flat: np.ndarray, labels, components: list[int], kmeans_key) -> dict:
-    """name -> model fitted to the training set `flat (N, D)`, in the order of the plot's legend."""
-    _check_components(components, len(flat))
-    models = {"isotropic": gj.Isotropic(flat.mean(axis=0)), "gaussian": gj.fit_gaussian(flat)}
-    for k in components:
-        models[f"gmm{k}"] = gj.fit_gmm(flat, k, key=jax.random.fold_in(kmeans_key, k))
-    if labels is not None:
-        models["gmm-class"] = gj.fit_gmm(flat, len(np.unique(labels)), labels=np.asarray(labels))
-    models["delta"] = gj.DeltaMixture(flat)
-    return models
-
-
-def query_set_names(context, names: str = ",".join(QUERY_SETS)) -> list[str]:
-    """The query sets `names` (comma-separated) selects, in `QUERY_SETS` order; `test` without a test split is an
-    error when named explicitly (the default leaves it out)."""
-    chosen = list(dict.fromkeys(part.strip() for part in str(names).split(",") if part.strip()))
-    unknown = [name for name in chosen if name not in QUERY_SETS]
-    if unknown or not chosen:
-        raise ValueError(f"`--query-sets` must name some of {', '.join(QUERY_SETS)}, got {names!r}")
-    if "test" in chosen and context.test is None and names != ",".join(QUERY_SETS):
-        raise ValueError("`--query-sets` names 'test', but the dataset has no test split")
-    return [name for name in QUERY_SETS if name in chosen and (name != "test" or context.test is not None)]
-
-
-def query_sets(context, names: str = ",".join(QUERY_SETS)) -> dict:
+def query_sets(context, chosen: list[str] | None) -> dict:
     """name -> query distribution: noised train / held-out images, pure noise (`query_set_names` selects)."""
     def distribution(name):
         if name == "noise":
             return pure_noise(context.flat.shape[1])
         return noised_data(context.flat if name == "train" else np.asarray(context.test.flat))
 
-    return {name: distribution(name) for name in query_set_names(context, names)}
+    return {name: distribution(name) for name in query_set_names(context, chosen)}
 
 
 def agreement_rows(network, models: dict, queries: dict, sigmas: np.ndarray, query_key, num_queries: int) -> list[dict]:
@@ -187,10 +141,10 @@ def plot(rows: list[dict], eigvals: np.ndarray, path) -> None:
     sets = list(dict.fromkeys(r["queries"] for r in rows))
     models = list(dict.fromkeys(r["reference"] for r in rows))
     fig, axes = figure(len(sets))
-    for ax, name in zip(axes[0], sets):
+    for ax, name in zip(axes[0], sets, strict=True):
         for i, model in enumerate(models):
             picked = [(r["sigma"], r["fuv_score"]) for r in rows if r["queries"] == name and r["reference"] == model]
-            ax.plot(*zip(*picked), marker=".", color=f"C{i}", label=model)
+            ax.plot(*zip(*picked, strict=True), marker=".", color=f"C{i}", label=model)
         for lam in eigvals[:EIGVAL_LINES]:
             ax.axvline(np.sqrt(lam), color="0.7", lw=0.5, ls=":")
         ax.set(xscale="log", yscale="log", xlabel="sigma", title=f"{name} queries")
@@ -227,35 +181,39 @@ def best_model_lines(rows: list[dict]) -> list[str]:
     return [f"best denoiser R^2 per sigma ({queries} queries): " + ", ".join(best)]
 
 
-def check(context, args) -> None:
-    """Refuse bad options (named) and a comparison whose arrays would not fit in memory, before any work.
+def validate(context, args) -> None:
+    """Refuse options that conflict with the data (named) and a comparison whose arrays would not fit in memory.
 
     Each query set's comparison holds the queries, the network's and every model's denoiser
     outputs, `(S, Q, D)` float32 each, and every mixture's covariances, `(K, D, D)`.
     """
-    components = parse_components(args.gmm_components)
-    _check_components(components, len(context.flat))
+    check_components("--gmm-components", args.gmm_components, len(context.flat))
     query_set_names(context, args.query_sets)
-    models = 3 + len(components) + (context.train.labels is not None) + len(local_specs(args.local))
+    models = len(model_names(context, args))
     dim = context.flat.shape[1]
-    check_memory(FLOAT32 * (args.num_sigmas * context.num_queries * dim * (models + 2) + sum(components) * dim**2),
+    check_memory(FLOAT32 * (args.num_sigmas * context.num_queries * dim * (models + 2)
+                            + sum(args.gmm_components) * dim**2),
                  f"`--num-queries` {context.num_queries} x `--num-sigmas` {args.num_sigmas} (with {models} models "
-                 f"of D = {dim}) and `--gmm-components` {args.gmm_components!r}")
+                 f"of D = {dim}) and `--gmm-components` {','.join(map(str, args.gmm_components))!r}")
     sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max)
 
 
-def run(context, args) -> list[str]:
-    """Fit the models, compare on every query set, write `score_agreement.csv` and `.png`, return the summary."""
-    check(context, args)
-    components = parse_components(args.gmm_components)
+def run(context, args) -> Result:
+    """Fit the models, compare on every query set, write `score_agreement.csv` and `.png`."""
     sigmas = sigma_grid(args.num_sigmas, args.sigma_min, args.sigma_max)
-    kmeans_key, query_key = seed_keys(context.seed)
-    models = analytic_models(context.flat, context.train.labels, components, kmeans_key)
-    models.update(local_models(args.local, np.asarray(context.train.images), models["gaussian"]))
+    models = references(context, model_names(context, args))
     queries = query_sets(context, args.query_sets)
-    rows = agreement_rows(context.network, models, queries, sigmas, query_key, context.num_queries)
+    rows = agreement_rows(context.network, models, queries, sigmas, context.key("queries"), context.num_queries)
     csv_path = write_csv(context.path("score_agreement.csv"), rows, COLUMNS)
     png_path = context.path("score_agreement.png")
     plot(rows, np.asarray(models["gaussian"].eigvals), png_path)
-    header = f"step {context.step} ({context.weights} weights), {len(sigmas)} sigmas, {context.num_queries} queries each"
-    return [header, *summary_lines(rows), f"wrote {csv_path}", f"wrote {png_path}"]
+    header = (f"step {context.step} ({context.weights} weights), {len(sigmas)} sigmas, "
+              f"{context.num_queries} queries each")
+    return Result([header, *summary_lines(rows)], [csv_path, png_path])
+
+
+COMMAND = Command(
+    name="score-agreement",
+    help="Fig. 6: FUV of the network's score vs isotropic, Gaussian, GMM and delta scores over sigma",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run,
+)

@@ -21,11 +21,13 @@ by index into the training split, and their plane coordinates), and one PNG per 
 red; rows = sigma, cols = model). The summary gives, per plane, sigma and model, the mean
 cosine between the model's projected field and the network's over the grid.
 
-Keys: anchors from `np.random.default_rng(seed)`; the GMM's k-means from `jax.random.key(seed)`.
+Keys: anchors drawn with `command_key(--seed, 'anchors')`; the models are the references `gaussian`,
+`gmm{K}` and `delta` (`analysis._common.references`: the run's probes' models).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
 import jax
@@ -33,14 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-import gaussjax as gj
+from analysis._common import Command, Result, check_components, command_key, noise_levels, references
 from analysis.memory import FLOAT32, FLOAT64, ROW_BYTES, check_memory
-from analysis.noise_levels import parse_sigmas
 from analysis.output import figure, save_figure, write_csv
-
-NAME = "score-field"
-HELP = "Fig. 11/13: network vs analytic score fields projected on the plane through three training images"
-NEEDS_NETWORK = True
+from gaussjax.checks import InputValueError
 
 OUTPUTS = ("score_field.csv", "score_field_anchors.csv", "score_field_same.png", "score_field_different.png")
 COLUMNS = ("classes", "sigma", "model", "u", "v", "score_u", "score_v")
@@ -52,45 +50,47 @@ def add_arguments(parser):
     group = parser.add_argument_group("score-field")
     group.add_argument("--classes", default="both", choices=(*CLASS_CHOICES, "both"),
                        help="anchors of one class, of three classes, or both planes (default both)")
-    group.add_argument("--sigmas", default="0.1,0.5,2", help="noise levels, comma-separated (default 0.1,0.5,2)")
-    group.add_argument("--grid", default="15x15", help="grid points along u and v, 'NUxNV' or 'N' (default 15x15)")
+    group.add_argument("--sigmas", type=noise_levels, default="0.1,0.5,2",
+                       help="noise levels, comma-separated (default 0.1,0.5,2)")
+    group.add_argument("--grid", type=grid_shape, default="15x15",
+                       help="grid points along u and v, 'NUxNV' or 'N' (default 15x15)")
     group.add_argument("--margin", type=float, default=0.3,
                        help="margin around the anchors, as a fraction of their extent (default 0.3)")
     group.add_argument("--gmm-components", type=int, default=10, help="modes of the GMM (default 10)")
     group.add_argument("--all-checkpoints", action="store_true", help="also the network at every checkpoint")
 
 
-def parse_grid(text: str) -> tuple[int, int]:
-    """`'15x15'` (or `'15'`) as `(NU, NV)`, each >= 2; ValueError names `--grid`."""
+def grid_shape(text: str) -> tuple[int, int]:
+    """`--grid`: `'15x15'` (or `'15'`) as `(NU, NV)`, each >= 2."""
     parts = str(text).lower().split("x")
     try:
         shape = tuple(int(p) for p in (parts * 2 if len(parts) == 1 else parts))
     except ValueError:
         shape = ()
     if len(shape) != 2 or min(shape) < 2:
-        raise ValueError(f"`--grid` must be 'NUxNV' or 'N' with N >= 2, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be 'NUxNV' or 'N' with N >= 2, got {text!r}")
     return shape
 
 
 def choose_anchors(labels: np.ndarray | None, classes: str, seed: int) -> np.ndarray:
     """Indices `(3,)` of three training images: one class (`'same'`) or three classes (`'different'`).
 
-    Deterministic in `seed`: the class(es) and then one image per slot are drawn with
-    `np.random.default_rng(seed)`.
+    Deterministic in `seed`: the class(es) and then the images are drawn with a NumPy generator
+    seeded by the key data of `command_key(seed, 'anchors')`.
     """
     if labels is None:
-        raise ValueError("`--classes` needs class labels, and this dataset has none")
+        raise InputValueError("`--classes` needs class labels, and this dataset has none")
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(command_key(seed, 'anchors'))))
     values, counts = np.unique(labels, return_counts=True)
     if classes == "same":
         eligible = values[counts >= 3]
         if len(eligible) == 0:
-            raise ValueError("`--classes same` needs a class with at least 3 training images")
+            raise InputValueError("`--classes same` needs a class with at least 3 training images")
         members = np.flatnonzero(labels == rng.choice(eligible))
         return np.sort(rng.choice(members, size=3, replace=False))
     if len(values) < 3:
-        raise ValueError(f"`--classes different` needs 3 classes, the training set has {len(values)}")
+        raise InputValueError(f"`--classes different` needs 3 classes, the training set has {len(values)}")
     return np.array([rng.choice(np.flatnonzero(labels == c)) for c in rng.choice(values, size=3, replace=False)])
 
 
@@ -112,7 +112,8 @@ def plane_basis(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray
 def _nonzero_norm(vector: np.ndarray) -> float:
     norm = float(np.linalg.norm(vector))
     if norm < 1e-8:
-        raise ValueError("the three anchor images are collinear (or repeated): they span no plane; try another --seed")
+        raise InputValueError("the three anchor images are collinear (or repeated): they span no plane; "
+                              "try another --seed")
     return norm
 
 
@@ -120,7 +121,7 @@ def plane_grid(anchor_uv: np.ndarray, shape: tuple[int, int], margin: float) -> 
     """Grid points `uv (NU NV, 2)` over the anchors' bounding box widened by `margin` times its largest side."""
     low, high = anchor_uv.min(axis=0), anchor_uv.max(axis=0)
     pad = margin * float(np.max(high - low))
-    u, v = (np.linspace(lo - pad, hi + pad, n) for lo, hi, n in zip(low, high, shape))
+    u, v = (np.linspace(lo - pad, hi + pad, n) for lo, hi, n in zip(low, high, shape, strict=True))
     uu, vv = np.meshgrid(u, v, indexing="xy")
     return np.stack([uu.ravel(), vv.ravel()], axis=1)
 
@@ -143,36 +144,26 @@ def mean_cosine(field: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(dots / np.maximum(norms, 1e-30)))
 
 
-def _check_components(components: int, num_train: int) -> None:
-    if not 1 <= components <= num_train:
-        raise ValueError(f"`--gmm-components` must be in [1, {num_train}], got {components}")
-
-
 def score_models(context, components: int, all_checkpoints: bool) -> dict:
     """name -> model: the network (and `network@STEP` per checkpoint), `gaussian`, `gmm{K}`, `delta`."""
-    flat = context.flat
-    _check_components(components, flat.shape[0])
     models = {"network": context.network}
     if all_checkpoints:
         models.update(_checkpoint_networks(context))
-    models["gaussian"] = gj.fit_gaussian(flat)
-    models[f"gmm{components}"] = gj.fit_gmm(flat, components, key=jax.random.key(context.seed))
-    models["delta"] = gj.DeltaMixture(flat)
-    return models
+    return models | references(context, ["gaussian", f"gmm{components}", "delta"])
 
 
 def _checkpoint_steps(context) -> list[int]:
     """The run's checkpoint steps but the analysed one (`--all-checkpoints`)."""
-    from train.checkpoints import Checkpointer
+    from gaussjax.runs import Checkpointer
 
     if context.run_dir is None:
-        raise ValueError("`--all-checkpoints` needs `--run RUN_DIR`")
+        raise InputValueError("`--all-checkpoints` needs `--run RUN_DIR`")
     return [s for s in Checkpointer(context.run_dir, read_only=True).steps() if s != context.step]
 
 
 def _checkpoint_networks(context) -> dict:
     """`network@STEP` for every checkpoint of the run but the analysed one."""
-    from train.checkpoints import load_denoiser
+    from gaussjax.runs import load_denoiser
 
     return {f"network@{s}": load_denoiser(context.run_dir, step=s, weights=context.weights)
             for s in _checkpoint_steps(context)}
@@ -186,7 +177,7 @@ def plane_rows(classes: str, models: dict, points: np.ndarray, uv: np.ndarray, s
         for name, model in tqdm(models.items(), desc=f"{classes}, sigma={sigma:g}", leave=False):
             field = projected_score(model, points, sigma, basis)
             rows += [{"classes": classes, "sigma": float(sigma), "model": name, "u": float(p[0]), "v": float(p[1]),
-                      "score_u": float(s[0]), "score_v": float(s[1])} for p, s in zip(uv, field)]
+                      "score_u": float(s[0]), "score_v": float(s[1])} for p, s in zip(uv, field, strict=True)]
     return rows
 
 
@@ -229,17 +220,17 @@ def plot_plane(rows: Sequence[dict], classes: str, anchor_uv: np.ndarray, shape:
     return fig
 
 
-def check(context, args) -> None:
+def validate(context, args) -> None:
     """Refuse bad options (named) and planes whose rows would not fit in memory, before any work.
 
     Per plane and sigma every model's field is evaluated at the `NU NV` grid points of the
     plane (`(G, D)` float64 points, float32 scores), and every (plane, sigma, model, point) is a
     tidy row held until the CSV is written.
     """
-    sigmas, (nu, nv) = parse_sigmas("--sigmas", args.sigmas), parse_grid(args.grid)
+    sigmas, (nu, nv) = args.sigmas, args.grid
     if not (np.isfinite(args.margin) and args.margin >= 0):
-        raise ValueError(f"`--margin` must be >= 0, got {args.margin}")
-    _check_components(args.gmm_components, context.flat.shape[0])
+        raise InputValueError(f"`--margin` must be >= 0, got {args.margin}")
+    check_components("--gmm-components", [args.gmm_components], context.flat.shape[0])
     planes = CLASS_CHOICES if args.classes == "both" else (args.classes,)
     for classes in planes:
         choose_anchors(context.train.labels, classes, context.seed)
@@ -247,13 +238,12 @@ def check(context, args) -> None:
     dim, points = context.flat.shape[1], nu * nv
     check_memory(ROW_BYTES * points * len(sigmas) * models * len(planes) + (FLOAT64 + FLOAT32) * points * dim
                  + FLOAT32 * args.gmm_components * dim**2,
-                 f"`--grid` {args.grid} x {len(sigmas)} sigmas x {models} models x {len(planes)} planes (D = {dim}) "
+                 f"`--grid` {nu}x{nv} x {len(sigmas)} sigmas x {models} models x {len(planes)} planes (D = {dim}) "
                  f"and `--gmm-components` {args.gmm_components}")
 
 
-def run(context, args) -> list[str]:
-    check(context, args)
-    sigmas, shape = parse_sigmas("--sigmas", args.sigmas), parse_grid(args.grid)
+def run(context, args) -> Result:
+    sigmas, shape = args.sigmas, args.grid
     planes = CLASS_CHOICES if args.classes == "both" else (args.classes,)
     anchors = {classes: choose_anchors(context.train.labels, classes, context.seed) for classes in planes}
     models = score_models(context, args.gmm_components, args.all_checkpoints)
@@ -265,9 +255,17 @@ def run(context, args) -> list[str]:
         plane = plane_rows(classes, models, plane_points(flat[index[0]], basis, uv), uv, sigmas, basis)
         rows += plane
         anchor_rows += [{"classes": classes, "anchor": name, "index": int(i), "label": int(context.train.labels[i]),
-                         "u": float(p[0]), "v": float(p[1])} for name, i, p in zip("abc", index, anchor_uv)]
+                         "u": float(p[0]), "v": float(p[1])}
+                        for name, i, p in zip("abc", index, anchor_uv, strict=True)]
         outputs.append(save_figure(plot_plane(plane, classes, anchor_uv, shape),
                                    context.path(f"score_field_{classes}.png")))
     outputs[:0] = [write_csv(context.path("score_field.csv"), rows, COLUMNS),
                    write_csv(context.path("score_field_anchors.csv"), anchor_rows, ANCHOR_COLUMNS)]
-    return [*summary_lines(rows), *(f"wrote {path}" for path in outputs)]
+    return Result(summary_lines(rows), outputs)
+
+
+COMMAND = Command(
+    name="score-field",
+    help="Fig. 11/13: network vs analytic score fields projected on the plane through three training images",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run,
+)

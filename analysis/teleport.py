@@ -1,10 +1,10 @@
-"""`python -m analysis teleport`: how many sampler steps analytical teleportation saves at unchanged quality (Fig. 14; Tables 1, 4-6).
+"""`python -m analysis teleport`: steps analytical teleportation saves at unchanged quality (Fig. 14; Tables 1, 4-6).
 
 Analytical teleportation (paper Alg. 1) replaces a sampler's first `n_skip` steps on the grid
 `karras_sigmas(--num-steps)` by the closed-form Gaussian solution (`gj.hybrid_sampler`). For every
 `n_skip = 0, 1, ...` the network samples `--num-samples` images from the SAME `x_T = sigma_max z`
-(seeded), and their quality is measured against the held-out split (the train split if the
-dataset has none; the summary says so):
+(`command_key(--seed, 'initial-states')`), and their quality is measured against the held-out
+split (the train split if the dataset has none; the summary says so):
 
 - `fd`: the Frechet distance of features (`fid` with `--inception`: Inception pool3 features);
 - `kid`, `kid_std`: the kernel inception distance (mean and std over subsets) in the same features;
@@ -19,13 +19,14 @@ InceptionV3 (pytorch-fid's weight file, `load_inception`). The command deletes n
 files) is an error before any work, telling to remove it or to choose another `--out`.
 
 Noise floor: the FD between two independent full-sampler sample sets of the same size (the
-second from another `x_T`), measured per sampler, not assumed. `n_skip` is within the noise
-floor when `FD(n_skip) <= FD(0) + floor`. "Saves X% NFE within the noise floor" refers to the
-largest `n_skip` up to which EVERY `n_skip` is within the floor (a contiguous run from 0, so one
-lucky draw cannot claim a saving), as a share of the full sampler's NFE. NFE: Heun on N steps
-costs `2N - 1`, so teleporting `k` steps costs `2(N - k) - 1`; Euler and DPM-Solver++(2M) cost
-`N - k`. The sweep stops at the first `n_skip` (past the auto choice) whose FD exceeds
-`COLLAPSE_FACTOR = 3` times `FD(0) + floor` (quality has collapsed), or at `N - 1`.
+second from another `x_T`, `command_key(--seed, 'floor-states')`), measured per sampler, not
+assumed. `n_skip` is within the noise floor when `FD(n_skip) <= FD(0) + floor`. "Saves X% NFE
+within the noise floor" refers to the largest `n_skip` up to which EVERY `n_skip` is within the
+floor (a contiguous run from 0, so one lucky draw cannot claim a saving), as a share of the full
+sampler's NFE. NFE: Heun on N steps costs `2N - 1`, so teleporting `k` steps costs
+`2(N - k) - 1`; Euler and DPM-Solver++(2M) cost `N - k`. The sweep stops at the first `n_skip`
+(past the auto choice) whose FD exceeds `COLLAPSE_FACTOR = 3` times `FD(0) + floor` (quality
+has collapsed), or at `N - 1`.
 
 Auto choice: `gaussjax.teleportation.auto_sigma_skip` on `--num-queries` states (no data needed),
 the same for every sampler (it depends only on the grid); its row is marked in the plot.
@@ -45,7 +46,9 @@ Files in `--out`:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -54,17 +57,21 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis._common import Command, Result, references
 from analysis.memory import FLOAT32, check_memory
 from analysis.output import figure, save_figure, write_csv
-from gaussjax.quality import (FeatureStats, frechet_distance, kernel_inception_distance, load_feature_net,
-                              load_inception, precision_recall, save_feature_net, train_feature_net)
+from gaussjax.checks import InputValueError
+from gaussjax.quality import (
+    FeatureStats,
+    frechet_distance,
+    kernel_inception_distance,
+    load_feature_net,
+    load_inception,
+    precision_recall,
+    save_feature_net,
+    train_feature_net,
+)
 from gaussjax.teleportation import AUTO_SKIP_TOLERANCE, auto_sigma_skip
-
-NAME = "teleport"
-HELP = "Fig. 14: analytical teleportation, NFE vs FD per sampler, with the auto-chosen sigma_skip"
-NEEDS_NETWORK = True
-NUM_QUERIES = 64  # states per level for the auto choice
-IN_REPORT = False  # minutes on a CPU: `report` leaves it out (run it on its own)
 
 OUTPUTS = ("teleport.csv", "teleport.png", "teleport_floor.csv", "teleport_auto.csv", "teleport_features.npz")
 FEATURE_NET = "feature_net"  # the cached feature net's directory in --out
@@ -91,13 +98,14 @@ def columns(metric: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default="heun", choices=(*SAMPLERS, "all"),
                         help="sampler after the teleport (default heun; all: heun, dpmpp2m and euler)")
-    parser.add_argument("--num-steps", type=int, default=18, help="steps N on the Karras grid (default 18: Heun 35 NFE)")
+    parser.add_argument("--num-steps", type=int, default=18,
+                        help="steps N on the Karras grid (default 18: Heun 35 NFE)")
     parser.add_argument("--num-samples", type=int, default=256, help="samples per n_skip (default 256)")
     parser.add_argument("--inception", type=Path, default=None,
                         help="pytorch-fid Inception weights (.pth): FID instead of the feature net's FD")
 
 
-def check(context, args) -> None:
+def validate(context, args) -> None:
     """Refuse bad options (named), an `OUT/feature_net` that is not a feature net, and a sweep that would not fit
     in memory, before any work.
 
@@ -105,11 +113,13 @@ def check(context, args) -> None:
     for `N` rows and the floor's second set per sampler, and the auto choice's `(N + 1, Q, D)` states.
     """
     if args.num_steps < 2:
-        raise ValueError(f"`--num-steps` must be >= 2 (teleporting needs a step to skip), got {args.num_steps}")
+        raise InputValueError(f"`--num-steps` must be >= 2 (teleporting needs a step to skip), got {args.num_steps}")
     if args.num_samples < 5:
-        raise ValueError(f"`--num-samples` must be >= 5 (precision/recall use k = 3 neighbours), got {args.num_samples}")
+        raise InputValueError(f"`--num-samples` must be >= 5 (precision/recall use k = 3 neighbours), "
+                              f"got {args.num_samples}")
     if args.inception is not None and not Path(args.inception).is_file():
-        raise ValueError(f"`--inception` {args.inception} is not a file: pass pytorch-fid's Inception weights (.pth)")
+        raise InputValueError(f"`--inception` {args.inception} is not a file: "
+                              "pass pytorch-fid's Inception weights (.pth)")
     if args.inception is None:
         _check_feature_net_dir(context.out / FEATURE_NET)
     dim, samplers, rows = context.flat.shape[1], len(SAMPLERS) if args.sampler == "all" else 1, args.num_steps + 1
@@ -122,11 +132,11 @@ def check(context, args) -> None:
 def _check_feature_net_dir(path: Path) -> None:
     """`path` (`OUT/feature_net`) must be absent, an empty directory, or a saved feature net (never deleted)."""
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file, where the command caches its feature net (a directory): remove it or "
-                         "choose another `--out`")
+        raise InputValueError(f"{path} is a file, where the command caches its feature net (a directory): remove it or "
+                              "choose another `--out`")
     if path.is_dir() and any(path.iterdir()) and not (path / FEATURE_NET_FILE).is_file():
-        raise ValueError(f"{path} holds files that are not a saved feature net (no {FEATURE_NET_FILE}), where the "
-                         "command caches its feature net: remove them or choose another `--out`")
+        raise InputValueError(f"{path} holds files that are not a saved feature net (no {FEATURE_NET_FILE}), where the "
+                              "command caches its feature net: remove them or choose another `--out`")
 
 
 def feature_extractor(context, args) -> tuple:
@@ -143,11 +153,12 @@ def feature_extractor(context, args) -> tuple:
     if (path / FEATURE_NET_FILE).is_file():
         net, how = load_feature_net(path), f"cached {path}"
         if net.dataset_name != train.name or tuple(net.image_shape) != tuple(train.images.shape[1:]):
-            raise ValueError(f"{path} holds a feature net of dataset {net.dataset_name!r} (images "
-                             f"{tuple(net.image_shape)}), not of the run's {train.name!r} (images "
-                             f"{tuple(train.images.shape[1:])}): remove it or choose another `--out`")
+            raise InputValueError(f"{path} holds a feature net of dataset {net.dataset_name!r} (images "
+                                  f"{tuple(net.image_shape)}), not of the run's {train.name!r} (images "
+                                  f"{tuple(train.images.shape[1:])}): remove it or choose another `--out`")
     else:
-        net = train_feature_net(train, jax.random.fold_in(jax.random.key(context.seed), 1), progress=False)
+        held_out = context.test if context.test is not None and context.test.labels is not None else None
+        net = train_feature_net(train, context.key("feature-net"), test=held_out, progress=False)
         save_feature_net(net, path)
         how = f"trained, saved to {path}"
     accuracy = "n/a" if net.accuracy is None else f"{net.accuracy:.1%} on {net.accuracy_split}"
@@ -171,29 +182,63 @@ def sample(network, gaussian, x_T: jax.Array, sigmas: jax.Array, n_skip: int, sa
 
 
 class Quality:
-    """FD, KID and precision/recall of sample features against fixed real features."""
+    """FD, KID and precision/recall of sample features against fixed real features; `key` draws KID's subsets."""
 
-    def __init__(self, real: np.ndarray, seed: int):
-        self.real, self.real_stats, self.seed = real, FeatureStats.from_features(real), seed
+    def __init__(self, real: np.ndarray, key: jax.Array):
+        self.real, self.real_stats, self.key = real, FeatureStats.from_features(real), key
 
     def fd(self, fake: np.ndarray) -> float:
         return float(frechet_distance(self.real_stats, FeatureStats.from_features(fake)))
 
     def __call__(self, fake: np.ndarray) -> dict:
-        kid = kernel_inception_distance(self.real, fake, key=jax.random.key(self.seed), num_subsets=KID_SUBSETS,
+        kid = kernel_inception_distance(self.real, fake, key=self.key, num_subsets=KID_SUBSETS,
                                         subset_size=min(len(self.real), len(fake)))
         pr = precision_recall(self.real, fake, k=3)
         return {"fd": self.fd(fake), "kid": float(kid.mean), "kid_std": float(kid.std),
                 "precision": float(pr.precision), "recall": float(pr.recall)}
 
 
-def sweep(name, network, gaussian, x_T, x_T2, sigmas, quality, features, auto_skip: int, saved: dict):
+@dataclasses.dataclass(frozen=True)
+class SweepSetup:
+    """What every sampler's sweep shares.
+
+    Attributes:
+        network: the denoiser sampled.
+        gaussian: the Gaussian teleported with (`gj.hybrid_sampler`).
+        x_T: `(M, D)` initial states of every row; `x_T2`: `(M, D)` the noise floor's second set.
+        sigmas: the Karras grid `(N + 1,)`.
+        quality: the metrics against the real features.
+        features: `samples (M, D) -> features (M, F)`.
+        auto_skip: the auto choice's `n_skip` (the sweep runs at least to it).
+    """
+
+    network: object
+    gaussian: gj.Gaussian
+    x_T: jax.Array
+    x_T2: jax.Array
+    sigmas: jax.Array
+    quality: Quality
+    features: Callable[[np.ndarray], np.ndarray]
+    auto_skip: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRows:
+    """One sampler's sweep: a row per `n_skip` (`columns`, with `fd`), its noise-floor row and the features saved."""
+
+    rows: list[dict]
+    floor: dict
+    features: dict[str, np.ndarray]
+
+
+def sweep(name: str, setup: SweepSetup) -> SweepRows:
     """Rows for `n_skip = 0 ..` until collapse (see the module docstring), and the noise-floor row."""
-    sampler = SAMPLERS[name]
+    sampler, sigmas, features = SAMPLERS[name], setup.sigmas, setup.features
+    network, gaussian, quality, x_T = setup.network, setup.gaussian, setup.quality, setup.x_T
     full, full_nfe = sample(network, gaussian, x_T, sigmas, 0, sampler)
-    second, _ = sample(network, gaussian, x_T2, sigmas, 0, sampler)
+    second, _ = sample(network, gaussian, setup.x_T2, sigmas, 0, sampler)
     f_full, f_second = features(full), features(second)
-    saved[f"{name}_second"] = f_second.astype(np.float32)
+    saved = {f"{name}_second": f_second.astype(np.float32)}
     floor = {"sampler": name, "nfe": full_nfe, "fd_full": quality.fd(f_full), "fd_second": quality.fd(f_second)}
     floor["floor"] = float(frechet_distance(FeatureStats.from_features(f_full), FeatureStats.from_features(f_second)))
     limit = floor["fd_full"] + floor["floor"]
@@ -209,9 +254,9 @@ def sweep(name, network, gaussian, x_T, x_T2, sigmas, quality, features, auto_sk
                "mse_to_full": float(np.mean((x.astype(np.float64) - full.astype(np.float64)) ** 2))}
         row["within_floor"] = bool(row["fd"] <= limit)
         rows.append(row)
-        if n_skip >= auto_skip and row["fd"] > COLLAPSE_FACTOR * limit:
+        if n_skip >= setup.auto_skip and row["fd"] > COLLAPSE_FACTOR * limit:
             break
-    return rows, floor
+    return SweepRows(rows, floor, saved)
 
 
 def within_floor_skip(rows: list[dict]) -> int:
@@ -231,7 +276,8 @@ def plot(rows: list[dict], floors: dict, auto_skip: int, metric: str, path: Path
         color = f"C{i}"
         mine = [r for r in rows if r["sampler"] == name]
         ax.plot([r["nfe"] for r in mine], [r["fd"] for r in mine], "o-", color=color, ms=3, label=name)
-        ax.axhspan(max(floor["fd_full"] - floor["floor"], 0), floor["fd_full"] + floor["floor"], color=color, alpha=0.12)
+        ax.axhspan(max(floor["fd_full"] - floor["floor"], 0), floor["fd_full"] + floor["floor"],
+                   color=color, alpha=0.12)
         auto = [r for r in mine if r["n_skip"] == auto_skip]
         if auto:
             ax.plot(auto[0]["nfe"], auto[0]["fd"], "*", color=color, ms=13, mec="k",
@@ -244,41 +290,41 @@ def plot(rows: list[dict], floors: dict, auto_skip: int, metric: str, path: Path
     return save_figure(fig, path)
 
 
-def run(context, args) -> list[str]:
-    check(context, args)
+def run(context, args) -> Result:
     start = time.perf_counter()
     extract, metric, described = feature_extractor(context, args)  # first: it may refuse a cached net
-    flat = context.flat
     names = list(SAMPLERS) if args.sampler == "all" else [args.sampler]
     sigmas = gj.karras_sigmas(args.num_steps)
-    gaussian = gj.fit_gaussian(flat)
-    network, dim = context.network, flat.shape[1]
-    noise = jax.random.split(jax.random.key(context.seed), 3)
-    x_T = float(sigmas[0]) * jax.random.normal(noise[0], (args.num_samples, dim), jnp.float32)
-    x_T2 = float(sigmas[0]) * jax.random.normal(noise[1], (args.num_samples, dim), jnp.float32)
-    choice = auto_sigma_skip(network, gaussian, sigmas, key=noise[2], num_states=context.num_queries)
+    gaussian = references(context, ["gaussian"])["gaussian"]
+    shape = (args.num_samples, context.flat.shape[1])
+    choice = auto_sigma_skip(context.network, gaussian, sigmas, key=context.key("auto-skip"),
+                             num_states=context.num_queries)
     real_split, fallback = (context.test, "") if context.test is not None else (
         context.train, " (the dataset has no held-out split: against the TRAIN split)")
     real = _features(extract, context.train.unflatten, np.asarray(real_split.flat))
-    quality = Quality(real, context.seed)
-
-    def features(samples):
-        return _features(extract, context.train.unflatten, samples)
-
+    setup = SweepSetup(
+        network=context.network, gaussian=gaussian, sigmas=sigmas, auto_skip=choice.n_skip,
+        x_T=float(sigmas[0]) * jax.random.normal(context.key("initial-states"), shape, jnp.float32),
+        x_T2=float(sigmas[0]) * jax.random.normal(context.key("floor-states"), shape, jnp.float32),
+        quality=Quality(real, context.key("kid")),
+        features=lambda samples: _features(extract, context.train.unflatten, samples),
+    )
     rows, floors, saved = [], {}, {"real": real.astype(np.float32)}
     for name in names:
-        mine, floors[name] = sweep(name, network, gaussian, x_T, x_T2, sigmas, quality, features, choice.n_skip, saved)
-        rows += mine
+        result = sweep(name, setup)
+        rows, floors[name] = rows + result.rows, result.floor
+        saved.update(result.features)
     table = columns(metric)
     out_rows = [{**{k: v for k, v in r.items() if k != "fd"}, metric.lower(): r["fd"]} for r in rows]
     np.savez(context.path("teleport_features.npz"), **saved)
     auto_rows = [{"step": i, "sigma": float(s), "disagreement": float(d), "teleported": i <= choice.n_skip}
-                 for i, (s, d) in enumerate(zip(np.asarray(sigmas), choice.disagreement))]
+                 for i, (s, d) in enumerate(zip(np.asarray(sigmas), choice.disagreement, strict=False))]
     written = [
         write_csv(context.path("teleport.csv"), out_rows, table),
         write_csv(context.path("teleport_floor.csv"), list(floors.values()), FLOOR_COLUMNS),
         write_csv(context.path("teleport_auto.csv"), auto_rows, AUTO_COLUMNS),
         plot(rows, floors, choice.n_skip, metric, context.path("teleport.png")),
+        context.path("teleport_features.npz"),
     ]
     lines = [
         (f"teleport: {args.num_samples} samples per n_skip from the same x_T, {args.num_steps} steps on the Karras "
@@ -301,4 +347,12 @@ def run(context, args) -> list[str]:
             f"{full_nfe} (saves {1 - auto['nfe'] / full_nfe:.0%}), {metric} {auto['fd']:.3g}, "
             + ("within the noise floor" if auto["within_floor"] else "OUTSIDE the noise floor"))
     lines.append(f"  in {time.perf_counter() - start:.0f} s")
-    return lines + [f"wrote {path}" for path in written]
+    return Result(lines, written)
+
+
+COMMAND = Command(
+    name="teleport", help="Fig. 14: analytical teleportation, NFE vs FD per sampler, with the auto-chosen sigma_skip",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run,
+    num_queries=64,  # states per level for the auto choice
+    in_report=False,  # minutes on a CPU: run it on its own
+)

@@ -1,11 +1,13 @@
 """`python -m analysis trajectories`: does the Gaussian solution predict the network's early sampling path? (Fig. 7, 15)
 
-From the same initial states `x_T = sigma_max z` (seeded), the network's deterministic Heun
+From the same initial states `x_T = sigma_max z` (`command_key(--seed, 'initial-states')`, the `x_T` of
+`samples`), the network's deterministic Heun
 sampler (EDM Alg. 2 on the Karras grid `karras_sigmas(--num-steps)`) is compared, at every grid
 sigma, with three references fitted to the training set:
 
 - `gaussian`: the closed-form PF-ODE solution (Eq. 15) and its denoiser (Eq. 16), exact;
-- `gmm`: a `--gmm-components`-component Gaussian mixture (Eq. 41), its own Heun path;
+- `gmm`: the reference `gmm{K}` of K = `--gmm-components` (Eq. 41; the run's probes' and score-agreement's
+  model of that name), its own Heun path;
 - `delta`: the delta mixture on the training points (the "exact" score), its own Heun path.
 
 Per trajectory, the deviation is the RMS over coordinates, `||a - b|| / sqrt(D)`, of the states
@@ -35,13 +37,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import gaussjax as gj
+from analysis._common import Command, Result, check_components, references
 from analysis.memory import FLOAT32, check_memory
 from analysis.output import figure, save_figure, write_csv
-
-NAME = "trajectories"
-HELP = "Fig. 7/15: network Heun trajectories vs the Gaussian solution, a GMM and the delta model"
-NEEDS_NETWORK = True
-NUM_QUERIES = 256
+from gaussjax.checks import InputValueError
 
 OUTPUTS = ("trajectories.csv", "trajectories.png", "trajectory_deviations.npz")
 REFERENCES = ("gaussian", "gmm", "delta")
@@ -67,10 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_model_options(args: argparse.Namespace, num_train: int) -> None:
     """Named errors for `--num-steps < 1` and `--gmm-components` outside `[1, N]`."""
     if args.num_steps < 1:
-        raise ValueError(f"`--num-steps` must be >= 1, got {args.num_steps}")
-    if not 1 <= args.gmm_components <= num_train:
-        raise ValueError(f"`--gmm-components` must be in [1, {num_train}] (the training set size), "
-                         f"got {args.gmm_components}")
+        raise InputValueError(f"`--num-steps` must be >= 1, got {args.num_steps}")
+    check_components("--gmm-components", [args.gmm_components], num_train)
 
 
 def check_model_memory(context, args, per_query: int) -> None:
@@ -86,29 +83,21 @@ def check_model_memory(context, args, per_query: int) -> None:
                  f"`--gmm-components` {args.gmm_components}")
 
 
-def check(context, args) -> None:
+def validate(context, args) -> None:
     """Refuse bad options (named) and trajectories that would not fit in memory, before any work."""
     check_model_options(args, len(context.flat))
     check_model_memory(context, args, (args.num_steps + 1) * context.flat.shape[1] * PATH_ARRAYS)
 
 
-def _keys(seed: int):
-    """`(noise key, k-means key)` from `--seed`."""
-    return jax.random.split(jax.random.key(seed))
+def initial_states(key: jax.Array, num: int, dim: int, sigma_max: float) -> jax.Array:
+    """`x_T = sigma_max z`, `z ~ N(0, I)`: `(num, D)` float32 drawn with `key` (`context.key('initial-states')`)."""
+    return sigma_max * jax.random.normal(key, (num, dim), jnp.float32)
 
 
-def initial_states(seed: int, num: int, dim: int, sigma_max: float) -> jax.Array:
-    """`x_T = sigma_max z`, `z ~ N(0, I)`: `(num, D)` float32, a function of `seed` only."""
-    return sigma_max * jax.random.normal(_keys(seed)[0], (num, dim), jnp.float32)
-
-
-def fit_references(flat: np.ndarray, gmm_components: int, seed: int) -> dict:
-    """The analytic models of the training data `(N, D)`: `{'gaussian', 'gmm', 'delta'}` (Eqs. 9, 41, 7)."""
-    return {
-        "gaussian": gj.fit_gaussian(flat),
-        "gmm": gj.fit_gmm(flat, gmm_components, key=_keys(seed)[1]),
-        "delta": gj.DeltaMixture(flat),
-    }
+def fit_models(context, gmm_components: int) -> dict:
+    """`{'gaussian', 'gmm', 'delta'}`: references `gaussian`, `gmm{K}` and `delta` (`analysis._common.references`)."""
+    models = references(context, ["gaussian", f"gmm{gmm_components}", "delta"])
+    return {"gaussian": models["gaussian"], "gmm": models[f"gmm{gmm_components}"], "delta": models["delta"]}
 
 
 def heun_path(model, x_T: jax.Array, sigmas: jax.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +158,7 @@ def departure_sigma(rows: list[dict], reference: str, threshold: float = DEPARTU
 def plot(rows: list[dict], path):
     """Median and 25-75% band of the deviation vs sigma (log x, positive sigmas), one panel per quantity."""
     fig, axes = figure(ncols=len(QUANTITIES))
-    for ax, quantity in zip(axes[0], QUANTITIES):
+    for ax, quantity in zip(axes[0], QUANTITIES, strict=True):
         for reference in REFERENCES:
             sel = [r for r in rows if r["reference"] == reference and r["quantity"] == quantity and r["sigma"] > 0]
             sigma = [r["sigma"] for r in sel]
@@ -195,17 +184,22 @@ def _summary(rows: list[dict], context, num_steps: int) -> list[str]:
     return lines
 
 
-def run(context, args) -> list[str]:
-    check(context, args)
-    flat = context.flat
+def run(context, args) -> Result:
     sigmas = gj.karras_sigmas(args.num_steps)
-    x_T = initial_states(context.seed, context.num_queries, flat.shape[1], float(sigmas[0]))
+    x_T = initial_states(context.key("initial-states"), context.num_queries, context.flat.shape[1], float(sigmas[0]))
     network = heun_path(context.network, x_T, sigmas)
-    references = reference_paths(fit_references(flat, args.gmm_components, context.seed), x_T, sigmas)
-    deviations = path_deviations(network, references)
+    deviations = path_deviations(network, reference_paths(fit_models(context, args.gmm_components), x_T, sigmas))
     rows = quantile_rows(np.asarray(sigmas), deviations)
     np.savez(context.path("trajectory_deviations.npz"), sigmas=np.asarray(sigmas),
              **{f"{r}_{q}": v for (r, q), v in deviations.items()})
     csv_path = write_csv(context.path("trajectories.csv"), rows, COLUMNS)
     png_path = plot(rows, context.path("trajectories.png"))
-    return [*_summary(rows, context, args.num_steps), f"wrote {csv_path}", f"wrote {png_path}"]
+    return Result(_summary(rows, context, args.num_steps),
+                  [csv_path, png_path, context.path("trajectory_deviations.npz")])
+
+
+COMMAND = Command(
+    name="trajectories",
+    help="Fig. 7/15: network Heun trajectories vs the Gaussian solution, a GMM and the delta model",
+    description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, validate=validate, run=run,
+)

@@ -65,7 +65,7 @@ def main() -> None:
                 torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
         optimizer.step()
         with torch.no_grad():
-            for p_ema, p_net in zip(ema.parameters(), net.parameters()):
+            for p_ema, p_net in zip(ema.parameters(), net.parameters(), strict=True):
                 p_ema.copy_(p_net.detach().lerp(p_ema, ema_beta))
         step += 1
 

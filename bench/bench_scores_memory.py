@@ -2,8 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-
 from _timing import peak_increase_mib
+
 from gaussjax.scores import DeltaMixture
 
 

@@ -77,10 +77,12 @@ def bench_teleport(dim: int, num_points: int, num_samples: int, repeats: int):
         },
         repeats,
     )
-    print(f"\nteleport, {num_samples} samples, D = {dim}, full rank; DeltaMixture N = {num_points}, {num_samples} queries")
+    print(f"\nteleport, {num_samples} samples, D = {dim}, full rank; "
+          f"DeltaMixture N = {num_points}, {num_samples} queries")
     for name, seconds in times.items():
         print(f"  {name:<26} {seconds * 1e3:9.1f} ms")
-    print(f"  teleport / one delta-score evaluation: {times['teleport'] / times['DeltaMixture.score']:.3f} (target < 1)")
+    ratio = times["teleport"] / times["DeltaMixture.score"]
+    print(f"  teleport / one delta-score evaluation: {ratio:.3f} (target < 1)")
 
 
 def main():

@@ -94,7 +94,9 @@ def _max_rms(error):
 def diffrax_joint(model, x, sigmas):
     """The alternative design: one solve of the (B, D) state, error norm = max over trajectories of the RMS."""
     controller = diffrax.PIDController(rtol=TOL, atol=TOL, norm=_max_rms, step_ts=sigmas)
-    vector_field = lambda sigma, y, m: (y - m.denoise(y, sigma)) / sigma
+    def vector_field(sigma, y, m):
+        return (y - m.denoise(y, sigma)) / sigma
+
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         diffrax.Tsit5(),
@@ -125,10 +127,17 @@ def bench_pf_ode(quick: bool = False):
     print(f"Karras grid {sigmas[0]:g} -> {sigmas[-1]:g} ({len(sigmas)} points, rho=7), rtol = atol = {TOL:g}")
     print(f"devices: {jax.devices()}; gaussjax float32, SciPy float64")
 
-    solve = lambda: solve_pf_ode(model, x_T, sigmas32, rtol=TOL, atol=TOL)
-    joint = lambda: diffrax_joint(model, x_T, sigmas32)
-    subset = lambda: scipy_one_at_a_time(denoiser, x_T64[:SUBSET], sigmas)
-    batched = lambda: scipy_batched(denoiser, x_T64, sigmas)
+    def solve():
+        return solve_pf_ode(model, x_T, sigmas32, rtol=TOL, atol=TOL)
+
+    def joint():
+        return diffrax_joint(model, x_T, sigmas32)
+
+    def subset():
+        return scipy_one_at_a_time(denoiser, x_T64[:SUBSET], sigmas)
+
+    def batched():
+        return scipy_batched(denoiser, x_T64, sigmas)
 
     t0 = time.perf_counter()
     solution = jax.block_until_ready(solve())

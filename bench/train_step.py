@@ -149,7 +149,8 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
         functions[TORCH_VARIANT], torch_info, torch_process = _edm_step(
             torch_python, edm_src, edm_kwargs, shape, config.batch_size, steps, config.lr)
         if torch_info["parameters"] != info["parameters"]:
-            raise RuntimeError(f"EDM's network has {torch_info['parameters']} parameters, gaussjax's {info['parameters']}")
+            raise RuntimeError(f"EDM's network has {torch_info['parameters']} parameters, gaussjax's "
+                               f"{info['parameters']}")
         functions[TORCH_VARIANT]()  # warm up (first-call allocations)
     a = jax.random.normal(jax.random.key(3), (4096, 1024))
     b = jax.random.normal(jax.random.key(4), (1024, 1024))

@@ -6,14 +6,17 @@ solution, analytical teleportation, and EDM training with score-structure probes
 See `docs/index.md`.
 
 `import gaussjax` loads the analytic core only. The subpackages `gaussjax.data`,
-`gaussjax.nn` (Flax networks) and `gaussjax.quality` (Optax, Orbax) are imported on
-first access, e.g. `gaussjax.nn.SongUNet` or `import gaussjax.nn`.
+`gaussjax.nn` (Flax networks), `gaussjax.quality` (Optax, Orbax) and `gaussjax.runs`
+(training run directories, Orbax) are imported on first access, e.g.
+`gaussjax.nn.SongUNet` or `import gaussjax.nn`. Every error caused by a caller's input
+is a `gaussjax.InputError` (`gaussjax.checks`).
 """
 
 import importlib.metadata
 import typing
 
 from gaussjax import (
+    checks,
     conventions,
     evaluation,
     fit,
@@ -25,6 +28,7 @@ from gaussjax import (
     solution,
     teleportation,
 )
+from gaussjax._errors import InputError
 from gaussjax._precision import matmul_precision
 from gaussjax.conventions import score_from_denoiser
 from gaussjax.evaluation import compare_scores, noised_data, pure_noise
@@ -60,20 +64,21 @@ from gaussjax.solution import (
 from gaussjax.teleportation import TeleportChoice, auto_sigma_skip
 
 if typing.TYPE_CHECKING:
-    from gaussjax import data, nn, quality
+    from gaussjax import data, nn, quality, runs
 
 try:
     __version__ = importlib.metadata.version("gaussjax")
 except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
     __version__ = "0+unknown"
 
-_LAZY_SUBPACKAGES = ("data", "nn", "quality")
+_LAZY_SUBPACKAGES = ("data", "nn", "quality", "runs")
 
 __all__ = [
     "DeltaMixture",
     "Denoiser",
     "Gaussian",
     "GaussianMixture",
+    "InputError",
     "Isotropic",
     "LocalDeltaMixture",
     "PFODESolution",

@@ -7,6 +7,7 @@ silently producing NaN deep inside a jitted computation.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Collection
 from typing import Any
@@ -15,30 +16,67 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax._errors import InputTypeError, InputValueError
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """`value` as an `int`, or an error naming `name` unless it is an integer (bools refused) in `[minimum, maximum]`.
+
+    Raises:
+        InputTypeError: `value` is not an integer.
+        InputValueError: it is outside the range (either bound may be None: unbounded).
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return int(value)
+        raise InputTypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r:.80}")
+    value = int(value)
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise InputValueError(f"`{name}` must be an integer in [{minimum}, {maximum}], got {value}")
+    if minimum is not None and value < minimum:
+        raise InputValueError(f"`{name}` must be {'a positive integer' if minimum == 1 else f'>= {minimum}'}, "
+                              f"got {value}")
+    if maximum is not None and value > maximum:
+        raise InputValueError(f"`{name}` must be <= {maximum}, got {value}")
+    return value
 
 
 def check_positive_int(name: str, value: Any) -> int:
-    """Return `value` as an `int`, or raise unless it is an integer >= 1 (bools refused)."""
-    return _check_int(name, value, 1)
+    """`check_int(name, value, minimum=1)`."""
+    return check_int(name, value, minimum=1)
 
 
 def check_nonnegative_int(name: str, value: Any) -> int:
-    """Return `value` as an `int`, or raise unless it is an integer >= 0 (bools refused)."""
-    return _check_int(name, value, 0)
+    """`check_int(name, value, minimum=0)`."""
+    return check_int(name, value, minimum=0)
+
+
+def check_real(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+               strict: bool = False) -> float:
+    """`value` as a `float`, or an error naming `name` unless it is a finite real number (bools refused) in range.
+
+    The range is `[minimum, maximum]`, or `(minimum, maximum)` with `strict`; either bound may be None.
+
+    Raises:
+        InputTypeError: `value` is not a real number.
+        InputValueError: it is NaN, infinite or out of range.
+    """
+    low = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+    high = "" if maximum is None else f"{' and' if low else ''} {'<' if strict else '<='} {maximum:g}"
+    what = f"a finite number{low}{high}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"`{name}` must be {what}, got {type(value).__name__} {value!r:.80}")
+    value = float(value)
+    below = minimum is not None and (value <= minimum if strict else value < minimum)
+    above = maximum is not None and (value >= maximum if strict else value > maximum)
+    if not math.isfinite(value) or below or above:
+        raise InputValueError(f"`{name}` must be {what}, got {value!r}")
+    return value
 
 
 def check_choice(name: str, value: Any, choices: Collection[str]) -> str:
     """Raise unless `value` is one of `choices` (listed in the message)."""
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"`{name}` must be one of {listed}; got {value!r}")
+        raise InputValueError(f"`{name}` must be one of {listed}; got {value!r}")
     return value
 
 
@@ -47,9 +85,9 @@ def check_value_range(name: str, value: Any) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a pair (low, high) of numbers, got {value!r}") from None
+        raise InputTypeError(f"`{name}` must be a pair (low, high) of numbers, got {value!r}") from None
     if not low < high:
-        raise ValueError(f"`{name}` must satisfy low < high, got ({low}, {high})")
+        raise InputValueError(f"`{name}` must satisfy low < high, got ({low}, {high})")
     return low, high
 
 
@@ -65,7 +103,7 @@ def is_concrete(*arrays) -> bool:
 def check_finite(name: str, array) -> None:
     """Raise if a concrete `array` holds NaN or infinite values."""
     if is_concrete(array) and not np.all(np.isfinite(np.asarray(array))):
-        raise ValueError(f"`{name}` contains NaN or infinite values")
+        raise InputValueError(f"`{name}` contains NaN or infinite values")
 
 
 def as_float(name: str, value):
@@ -74,15 +112,16 @@ def as_float(name: str, value):
         try:
             host = np.asarray(value)
         except (TypeError, ValueError):
-            raise TypeError(f"`{name}` must be a real numeric array, got {type(value).__name__} {value!r:.80}") from None
+            raise InputTypeError(f"`{name}` must be a real numeric array, "
+                                 f"got {type(value).__name__} {value!r:.80}") from None
         if host.dtype.kind not in "biuf":
             kind = "real, got a complex array" if host.dtype.kind == "c" else "a real numeric array, got dtype"
-            raise TypeError(f"`{name}` must be {kind} ({host.dtype})")
+            raise InputTypeError(f"`{name}` must be {kind} ({host.dtype})")
         return jnp.asarray(host, dtype=None if host.dtype.kind == "f" else jnp.result_type(float))
     if jnp.issubdtype(value.dtype, jnp.complexfloating):
-        raise TypeError(f"`{name}` must be real, got a complex array ({value.dtype})")
+        raise InputTypeError(f"`{name}` must be real, got a complex array ({value.dtype})")
     if not (jnp.issubdtype(value.dtype, jnp.number) or value.dtype == bool):
-        raise TypeError(f"`{name}` must be a real numeric array, got dtype {value.dtype}")
+        raise InputTypeError(f"`{name}` must be a real numeric array, got dtype {value.dtype}")
     return value if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.result_type(float))
 
 
@@ -90,7 +129,7 @@ def check_float_array(name: str, value, *, ndim: int | None = None):
     """Return `value` as a floating JAX array (ints are promoted), checking `ndim` and finiteness."""
     array = as_float(name, value)
     if ndim is not None and array.ndim != ndim:
-        raise ValueError(f"`{name}` must be a {ndim}-D array, got shape {array.shape}")
+        raise InputValueError(f"`{name}` must be a {ndim}-D array, got shape {array.shape}")
     check_finite(name, array)
     return array
 
@@ -105,22 +144,23 @@ def check_data_matrix(name: str, X, *, host: bool = False):
     """
     if host:
         if isinstance(X, jax.core.Tracer):
-            raise TypeError(f"`{name}` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
+            raise InputTypeError(f"`{name}` must be a concrete array: "
+                                 "fitting runs in NumPy and cannot be traced by jit")
         X = np.asarray(X)
         if np.issubdtype(X.dtype, np.complexfloating):
-            raise TypeError(f"`{name}` must be real, got a complex array ({X.dtype})")
+            raise InputTypeError(f"`{name}` must be real, got a complex array ({X.dtype})")
         if not np.issubdtype(X.dtype, np.floating):
             if not (np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
-                raise TypeError(f"`{name}` must be a numeric array, got dtype {X.dtype}")
+                raise InputTypeError(f"`{name}` must be a numeric array, got dtype {X.dtype}")
             X = X.astype(np.float64)
     else:
         X = as_float(name, X)
     if X.ndim != 2:
-        raise ValueError(f"`{name}` must have shape (N, D), got {X.shape}")
+        raise InputValueError(f"`{name}` must have shape (N, D), got {X.shape}")
     if X.shape[0] == 0:
-        raise ValueError(f"`{name}` is empty (N = 0)")
+        raise InputValueError(f"`{name}` is empty (N = 0)")
     if X.shape[1] == 0:
-        raise ValueError(f"`{name}` has dimension D = 0")
+        raise InputValueError(f"`{name}` has dimension D = 0")
     if not host:
         check_finite_norms(name, X)
     return X
@@ -139,9 +179,9 @@ def check_noise_levels(
     levels = as_float(name, value)
     if levels.ndim not in ndim:
         expected = " or ".join({0: "a scalar", 1: "a 1-D grid"}[n] for n in ndim)
-        raise ValueError(f"`{name}` must be {expected}, got shape {levels.shape}")
+        raise InputValueError(f"`{name}` must be {expected}, got shape {levels.shape}")
     if levels.ndim == 1 and levels.shape[0] < min_size:
-        raise ValueError(f"`{name}` must hold at least {min_size} noise levels, got shape {levels.shape}")
+        raise InputValueError(f"`{name}` must hold at least {min_size} noise levels, got shape {levels.shape}")
     concrete = is_concrete(levels)
     if concrete:  # (checked on the host, before any array operation: under a trace those are staged)
         values = np.atleast_1d(np.asarray(levels).astype(dtype or levels.dtype))
@@ -152,15 +192,17 @@ def check_noise_levels(
     bad = ~np.isfinite(values) | ((values <= 0) if positive else (values < 0))
     if np.any(bad):
         i = int(np.argmax(bad))
-        raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {name}[{i}] = {values[i]}")
+        raise InputValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, "
+                              f"got {name}[{i}] = {values[i]}")
     with np.errstate(over="ignore"):
         squares = np.square(values)
     if not np.all(np.isfinite(squares)):
-        raise ValueError(f"`{name}` is too large for {values.dtype}: its square overflows (max {values.max():.3g})")
+        raise InputValueError(f"`{name}` is too large for {values.dtype}: "
+                              f"its square overflows (max {values.max():.3g})")
     steps = np.diff(values)
     if decreasing and np.any(steps >= 0):
         i = int(np.argmax(steps >= 0))
-        raise ValueError(
+        raise InputValueError(
             f"`{name}` must be strictly decreasing (from sigma_max down), got {name}[{i}] = {values[i]} "
             f"and {name}[{i + 1}] = {values[i + 1]}"
         )
@@ -176,23 +218,23 @@ def check_query(x, sigma, dim: int):
     """
     x = as_float("x", x)
     if x.ndim == 0 or x.shape[-1] != dim:
-        raise ValueError(f"`x` must have shape (..., D) with D = {dim} (the model's dimension), got {x.shape}")
+        raise InputValueError(f"`x` must have shape (..., D) with D = {dim} (the model's dimension), got {x.shape}")
     sigma = as_float("sigma", sigma).astype(x.dtype)
     try:
         sigma = jnp.broadcast_to(sigma, x.shape[:-1])
     except ValueError:
-        raise ValueError(
+        raise InputValueError(
             f"`sigma` must be a scalar or broadcast against x.shape[:-1] = {x.shape[:-1]}, got shape {sigma.shape}"
         ) from None
     check_finite_norms("x", x)
     if is_concrete(sigma):
         values = np.asarray(sigma)
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
-            raise ValueError(f"`sigma` must be finite and > 0, got min {values.min() if values.size else None}")
+            raise InputValueError(f"`sigma` must be finite and > 0, got min {values.min() if values.size else None}")
         low = np.sqrt(np.finfo(values.dtype).smallest_normal)
         high = 1 / low
         if values.size and (values.min() < low or values.max() > high):
-            raise ValueError(
+            raise InputValueError(
                 f"`sigma` must be in [{low:.2g}, {high:.2g}] in {values.dtype} (sigma^2 and 1 / sigma^2 must be "
                 f"normal numbers), got "
                 f"range [{values.min():.3g}, {values.max():.3g}]; enable jax_enable_x64 for a wider range"
@@ -210,37 +252,33 @@ def check_finite_norms(name: str, x) -> None:
         return
     values = np.asarray(x)
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"`{name}` contains NaN or infinite values")
+        raise InputValueError(f"`{name}` contains NaN or infinite values")
     with np.errstate(over="ignore"):
         norms = np.sum(np.square(values), axis=-1)
     if not np.all(np.isfinite(norms)):
-        raise ValueError(
+        raise InputValueError(
             f"`{name}` is too large for {values.dtype}: its squared norm overflows (max |{name}| = "
             f"{np.abs(values).max():.3g}); rescale it or enable jax_enable_x64"
         )
 
 
 def check_nonnegative_real(name: str, value: Any) -> float:
-    """Return `value` as a float, or raise unless it is a finite real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number >= 0, got {type(value).__name__} {value!r}")
-    if not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"`{name}` must be finite and >= 0, got {value}")
-    return float(value)
+    """`check_real(name, value, minimum=0)`."""
+    return check_real(name, value, minimum=0)
 
 
 def check_key(key: Any):
     """Return `key` as a typed PRNG key (legacy uint32 `(2,)` keys are wrapped), or raise."""
     if key is None:
-        raise TypeError("`key` is required: pass a PRNG key such as jax.random.key(0)")
+        raise InputTypeError("`key` is required: pass a PRNG key such as jax.random.key(0)")
     dtype = getattr(key, "dtype", None)
     if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         if key.shape != ():
-            raise ValueError(f"`key` must be a single PRNG key (shape ()), got shape {key.shape}")
+            raise InputValueError(f"`key` must be a single PRNG key (shape ()), got shape {key.shape}")
         return key
     if isinstance(key, (np.ndarray, jax.Array)) and key.dtype == np.uint32 and key.shape == (2,):
-        return jax.random.wrap_key_data(key)
-    raise TypeError(f"`key` must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}")
+        return jax.random.wrap_key_data(key)  # type: ignore[arg-type]  # NumPy arrays are accepted too
+    raise InputTypeError(f"`key` must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {key!r}")
 
 
 def check_initial_state(model, x_T, dtype=None):
@@ -249,20 +287,32 @@ def check_initial_state(model, x_T, dtype=None):
     `dtype` (the state dtype of a sampler or solve) must be float32 or float64.
     """
     if not callable(getattr(model, "denoise", None)):
-        raise TypeError(f"`model` must have a `denoise(x, sigma)` method, got {type(model).__name__}")
+        raise InputTypeError(f"`model` must have a `denoise(x, sigma)` method, got {type(model).__name__}")
     x_T = as_float("x_T", x_T)
     dim = getattr(model, "dim", None)
     if x_T.ndim == 0 or (isinstance(dim, numbers.Integral) and x_T.shape[-1] != dim):
-        raise ValueError(f"`x_T` must have shape (..., D) with D = {dim} (the model's dimension), got {x_T.shape}")
+        raise InputValueError(f"`x_T` must have shape (..., D) with D = {dim} (the model's dimension), got {x_T.shape}")
     if dtype is not None:
         try:
             dtype = jnp.dtype(dtype)
         except TypeError:
-            raise TypeError(f"`dtype` must be float32 or float64, got {dtype!r}") from None
+            raise InputTypeError(f"`dtype` must be float32 or float64, got {dtype!r}") from None
         if dtype not in (jnp.float32, jnp.float64):
-            raise TypeError(f"`dtype` must be float32 or float64 (the sampler state's precision), got {dtype}")
+            raise InputTypeError(f"`dtype` must be float32 or float64 (the sampler state's precision), got {dtype}")
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-            raise ValueError("`dtype=float64` needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+            raise InputValueError("`dtype=float64` needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
         x_T = x_T.astype(dtype)
     check_finite("x_T", x_T)
     return x_T
+
+
+def check_images(name: str, images) -> jax.Array:
+    """Return `images` as a finite float array `(N, H, W, C)` with no empty axis, or raise naming `name`.
+
+    Also refuses images whose squared norms overflow their dtype (the models square distances).
+    """
+    images = check_float_array(name, images, ndim=4)
+    if 0 in images.shape:
+        raise InputValueError(f"`{name}` must have shape (N, H, W, C) with no empty axis, got {images.shape}")
+    check_finite_norms(name, images.reshape(images.shape[0], -1))
+    return images

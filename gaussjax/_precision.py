@@ -2,13 +2,13 @@
 
 On GPUs (TF32) and TPUs (bfloat16 passes) JAX's default matmul precision rounds the
 inputs of float32 products to 10 or 7 mantissa bits. The mixture and delta logits
-`(x . y - ||y||^2 / 2) / sigma^2` multiply that rounding error by `1 / sigma^2`: at
-sigma 0.05-0.3 it moves several percent of the softmax weight on natural-image
-patches. So every product in `gaussjax.scores`, `gaussjax.fit`, `gaussjax.metrics`
-(and the closed-form solution, samplers and ODE solves) goes through `matmul`/`einsum`
-here, at the precision set by `matmul_precision` (`jax.lax.Precision.HIGHEST` unless
-changed). The networks (`gaussjax.nn`) keep JAX's fast default: they are trained with
-it and their error is not amplified.
+`(x . y - ||y||^2 / 2) / sigma^2` multiply that rounding error by `1 / sigma^2`, so
+it grows without bound as sigma falls (its size on real data: docs/index.md). So every
+product in `gaussjax.scores`, `gaussjax.fit`, `gaussjax.metrics` (and the closed-form
+solution, samplers and ODE solves) goes through `matmul`/`einsum` here, at the precision
+set by `matmul_precision` (`jax.lax.Precision.HIGHEST` unless changed). The networks
+(`gaussjax.nn`) keep JAX's fast default: they are trained with it and their error is not
+amplified.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
+from gaussjax._errors import InputTypeError, InputValueError
+
 # Part of JAX's tracing and compilation cache keys: a change retraces every jitted function.
 _PRECISION = jax.make_user_context(default_value=jax.lax.Precision.HIGHEST)
 _NAMES = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16", "fastest")  # as jax.lax.Precision
@@ -30,9 +32,10 @@ def _as_precision(precision: jax.lax.Precision | str) -> jax.lax.Precision:
     if isinstance(precision, jax.lax.Precision):
         return precision
     if not isinstance(precision, str):
-        raise TypeError(f"`precision` must be a jax.lax.Precision or a string, got {type(precision).__name__}")
+        raise InputTypeError(f"`precision` must be a jax.lax.Precision or a string, got {type(precision).__name__}")
     if precision.lower() not in _NAMES:
-        raise ValueError(f"`precision` must be a jax.lax.Precision or one of {', '.join(_NAMES)}, got {precision!r}")
+        raise InputValueError(f"`precision` must be a jax.lax.Precision or one of {', '.join(_NAMES)}, got "
+                              f"{precision!r}")
     return jax.lax.Precision(precision.lower())
 
 
@@ -43,8 +46,8 @@ def matmul_precision(precision: jax.lax.Precision | str) -> Iterator[None]:
     Every matrix product of the analytic scores, the fitting, the metrics, the closed-form
     solution, the samplers and the ODE solves runs at `jax.lax.Precision.HIGHEST` by
     default: their logits scale rounding errors by `1 / sigma^2`, and on GPUs (TF32) and
-    TPUs (bfloat16 passes) JAX's own default would move several percent of the softmax
-    weight at small sigma. On CPUs float32 products are exact whatever the setting. The
+    TPUs (bfloat16 passes) JAX's own default rounds the inputs of float32 products. On
+    CPUs float32 products are computed in full float32 whatever the setting. The
     networks (`gaussjax.nn`) are not affected: they always use JAX's default.
 
     The setting is part of JAX's tracing and compilation cache keys (a

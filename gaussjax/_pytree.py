@@ -14,6 +14,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from gaussjax._errors import InputValueError
+
 
 class Module(eqx.Module):
     """An `equinox.Module` hashed and compared by identity, as a plain Python object.
@@ -76,7 +78,7 @@ def check_output_shape(name: str, output, x) -> None:
     Shapes are static, so this also runs while a function is traced.
     """
     if tuple(output.shape) != tuple(x.shape):
-        raise ValueError(
+        raise InputValueError(
             f"`{name}.denoise` returned shape {tuple(output.shape)} for states of shape {tuple(x.shape)}: "
             "a denoiser returns the shape of its input (..., D)"
         )

@@ -65,3 +65,14 @@ def vp_score(model, x_t, alpha, sigma_t) -> jax.Array:
     """`grad_{x_t} log p_t(x_t)` for a VP state, from an EDM-convention `model`."""
     x, sigma = vp_to_edm(x_t, alpha, sigma_t)
     return model.score(x, sigma) / _per_vector(alpha, x_t)
+
+
+__all__ = [
+    "edm_to_vp",
+    "score_from_denoiser",
+    "vp_alpha_from_edm_sigma",
+    "vp_denoise",
+    "vp_score",
+    "vp_sigma",
+    "vp_to_edm",
+]

@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from gaussjax._checks import check_data_matrix, check_noise_levels, check_positive_int, is_concrete
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._pytree import check_output_shape as _check_output_shape
 from gaussjax._pytree import denoise_checked as _denoise_checked
 from gaussjax._pytree import traceable_model
@@ -56,7 +57,7 @@ class NoisedData:
     def dim(self) -> int:
         return self.points.shape[1]
 
-    def sample(self, key: PRNGKeyArray, sigmas: Float[ArrayLike, "S"], num: int) -> Float[Array, "S num D"]:
+    def sample(self, key: PRNGKeyArray, sigmas: Float[ArrayLike, " S"], num: int) -> Float[Array, "S num D"]:
         """`(len(sigmas), num, D)` query points."""
         pick, noise = jax.random.split(key)
         y = self.points[jax.random.randint(pick, (num,), 0, self.points.shape[0])]
@@ -73,14 +74,14 @@ class PureNoise:
     def __post_init__(self):
         object.__setattr__(self, "dim", check_positive_int("dim", self.dim))
 
-    def sample(self, key: PRNGKeyArray, sigmas: Float[ArrayLike, "S"], num: int) -> Float[Array, "S num D"]:
+    def sample(self, key: PRNGKeyArray, sigmas: Float[ArrayLike, " S"], num: int) -> Float[Array, "S num D"]:
         n = jax.random.normal(key, (num, self.dim))
         return jnp.asarray(sigmas, n.dtype)[:, None, None] * n[None]
 
 
 def noised_data(points: Float[ArrayLike, "N D"]) -> NoisedData:
     """Query distribution: training points plus noise, `y + sigma n`."""
-    return NoisedData(points)
+    return NoisedData(points)  # type: ignore[arg-type]  # its __post_init__ checks and converts any ArrayLike
 
 
 def pure_noise(dim: int) -> PureNoise:
@@ -91,7 +92,7 @@ def pure_noise(dim: int) -> PureNoise:
 def _check_grid(sigmas) -> np.ndarray:
     """The probe's noise levels as float64 NumPy `(S,)` (concrete: they label the rows)."""
     if not is_concrete(check_noise_levels("sigmas", sigmas, positive=True)):
-        raise TypeError("`sigmas` must be concrete: the rows of the table are labelled by their values")
+        raise InputTypeError("`sigmas` must be concrete: the rows of the table are labelled by their values")
     return np.atleast_1d(np.asarray(sigmas, dtype=np.float64))
 
 
@@ -171,7 +172,7 @@ def _pair_statistics(ref, approx, queries, sigma) -> dict:
 def make_score_probe(
     candidates: Mapping[str, object],
     queries: NoisedData | PureNoise,
-    sigmas: Float[ArrayLike, "S"] | Sequence[float],
+    sigmas: Float[ArrayLike, " S"] | Sequence[float],
     *,
     key: PRNGKeyArray,
     num_queries: int = 256,
@@ -179,12 +180,12 @@ def make_score_probe(
     """Draw the query points and evaluate every candidate on them once (see `compare_scores`)."""
     sigmas = _check_grid(sigmas)
     if not candidates:
-        raise ValueError("`candidates` is empty: pass a dict name -> model")
+        raise InputValueError("`candidates` is empty: pass a dict name -> model")
     num_queries = check_positive_int("num_queries", num_queries)
     points = queries.sample(key, sigmas, num_queries)
     outputs = {
         name: jnp.stack([_denoise_checked(f"candidates[{name!r}]", model, x, jnp.asarray(s, x.dtype))
-                         for s, x in zip(sigmas, points)])
+                         for s, x in zip(sigmas, points, strict=True)])
         for name, model in candidates.items()
     }
     return ScoreProbe(sigmas, points, outputs)
@@ -194,7 +195,7 @@ def compare_scores(
     reference,
     candidates: Mapping[str, object],
     queries: NoisedData | PureNoise,
-    sigmas: Float[ArrayLike, "S"] | Sequence[float],
+    sigmas: Float[ArrayLike, " S"] | Sequence[float],
     *,
     key: PRNGKeyArray,
     num_queries: int = 256,

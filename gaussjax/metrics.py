@@ -7,6 +7,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import as_float, check_finite_norms, is_concrete
+from gaussjax._errors import InputValueError
 
 __all__ = ["fraction_unexplained_variance", "per_sample_unexplained_variance"]
 
@@ -15,18 +16,18 @@ def _check_pair(reference, approx, *, per_sample: bool):
     """Same shape `(..., D)`, non-empty, real; when concrete, finite with a nonzero reference (per sample)."""
     reference, approx = as_float("reference", reference), as_float("approx", approx)
     if reference.shape != approx.shape or reference.ndim < 1:
-        raise ValueError(
+        raise InputValueError(
             f"`reference` and `approx` must have the same shape (..., D), got {reference.shape} and {approx.shape}"
         )
     if reference.size == 0:
-        raise ValueError(f"`reference` and `approx` are empty (shape {reference.shape}): the FUV is undefined")
+        raise InputValueError(f"`reference` and `approx` are empty (shape {reference.shape}): the FUV is undefined")
     check_finite_norms("reference", reference)
     check_finite_norms("approx", approx)
     if is_concrete(reference):
         norms = np.sum(np.square(np.asarray(reference)), axis=-1)
         if (np.any(norms == 0) if per_sample else not np.any(norms > 0)):
-            raise ValueError("`reference` is zero" + (" in some samples" if per_sample else "")
-                             + ": the fraction of unexplained variance is undefined (0 / 0 or x / 0)")
+            raise InputValueError("`reference` is zero" + (" in some samples" if per_sample else "")
+                                  + ": the fraction of unexplained variance is undefined (0 / 0 or x / 0)")
     return reference, approx
 
 

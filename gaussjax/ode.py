@@ -30,6 +30,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from gaussjax._checks import check_initial_state, check_noise_levels, check_positive_int, is_concrete
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.conventions import vp_to_edm
 from gaussjax.schedules import VPSchedule
 
@@ -49,7 +50,7 @@ class PFODESolution(NamedTuple):
     """
 
     states: Float[Array, "K *batch D"]
-    sigmas: Float[Array, "K"]
+    sigmas: Float[Array, " K"]
     num_steps: Int[Array, "*batch"]
     nfe: Int[Array, "*batch"]
 
@@ -92,7 +93,7 @@ class RK4(diffrax.AbstractERK):
         return 4
 
 
-SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+_SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
     "dopri5": diffrax.Dopri5,
     "heun": diffrax.Heun,
@@ -103,7 +104,7 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
 def solve_pf_ode(
     model,
     x_T: Float[ArrayLike, "*batch D"],
-    sigmas: Float[ArrayLike, "K"],
+    sigmas: Float[ArrayLike, " K"],
     *,
     solver="tsit5",
     rtol: float = 1e-5,
@@ -186,11 +187,12 @@ def solve_vp_pf_ode(
         `sigmas = schedule.sigma`, the VP noise scales.
     """
     if not isinstance(schedule, VPSchedule):
-        raise TypeError(f"`schedule` must be a gaussjax.VPSchedule, got {type(schedule).__name__}")
+        raise InputTypeError(f"`schedule` must be a gaussjax.VPSchedule, got {type(schedule).__name__}")
     x_T = check_initial_state(model, x_T)
     alphas = schedule.alpha.astype(x_T.dtype)
     x_edm, _ = vp_to_edm(x_T, alphas[0], schedule.sigma[0])
-    solution = solve_pf_ode(model, x_edm, _Named(schedule.edm_sigma, "schedule.edm_sigma"), **options)
+    # `_Named` (private) is the grid with the name that error messages give it
+    solution = solve_pf_ode(model, x_edm, _Named(schedule.edm_sigma, "schedule.edm_sigma"), **options)  # type: ignore[arg-type]
     scale = alphas.reshape(alphas.shape + (1,) * (solution.states.ndim - 1))
     states = (scale * solution.states).at[0].set(x_T)  # the first state exactly as given
     return PFODESolution(states, schedule.sigma.astype(x_T.dtype), solution.num_steps, solution.nfe)
@@ -217,18 +219,19 @@ def _check_problem(model, x_T, sigmas, name: str):
 def _check_tolerance(name: str, value, dtype):
     """A positive finite scalar (traced values pass unchecked), in the solve's dtype."""
     if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number > 0, got {value!r}")
+        raise InputTypeError(f"`{name}` must be a number > 0, got {value!r}")
     return check_noise_levels(name, value, ndim=(0,), positive=True).astype(dtype)
 
 
 def _check_options(solver, rtol, atol, max_steps, dt0, dtype) -> dict:
     if isinstance(solver, str):
-        if solver not in SOLVERS:
-            known = ", ".join(repr(s) for s in SOLVERS)
-            raise ValueError(f"`solver` must be one of {known} or a diffrax solver instance; got {solver!r}")
-        solver = SOLVERS[solver]()
+        if solver not in _SOLVERS:
+            known = ", ".join(repr(s) for s in _SOLVERS)
+            raise InputValueError(f"`solver` must be one of {known} or a diffrax solver instance; got {solver!r}")
+        solver = _SOLVERS[solver]()
     elif not isinstance(solver, diffrax.AbstractSolver):
-        raise TypeError(f"`solver` must be a solver name or a diffrax solver instance, got {type(solver).__name__}")
+        raise InputTypeError("`solver` must be a solver name or a diffrax solver instance, got "
+                             f"{type(solver).__name__}")
     return {
         "solver": solver,
         "rtol": _check_tolerance("rtol", rtol, dtype),
@@ -306,7 +309,7 @@ def _solve_flat(model, x, sigmas, rtol, atol, dt0, solver, max_steps):
 
 
 _DEFAULT_FIRST_STEP = 0.01  # first step, relative to sigmas[0] (see `solve_pf_ode`'s `dt0`)
-_MAX_STEPS_CODE = diffrax.RESULTS.max_steps_reached._value
+_MAX_STEPS_CODE = diffrax.RESULTS.max_steps_reached._value  # type: ignore[attr-defined]  # equinox types its items as str
 
 
 def _solve(model, x_T, sigmas, *, solver, rtol, atol, max_steps, dt0):
@@ -333,3 +336,11 @@ def _solve(model, x_T, sigmas, *, solver, rtol, atol, max_steps, dt0):
         states = eqx.error_if(states, jnp.any(result != 0), "solve_pf_ode: the diffrax solve failed")
     states = states.reshape((sigmas.shape[0],) + batch_shape + (dim,))
     return states, accepted.reshape(batch_shape), nfe.reshape(batch_shape)
+
+
+__all__ = [
+    "PFODESolution",
+    "RK4",
+    "solve_pf_ode",
+    "solve_vp_pf_ode",
+]

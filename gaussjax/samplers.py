@@ -21,20 +21,21 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from gaussjax._checks import (
+    as_float,
     check_initial_state,
     check_key,
     check_noise_levels,
     check_nonnegative_int,
     check_nonnegative_real,
-    as_float,
     is_concrete,
 )
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._pytree import traceable_model
-from gaussjax.scores import Denoiser, Gaussian
 from gaussjax.conventions import vp_denoise
 from gaussjax.schedules import VPSchedule
-from gaussjax.teleportation import auto_sigma_skip
+from gaussjax.scores import Denoiser, Gaussian
 from gaussjax.solution import teleport
+from gaussjax.teleportation import auto_sigma_skip
 
 
 class SamplerOutput(NamedTuple):
@@ -80,7 +81,8 @@ def _edm_scan(model, x, sigmas, key, churn, *, second_order, stochastic, traject
         x_cur, key = carry
         t_cur, t_next = t
         if stochastic:  # lines 4-6: temporarily raise the noise level to t_hat
-            gamma = jnp.where((S_min <= t_cur) & (t_cur <= S_max), jnp.minimum(S_churn / num_steps, math.sqrt(2) - 1), 0)
+            gamma = jnp.where((S_min <= t_cur) & (t_cur <= S_max),
+                              jnp.minimum(S_churn / num_steps, math.sqrt(2) - 1), 0)
             t_hat = t_cur + gamma * t_cur
             key, sub = jax.random.split(key)
             noise = jax.random.normal(sub, x_cur.shape, x_cur.dtype)
@@ -111,14 +113,14 @@ def _churn_parameters(S_churn, S_min, S_max, S_noise, dtype):
     if all(isinstance(v, numbers.Real) for v in given):  # the usual case: checked on the host, one transfer
         S_min, S_noise = check_nonnegative_real("S_min", S_min), check_nonnegative_real("S_noise", S_noise)
         if not S_max >= S_min:  # S_max may be +inf, not NaN
-            raise ValueError(f"`S_max` must be >= `S_min` (S_max may be inf), got S_min={S_min}, S_max={S_max}")
+            raise InputValueError(f"`S_max` must be >= `S_min` (S_max may be inf), got S_min={S_min}, S_max={S_max}")
         return S_churn, jnp.asarray(np.array([S_churn, S_min, S_max, S_noise]), dtype)
     S_min, S_noise = (check_noise_levels(n, v, ndim=(0,)) for n, v in (("S_min", S_min), ("S_noise", S_noise)))
     S_max = as_float("S_max", S_max)
     if S_max.ndim != 0:
-        raise ValueError(f"`S_max` must be a scalar, got shape {S_max.shape}")
+        raise InputValueError(f"`S_max` must be a scalar, got shape {S_max.shape}")
     if is_concrete(S_min, S_max) and not float(S_max) >= float(S_min):
-        raise ValueError(
+        raise InputValueError(
             f"`S_max` must be >= `S_min` (S_max may be inf), got S_min={float(S_min)}, S_max={float(S_max)}"
         )
     return S_churn, jnp.stack([jnp.asarray(S_churn, dtype), *(jnp.asarray(v, dtype) for v in (S_min, S_max, S_noise))])
@@ -149,7 +151,7 @@ def _output(x, nfe, x_T, saved, return_trajectory: bool) -> SamplerOutput:
 def heun_sampler(
     model: Denoiser,
     x_T: Float[ArrayLike, "*batch D"],
-    sigmas: Float[ArrayLike, "N+1"],
+    sigmas: Float[ArrayLike, " N+1"],
     *,
     S_churn: float = 0.0,
     S_min: float | Float[ArrayLike, ""] = 0.0,
@@ -184,7 +186,7 @@ def heun_sampler(
 def euler_sampler(
     model: Denoiser,
     x_T: Float[ArrayLike, "*batch D"],
-    sigmas: Float[ArrayLike, "N+1"],
+    sigmas: Float[ArrayLike, " N+1"],
     *,
     S_churn: float = 0.0,
     S_min: float | Float[ArrayLike, ""] = 0.0,
@@ -232,7 +234,7 @@ def _dpmpp_2m_scan(model, x, sigmas, *, trajectory):
 def dpmpp_2m_sampler(
     model: Denoiser,
     x_T: Float[ArrayLike, "*batch D"],
-    sigmas: Float[ArrayLike, "N+1"],
+    sigmas: Float[ArrayLike, " N+1"],
     *,
     return_trajectory: bool = False,
     dtype=None,
@@ -310,20 +312,20 @@ def ddim_sampler(
 def _vp_sampling_grid(schedule, dtype):
     """`schedule.alphas_cumprod` as a VP sampling grid: >= 2 levels, noise decreasing, starting with noise."""
     if not isinstance(schedule, VPSchedule):
-        raise TypeError(
+        raise InputTypeError(
             f"`schedule` must be a gaussjax.VPSchedule (e.g. ddpm_linear_schedule().sampling_grid(N)), "
             f"got {type(schedule).__name__}"
         )
     grid = jnp.asarray(schedule.alphas_cumprod).astype(dtype)
     if grid.shape[0] < 2:
-        raise ValueError(f"`schedule` must hold at least 2 levels, got {grid.shape[0]}")
+        raise InputValueError(f"`schedule` must hold at least 2 levels, got {grid.shape[0]}")
     if is_concrete(grid):
         values = np.asarray(schedule.alphas_cumprod)
         if not np.all(np.diff(values) > 0):
-            raise ValueError("`schedule` must have noise decreasing (alphas_cumprod increasing); "
-                             "use schedule.sampling_grid(N)")
+            raise InputValueError("`schedule` must have noise decreasing (alphas_cumprod increasing); "
+                                  "use schedule.sampling_grid(N)")
         if values[0] >= 1:
-            raise ValueError("`schedule.alphas_cumprod[0]` must be < 1: the start must carry noise")
+            raise InputValueError("`schedule.alphas_cumprod[0]` must be < 1: the start must carry noise")
     return grid
 
 
@@ -331,7 +333,7 @@ def hybrid_sampler(
     model: Denoiser,
     gaussian: Gaussian,
     x_T: Float[ArrayLike, "*batch D"],
-    sigmas: Float[ArrayLike, "N+1"],
+    sigmas: Float[ArrayLike, " N+1"],
     n_skip: int | str,
     sampler: Callable[..., SamplerOutput] = heun_sampler,
     **kwargs,
@@ -361,15 +363,25 @@ def hybrid_sampler(
     grid = _sampling_grid(sigmas, None)
     if isinstance(n_skip, str):
         if n_skip != "auto":
-            raise ValueError(f"`n_skip` must be a non-negative int or 'auto', got {n_skip!r}")
+            raise InputValueError(f"`n_skip` must be a non-negative int or 'auto', got {n_skip!r}")
         if not is_concrete(x_T, grid):
-            raise TypeError("`n_skip='auto'` measures the model on concrete states (a host-side decision that "
-                            "sets the grid length), but `x_T` or `sigmas` is traced: call "
-                            "gaussjax.teleportation.auto_sigma_skip outside jax.jit and pass its n_skip")
+            raise InputTypeError("`n_skip='auto'` measures the model on concrete states (a host-side decision that "
+                                 "sets the grid length), but `x_T` or `sigmas` is traced: call "
+                                 "gaussjax.teleportation.auto_sigma_skip outside jax.jit and pass its n_skip")
         n_skip = auto_sigma_skip(model, gaussian, grid, x_T).n_skip
     n_skip = check_nonnegative_int("n_skip", n_skip)
     if n_skip > grid.shape[0] - 2:
-        raise ValueError(f"`n_skip` must be in [0, len(sigmas) - 2] = [0, {grid.shape[0] - 2}], got {n_skip}")
+        raise InputValueError(f"`n_skip` must be in [0, len(sigmas) - 2] = [0, {grid.shape[0] - 2}], got {n_skip}")
     if n_skip:
         x_T = teleport(gaussian, x_T, grid[0], grid[n_skip])
     return sampler(model, x_T, grid[n_skip:], **kwargs)
+
+
+__all__ = [
+    "SamplerOutput",
+    "ddim_sampler",
+    "dpmpp_2m_sampler",
+    "euler_sampler",
+    "heun_sampler",
+    "hybrid_sampler",
+]

@@ -8,11 +8,14 @@ models are indexed by `alphas_cumprod = alpha_t^2` (as diffusers names it), with
 
 from __future__ import annotations
 
+import types
+
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_noise_levels, check_positive_int, is_concrete
+from gaussjax._errors import InputValueError
 from gaussjax._pytree import Module
 from gaussjax.conventions import vp_alpha_from_edm_sigma
 
@@ -24,7 +27,7 @@ def karras_sigmas(
     sigma_min: float | Float[ArrayLike, ""] = 0.002,
     sigma_max: float | Float[ArrayLike, ""] = 80.0,
     rho: float | Float[ArrayLike, ""] = 7.0,
-) -> Float[Array, "num_steps+1"]:
+) -> Float[Array, " num_steps+1"]:
     """The EDM sampling grid (Karras et al. 2022, Eq. 5; paper Eq. 40), with a trailing 0.
 
         sigma_i = (sigma_max^(1/rho) + i / (num_steps - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
@@ -44,13 +47,14 @@ def karras_sigmas(
     given = (sigma_min, sigma_max, rho)
     sigma_min, sigma_max, rho = (
         check_noise_levels(name, value, ndim=(0,), positive=True)
-        for name, value in zip(("sigma_min", "sigma_max", "rho"), given)
+        for name, value in zip(("sigma_min", "sigma_max", "rho"), given, strict=True)
     )
-    xp = jnp
+    xp: types.ModuleType = jnp
     if is_concrete(sigma_min, sigma_max, rho):  # on the host, in float64, rounded once at the end
         xp, (sigma_min, sigma_max, rho) = np, (np.float64(np.asarray(v)) for v in given)
         if not sigma_min <= sigma_max:
-            raise ValueError(f"`sigma_min` must be <= `sigma_max`, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+            raise InputValueError(f"`sigma_min` must be <= `sigma_max`, got sigma_min={sigma_min}, "
+                                  f"sigma_max={sigma_max}")
     ramp = xp.arange(num_steps) / max(num_steps - 1, 1)
     steps = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     return jnp.asarray(xp.append(steps, xp.zeros((), steps.dtype)))
@@ -72,7 +76,7 @@ class VPSchedule(Module):
         alphas_cumprod: `(T,)` values in (0, 1], strictly monotone.
     """
 
-    alphas_cumprod: Float[ArrayLike, "T"]
+    alphas_cumprod: Float[ArrayLike, " T"]
 
     def __post_init__(self):
         values = check_noise_levels("alphas_cumprod", self.alphas_cumprod, ndim=(1,), positive=True)
@@ -80,29 +84,29 @@ class VPSchedule(Module):
             values = np.asarray(self.alphas_cumprod, dtype=np.float64)
             steps = np.diff(values)
             if np.any(values > 1) or not (np.all(steps > 0) or np.all(steps < 0)):
-                raise ValueError("`alphas_cumprod` must be strictly monotone with values in (0, 1]")
+                raise InputValueError("`alphas_cumprod` must be strictly monotone with values in (0, 1]")
             values.setflags(write=False)
         self.alphas_cumprod = values
 
     def __len__(self) -> int:
-        return self.alphas_cumprod.shape[0]
+        return jnp.shape(self.alphas_cumprod)[0]
 
     def _xp(self):
         """NumPy for concrete values (float64, as constructed), jax.numpy for traced ones."""
         return np if isinstance(self.alphas_cumprod, np.ndarray) else jnp
 
     @property
-    def alpha(self) -> Float[Array, "T"]:
+    def alpha(self) -> Float[Array, " T"]:
         """Signal scale `alpha_t = sqrt(alphas_cumprod)`, `(T,)`."""
         return self._xp().sqrt(self.alphas_cumprod)
 
     @property
-    def sigma(self) -> Float[Array, "T"]:
+    def sigma(self) -> Float[Array, " T"]:
         """VP noise scale `sigma_t = sqrt(1 - alphas_cumprod)`, `(T,)`."""
         return self._xp().sqrt(1.0 - self.alphas_cumprod)
 
     @property
-    def edm_sigma(self) -> Float[Array, "T"]:
+    def edm_sigma(self) -> Float[Array, " T"]:
         """The equivalent EDM noise level `sigma_t / alpha_t` (App. D.2), `(T,)`."""
         return self.sigma / self.alpha
 
@@ -110,7 +114,7 @@ class VPSchedule(Module):
         """`num_steps` evenly spaced indices from `T - 1` down to 0 (DDIM's "linspace" spacing)."""
         num_steps = check_positive_int("num_steps", num_steps)
         if num_steps > len(self):
-            raise ValueError(f"`num_steps` = {num_steps} exceeds the schedule's {len(self)} timesteps")
+            raise InputValueError(f"`num_steps` = {num_steps} exceeds the schedule's {len(self)} timesteps")
         return np.round(np.linspace(len(self) - 1, 0, num_steps)).astype(np.int64)
 
     def sampling_grid(self, num_steps: int, *, end_clean: bool = True) -> VPSchedule:
@@ -127,7 +131,7 @@ def ddpm_linear_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, be
     """DDPM's linear-beta schedule (Ho et al. 2020): `beta_t` linear, `alphas_cumprod = prod(1 - beta)`."""
     num_timesteps = check_positive_int("num_timesteps", num_timesteps)
     if not 0 < beta_start <= beta_end < 1:
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+        raise InputValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
     betas = np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
     return VPSchedule(np.cumprod(1.0 - betas))
 

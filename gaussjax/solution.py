@@ -19,10 +19,10 @@ import operator
 
 import jax
 import jax.numpy as jnp
-
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from gaussjax._checks import as_float, check_finite, check_key, check_noise_levels, is_concrete
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._precision import matmul
 from gaussjax.conventions import vp_sigma
 from gaussjax.scores.gaussian import Gaussian
@@ -86,7 +86,7 @@ def rotation_correction(alpha, lam):
 
 def _check_gaussian(gaussian) -> Gaussian:
     if not isinstance(gaussian, Gaussian):
-        raise TypeError(
+        raise InputTypeError(
             f"the closed-form solution needs a gaussjax.Gaussian (fit one with gaussjax.fit_gaussian), "
             f"got {type(gaussian).__name__}"
         )
@@ -96,7 +96,8 @@ def _check_gaussian(gaussian) -> Gaussian:
 def _check_state(gaussian: Gaussian, x_T):
     x_T = as_float("x_T", x_T)
     if x_T.ndim == 0 or x_T.shape[-1] != gaussian.dim:
-        raise ValueError(f"`x_T` must have shape (..., D) with D = {gaussian.dim} (the Gaussian's), got {x_T.shape}")
+        raise InputValueError(f"`x_T` must have shape (..., D) with D = {gaussian.dim} (the Gaussian's), got "
+                              f"{x_T.shape}")
     check_finite("x_T", x_T)
     return x_T
 
@@ -110,7 +111,7 @@ def _check_trajectory(gaussian, x_T, sigma_T, sigma, alpha_T, alpha):
     sigma = check_noise_levels("sigma", sigma)
     alpha = check_noise_levels("alpha", alpha)
     if alpha.ndim > sigma.ndim or (alpha.ndim == 1 and alpha.shape != sigma.shape):
-        raise ValueError(f"`alpha` must be a scalar or shaped like `sigma` {sigma.shape}, got shape {alpha.shape}")
+        raise InputValueError(f"`alpha` must be a scalar or shaped like `sigma` {sigma.shape}, got shape {alpha.shape}")
     sigma, alpha, scalar = _levels(sigma, alpha)
     return gaussian, x_T, sigma_T, alpha_T, sigma, alpha, scalar
 
@@ -126,9 +127,9 @@ def _check_shape(shape) -> tuple[int, ...]:
     try:
         shape = tuple(operator.index(n) for n in shape)
     except TypeError:
-        raise TypeError(f"`shape` must be a tuple of integers, got {shape!r}") from None
+        raise InputTypeError(f"`shape` must be a tuple of integers, got {shape!r}") from None
     if any(n < 0 for n in shape):
-        raise ValueError(f"`shape` must hold sizes >= 0, got {shape}")
+        raise InputValueError(f"`shape` must hold sizes >= 0, got {shape}")
     return shape
 
 
@@ -221,7 +222,10 @@ def _denoised_states(gaussian, x_T, sigma_T, sigma, alpha_T, alpha):
 
 
 def gaussian_final_state(
-    gaussian: Gaussian, x_T: Float[ArrayLike, "*batch D"], sigma_T: Float[ArrayLike, ""] | float, alpha_T: Float[ArrayLike, ""] | float = 1.0
+    gaussian: Gaussian,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigma_T: Float[ArrayLike, ""] | float,
+    alpha_T: Float[ArrayLike, ""] | float = 1.0,
 ) -> Float[Array, "*batch D"]:
     """The sample `x_0` the PF-ODE maps `x_T` to (Eq. 17; VP Eq. 21): a linear filter of `x_T`.
 
@@ -231,7 +235,10 @@ def gaussian_final_state(
 
 
 def teleport(
-    gaussian: Gaussian, x_T: Float[ArrayLike, "*batch D"], sigma_T: Float[ArrayLike, ""] | float, sigma_skip: Float[ArrayLike, ""] | float
+    gaussian: Gaussian,
+    x_T: Float[ArrayLike, "*batch D"],
+    sigma_T: Float[ArrayLike, ""] | float,
+    sigma_skip: Float[ArrayLike, ""] | float,
 ) -> Float[Array, "*batch D"]:
     """Analytical teleportation (Alg. 1, line 1): the state at `sigma_skip` without running a sampler.
 
@@ -247,7 +254,7 @@ def teleport(
     sigma_T = check_noise_levels("sigma_T", sigma_T, ndim=(0,), positive=True)
     sigma_skip = check_noise_levels("sigma_skip", sigma_skip, ndim=(0,), positive=True, dtype=sigma_T.dtype)
     if is_concrete(sigma_skip, sigma_T) and float(sigma_skip) > float(sigma_T):
-        raise ValueError(f"`sigma_skip` = {float(sigma_skip)} must not exceed `sigma_T` = {float(sigma_T)}")
+        raise InputValueError(f"`sigma_skip` = {float(sigma_skip)} must not exceed `sigma_T` = {float(sigma_T)}")
     return gaussian_trajectory(gaussian, x_T, sigma_T, sigma_skip)
 
 
@@ -275,7 +282,10 @@ def gaussian_warm_start(
 
 
 def rotation_decomposition(
-    gaussian: Gaussian, x_T: Float[ArrayLike, "*batch D"], alpha_T: Float[ArrayLike, ""] | float, alpha: Float[ArrayLike, ""] | float
+    gaussian: Gaussian,
+    x_T: Float[ArrayLike, "*batch D"],
+    alpha_T: Float[ArrayLike, ""] | float,
+    alpha: Float[ArrayLike, ""] | float,
 ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, "*batch D"]]:
     """Split a VP trajectory into a rotation in the (x_0, x_T) plane plus a correction (Eq. 101-103).
 
@@ -301,7 +311,8 @@ def rotation_decomposition(
     alpha_T = check_noise_levels("alpha_T", alpha_T, ndim=(0,))
     alpha = check_noise_levels("alpha", alpha, ndim=(0,))
     if is_concrete(alpha_T, alpha) and not (float(alpha_T) < 1 and float(alpha) <= 1):
-        raise ValueError(f"need 0 <= alpha_T < 1 and 0 <= alpha <= 1, got alpha_T={float(alpha_T)}, alpha={float(alpha)}")
+        raise InputValueError(f"need 0 <= alpha_T < 1 and 0 <= alpha <= 1, got alpha_T={float(alpha_T)}, "
+                              f"alpha={float(alpha)}")
     sigma, sigma_T = vp_sigma(alpha), vp_sigma(alpha_T)
     b = sigma / sigma_T
     a = alpha - alpha_T * b
@@ -310,3 +321,18 @@ def rotation_decomposition(
     bracket = psi(sigma, lam, sigma_T, alpha, alpha_T) - b - a * psi(0.0, lam, sigma_T, 1.0, alpha_T)
     residual = matmul(coords * bracket[None, :], gaussian.eigvecs.T)
     return a, b, residual.reshape(x_T.shape)
+
+
+__all__ = [
+    "amplification_factor",
+    "dxi_dsigma",
+    "gaussian_denoiser_trajectory",
+    "gaussian_final_state",
+    "gaussian_trajectory",
+    "gaussian_warm_start",
+    "psi",
+    "rotation_correction",
+    "rotation_decomposition",
+    "teleport",
+    "xi",
+]

@@ -8,8 +8,6 @@ departs from the Gaussian's, and skips the steps where the two agree.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -17,7 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
-from gaussjax._checks import check_float_array, check_key, check_noise_levels, check_positive_int, is_concrete
+from gaussjax._checks import (
+    check_float_array,
+    check_key,
+    check_noise_levels,
+    check_positive_int,
+    check_real,
+    is_concrete,
+)
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._pytree import denoise_checked
 from gaussjax.scores import Denoiser, Gaussian
 from gaussjax.solution import gaussian_denoiser_trajectory, gaussian_trajectory
@@ -27,12 +33,8 @@ AUTO_SKIP_TOLERANCE = 0.01
 
 0.01 is the paper's own criterion for "the Gaussian approximation holds": the Gaussian
 explains more than 99% of the network's score variance (Sec. 5, Fig. 6; `sigma99` in
-`python -m analysis score-agreement`). It was chosen from that criterion, not tuned on a
-dataset. On the default digits run (2,000 steps, Karras grid of 18 steps) the disagreement
-along the closed-form states is below 1e-4 for sigma >= 8.4, then 1.1e-4, 6.0e-4, 5.1e-3,
-0.038, 0.16 at sigma = 5.3, 3.3, 1.9, 1.1, 0.59, and ~1 at the lowest levels: it rises about
-8x per grid level where it crosses 0.01, so any tolerance between 0.006 and 0.03 picks the
-same step (sigma_skip = 1.9, n_skip = 9); docs/analysis.md, "teleport", has the FD it gives.
+`python -m analysis score-agreement`), not a value tuned on a dataset. The disagreement it
+gives on the default digits run, and the FD of the step it picks: docs/analysis.md, "teleport".
 """
 
 _BATCH = 256  # states per model call: bounds memory for any num_states
@@ -54,17 +56,10 @@ class TeleportChoice(NamedTuple):
     disagreement: np.ndarray
 
 
-def _check_tolerance(tolerance) -> float:
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
-        raise ValueError(f"`tolerance` must be a finite number >= 0 (an FUV, e.g. {AUTO_SKIP_TOLERANCE}), "
-                         f"got {tolerance!r}")
-    return float(tolerance)
-
-
 def _require_concrete(**arrays) -> None:
     traced = [name for name, value in arrays.items() if value is not None and not is_concrete(value)]
     if traced:
-        raise TypeError(
+        raise InputTypeError(
             f"auto_sigma_skip got traced {', '.join(f'`{n}`' for n in traced)}: choosing the teleport point is a "
             "host-side decision (a Python int sets the sampler's grid length); call it outside jax.jit/vmap "
             "and pass the resulting n_skip in"
@@ -80,12 +75,12 @@ def _model_outputs(model, states: np.ndarray, sigma: float) -> np.ndarray:
     size = min(_BATCH, len(states))
     for start in range(0, len(states), size):
         chunk = states[start:start + size]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)]) if len(chunk) < size else chunk
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
         out = denoise_checked("model", model, jnp.asarray(padded), jnp.asarray(sigma, padded.dtype))
         outputs.append(np.asarray(out)[:len(chunk)])
     outputs = np.concatenate(outputs)
     if not np.all(np.isfinite(outputs)):
-        raise ValueError(
+        raise InputValueError(
             f"`model` returned NaN or infinite values at sigma = {sigma:.6g} on finite states: its agreement with "
             "the Gaussian is undefined (a diverged network?)"
         )
@@ -95,7 +90,7 @@ def _model_outputs(model, states: np.ndarray, sigma: float) -> np.ndarray:
 def auto_sigma_skip(
     model: Denoiser,
     gaussian: Gaussian,
-    sigmas: Float[ArrayLike, "N+1"],
+    sigmas: Float[ArrayLike, " N+1"],
     x_T: Float[ArrayLike, "*batch D"] | None = None,
     *,
     key: PRNGKeyArray | None = None,
@@ -147,32 +142,35 @@ def auto_sigma_skip(
         >>> choice = auto_sigma_skip(g, g, sigmas, key=jax.random.key(0))  # the Gaussian agrees with itself
         >>> choice.n_skip, len(choice.disagreement)
         (17, 18)
-        >>> x = gj.hybrid_sampler(g, g, 80.0 * jax.random.normal(jax.random.key(2), (8, 4)), sigmas, choice.n_skip).x
+
+        Then `gj.hybrid_sampler(model, gaussian, x_T, sigmas, choice.n_skip)` teleports to
+        `choice.sigma_skip` and samples the rest of the grid.
     """
     _require_concrete(sigmas=sigmas, x_T=x_T)
-    tolerance = _check_tolerance(tolerance)
+    tolerance = check_real("tolerance", tolerance, minimum=0)
     num_states = check_positive_int("num_states", num_states)
     if not isinstance(gaussian, Gaussian):
-        raise TypeError(f"`gaussian` must be a gaussjax.Gaussian (fit one with gaussjax.fit_gaussian), "
-                        f"got {type(gaussian).__name__}")
+        raise InputTypeError(f"`gaussian` must be a gaussjax.Gaussian (fit one with gaussjax.fit_gaussian), "
+                             f"got {type(gaussian).__name__}")
     if not callable(getattr(model, "denoise", None)):
-        raise TypeError(f"`model` must have a `denoise(x, sigma)` method, got {type(model).__name__}")
+        raise InputTypeError(f"`model` must have a `denoise(x, sigma)` method, got {type(model).__name__}")
     grid = np.asarray(check_noise_levels("sigmas", sigmas, ndim=(1,), min_size=2, decreasing=True), np.float64)
     if not grid[0] > 0:
-        raise ValueError(f"`sigmas[0]` must be > 0, got {grid[0]}")
+        raise InputValueError(f"`sigmas[0]` must be > 0, got {grid[0]}")
     dtype = gaussian.mean.dtype
     if x_T is None:
         if key is None:
-            raise TypeError("pass `x_T` (the states to sample from) or `key` (to draw sigmas[0] * z)")
+            raise InputTypeError("pass `x_T` (the states to sample from) or `key` (to draw sigmas[0] * z)")
         key = check_key(key)
         x_T = grid[0] * jax.random.normal(key, (num_states, gaussian.dim), dtype)
     else:
         x_T = check_float_array("x_T", x_T)
         if x_T.ndim == 0 or x_T.shape[-1] != gaussian.dim:
-            raise ValueError(f"`x_T` must have shape (..., D) with D = {gaussian.dim} (the Gaussian's), got {x_T.shape}")
+            raise InputValueError(f"`x_T` must have shape (..., D) with D = {gaussian.dim} (the Gaussian's), "
+                                  f"got {x_T.shape}")
         x_T = x_T.reshape(-1, gaussian.dim)[:num_states]
         if x_T.shape[0] == 0:
-            raise ValueError("`x_T` holds no states")
+            raise InputValueError("`x_T` holds no states")
     levels = grid[:-1]  # every positive level a teleport can reach (only the last may be 0)
     disagreement = np.empty(len(levels))
     for i, sigma in enumerate(levels):  # one level at a time: memory ~ the states of one level
@@ -187,3 +185,10 @@ def auto_sigma_skip(
     n_skip = max(int(np.argmin(within)) if not within.all() else len(levels), 1) - 1
     n_skip = min(n_skip, len(grid) - 2)
     return TeleportChoice(n_skip, float(grid[n_skip]), disagreement)
+
+
+__all__ = [
+    "AUTO_SKIP_TOLERANCE",
+    "TeleportChoice",
+    "auto_sigma_skip",
+]

@@ -54,4 +54,5 @@ def bounded(*, seconds: float = 10.0, megabytes: float = 100.0):
     if elapsed > seconds:
         raise BoundExceeded(f"the block took {elapsed:.1f} s, over its bound of {seconds} s")
     if peak > megabytes * 2**20:
-        raise BoundExceeded(f"the block allocated {peak / 2**20:.0f} MiB at its peak, over its bound of {megabytes} MiB")
+        raise BoundExceeded(f"the block allocated {peak / 2**20:.0f} MiB at its peak, "
+                            f"over its bound of {megabytes} MiB")

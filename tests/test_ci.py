@@ -1,4 +1,4 @@
-"""`.ci/run` runs exactly the README's test commands (so CI tests what a newcomer runs): both tiers."""
+"""`.ci/run` runs exactly the README's test commands (so CI tests what a newcomer runs): lint, types, both tiers."""
 
 import re
 import subprocess
@@ -36,6 +36,15 @@ def test_the_readme_gives_the_fast_tier_then_the_slow_tier():
     addopts = re.search(r"^addopts = '(.*)'$", pyproject, re.MULTILINE).group(1)
     assert '-m "not slow"' in addopts  # plain `pytest` is the fast tier
     assert re.search(r'^    "slow: ', pyproject, re.MULTILINE)
+
+
+def test_the_readme_lints_and_type_checks_before_the_tests():
+    commands = readme_test_commands()
+    assert commands.index("ruff check .") < commands.index("mypy") < commands.index("pytest -n 2")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for section in ("[tool.ruff]", "[tool.ruff.lint]", "[tool.mypy]"):
+        assert f"\n{section}\n" in pyproject, section
+    assert re.search(r'^files = \["gaussjax"\]$', pyproject, re.MULTILINE)  # plain `mypy` checks the package
 
 
 def test_an_empty_tier_passes_ci_and_a_failing_tier_fails_it():

@@ -1,14 +1,22 @@
 """Every public function composes with `jax.jit` (traced arguments), `jax.vmap` and `jax.grad` / `jax.jvp`.
 
-Values are checked against the same function called eagerly (jit, vmap), against a
-Python loop (vmap over keys), and against central finite differences in float64
-(grad and jvp), never against the function's own derivative.
+Values are checked against independent NumPy references (a dense Gaussian mixture, the Karras
+formula) called and jitted alike (`chex.variants` with and without jit), against the same function
+called eagerly (jit, vmap), against a Python loop (vmap over keys), and against central finite
+differences in float64 (grad and jvp), never against the function's own derivative.
+
+`chex.variants` needs a `chex.TestCase` (absl's parameterized unrolls the variants into test
+methods); pytest runs those classes like its own tests, with fixtures through `usefixtures`.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 
 import gaussjax as gj
 from gaussjax.conventions import edm_to_vp, vp_denoise, vp_score, vp_to_edm
@@ -20,7 +28,8 @@ DIM, RANK, BATCH = 5, 3, 3
 def gaussian(seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     basis = np.linalg.qr(rng.normal(size=(DIM, DIM)))[0][:, :RANK]
-    return gj.Gaussian((0.3 * rng.normal(size=DIM)).astype(dtype), np.array([2.0, 1.0, 0.3], dtype), basis.astype(dtype))
+    mean = (0.3 * rng.normal(size=DIM)).astype(dtype)
+    return gj.Gaussian(mean, np.array([2.0, 1.0, 0.3], dtype), basis.astype(dtype))
 
 
 def points(seed=1, n=12):
@@ -49,39 +58,81 @@ def check_derivatives(f, x, *, rtol=1e-6):
 # --- analytic models ------------------------------------------------------------------
 
 
+def dense_mixture(weights, means, covariances, x, sigma):
+    """NumPy oracle: `(denoise, score, log_density)` of sum_k pi_k N(mu_k, Sigma_k) noised by `sigma` at `x (B, D)`.
+
+    Dense covariances, so every mode is N(mu_k, Sigma_k + sigma^2 I) (paper Eq. 7-8):
+    `D(x) = sum_k w_k (mu_k + Sigma_k (Sigma_k + sigma^2 I)^-1 (x - mu_k))`, `score(x) = -sum_k w_k (Sigma_k + sigma^2
+    I)^-1 (x - mu_k)` and `log p(x) = logsumexp_k (log pi_k + log N(x; mu_k, Sigma_k + sigma^2 I))`.
+    """
+    logits, means_given_mode, pulls = [], [], []
+    for weight, mean, covariance in zip(weights, means, covariances, strict=True):
+        noised = covariance + sigma**2 * np.eye(DIM)
+        pull = np.linalg.solve(noised, (x - mean).T).T  # (Sigma_k + sigma^2 I)^-1 (x - mu_k)
+        logits.append(np.log(weight) + np.reshape(multivariate_normal.logpdf(x, mean, noised), len(x)))
+        means_given_mode.append(mean + pull @ covariance)
+        pulls.append(pull)
+    log_density = logsumexp(np.stack(logits), axis=0)
+    responsibilities = np.exp(np.stack(logits) - log_density)[..., None]  # (K, B, 1)
+    denoised = np.sum(responsibilities * np.stack(means_given_mode), axis=0)
+    score = -np.sum(responsibilities * np.stack(pulls), axis=0)
+    return denoised, score, log_density
+
+
 def analytic_models():
+    """Each model with its dense form `(weights, means, covariances)` for `dense_mixture`."""
     g = gaussian()
-    means = np.stack([g.mean, -g.mean])
-    mixture = gj.GaussianMixture(np.array([0.4, 0.6]), means, np.stack([g.eigvals, 0.5 * g.eigvals]),
-                                 np.stack([g.eigvecs, g.eigvecs]))
-    return {"isotropic": gj.Isotropic(g.mean), "gaussian": g, "mixture": mixture, "delta": gj.DeltaMixture(points())}
+    mean, eigvals, eigvecs = (np.asarray(a) for a in (g.mean, g.eigvals, g.eigvecs))
+    covariance, zero = eigvecs @ np.diag(eigvals) @ eigvecs.T, np.zeros((DIM, DIM))
+    means, data = np.stack([mean, -mean]), points()
+    mixture = gj.GaussianMixture(np.array([0.4, 0.6]), means, np.stack([eigvals, 0.5 * eigvals]),
+                                 np.stack([eigvecs, eigvecs]))
+    return {
+        "isotropic": (gj.Isotropic(mean), ([1.0], [mean], [zero])),
+        "gaussian": (g, ([1.0], [mean], [covariance])),
+        "mixture": (mixture, ([0.4, 0.6], means, [covariance, 0.5 * covariance])),
+        "delta": (gj.DeltaMixture(data), (np.full(len(data), 1 / len(data)), data, [zero] * len(data))),
+    }
 
 
-@pytest.mark.parametrize("name", ["isotropic", "gaussian", "mixture", "delta"])
-def test_models_under_jit_vmap_and_grad(x64, name):
-    model = analytic_models()[name]
-    # (not 0.7: there the mixture's gradient in x is NaN for one row under the tests' XLA -O0, finite at
-    # the default optimization level and at every nearby sigma; an XLA:CPU -O0 code generation issue)
-    x, sigma = initial_states(sigma=1.0), 0.65
-    eager = model.denoise(x, sigma)
-    # traced x, sigma and model leaves
-    np.testing.assert_allclose(jax.jit(lambda m, x, s: m.denoise(x, s))(model, x, sigma), eager, rtol=1e-12)
-    np.testing.assert_allclose(jax.vmap(model.denoise, in_axes=(0, None))(x, sigma), eager, rtol=1e-12)
-    per_row_sigma = jax.vmap(model.score)(x, jnp.array([0.5, 0.65, 1.3]))
-    np.testing.assert_allclose(per_row_sigma[1], model.score(x[1], 0.65), rtol=1e-12)
-    check_derivatives(lambda x: jnp.sum(jnp.sin(model.denoise(x, sigma))), x)
-    check_derivatives(lambda s: jnp.sum(model.log_density(x, s)), jnp.asarray(sigma))
+@pytest.mark.usefixtures("x64")
+class TestAnalyticModels(chex.TestCase):
+    """Called directly (`without_jit`) and as one jitted function of the model, `x` and `sigma` (`with_jit`: all
+    traced), against `dense_mixture`."""
 
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*((name, name) for name in ("isotropic", "gaussian", "mixture", "delta")))
+    def test_models_under_jit_vmap_and_grad(self, name):
+        model, dense = analytic_models()[name]
+        denoise = self.variant(lambda m, x, s: m.denoise(x, s))
+        score = self.variant(lambda m, x, s: m.score(x, s))
+        log_density = self.variant(lambda m, x, s: m.log_density(x, s))
+        # (not 0.7: there the mixture's gradient in x is NaN for one row under the tests' XLA -O0, finite at
+        # the default optimization level and at every nearby sigma; an XLA:CPU -O0 code generation issue)
+        x, sigma = initial_states(sigma=1.0), 0.65
+        expected, _, expected_log_density = dense_mixture(*dense, x, sigma)
+        np.testing.assert_allclose(denoise(model, x, sigma), expected, rtol=1e-12)
+        np.testing.assert_allclose(log_density(model, x, sigma), expected_log_density, rtol=1e-12)
+        np.testing.assert_allclose(jax.vmap(denoise, in_axes=(None, 0, None))(model, x, sigma), expected, rtol=1e-12)
+        row_sigmas = np.array([0.5, 0.65, 1.3])
+        per_row_sigma = jax.vmap(score, in_axes=(None, 0, 0))(model, x, row_sigmas)
+        for row, s in enumerate(row_sigmas):
+            np.testing.assert_allclose(per_row_sigma[row], dense_mixture(*dense, x[row:row + 1], s)[1][0], rtol=1e-12)
+        check_derivatives(lambda x: jnp.sum(jnp.sin(denoise(model, x, sigma))), x)
+        check_derivatives(lambda s: jnp.sum(log_density(model, x, s)), jnp.asarray(sigma))
 
-def test_gradient_with_respect_to_a_models_parameters(x64):
-    g = gaussian()
-    x = initial_states(sigma=1.0)
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gradient_with_respect_to_a_models_parameters(self):
+        g, x = gaussian(), initial_states(sigma=1.0)
+        weights, means, covariances = analytic_models()["gaussian"][1]
 
-    def loss(mean):
-        return jnp.sum(jnp.square(gj.Gaussian(mean, g.eigvals, g.eigvecs).score(x, 0.5)))
+        @self.variant
+        def loss(mean):  # the model is rebuilt from a (traced, with jit) leaf
+            return jnp.sum(jnp.square(gj.Gaussian(mean, g.eigvals, g.eigvecs).score(x, 0.5)))
 
-    check_derivatives(loss, g.mean)
-    np.testing.assert_allclose(jax.jit(loss)(g.mean), loss(g.mean), rtol=1e-12)
+        check_derivatives(loss, g.mean)
+        expected = np.sum(np.square(dense_mixture(weights, means, covariances, x, 0.5)[1]))
+        np.testing.assert_allclose(loss(g.mean), expected, rtol=1e-12)
 
 
 # --- samplers -------------------------------------------------------------------------
@@ -122,7 +173,8 @@ def test_gradients_through_samplers_match_finite_differences(x64, name):
     x_T, sigmas = initial_states(), grid()
     check_derivatives(lambda x: jnp.sum(jnp.sin(sample(g, x, sigmas))), x_T)
     # with respect to the Gaussian's mean (the model is rebuilt from a traced leaf)
-    check_derivatives(lambda mean: jnp.sum(jnp.sin(sample(gj.Gaussian(mean, g.eigvals, g.eigvecs), x_T, sigmas))), g.mean)
+    check_derivatives(lambda mean: jnp.sum(jnp.sin(sample(gj.Gaussian(mean, g.eigvals, g.eigvecs), x_T, sigmas))),
+                      g.mean)
 
 
 @pytest.mark.slow
@@ -144,11 +196,14 @@ def test_churn_sampler_vmapped_over_keys_equals_the_loop(x64):
                                rtol=1e-12)
 
 
-def test_nfe_under_jit():
-    model, x_T = gaussian(dtype=np.float32), initial_states().astype(np.float32)
-    out = jax.jit(lambda x, s: gj.heun_sampler(model, x, s))(x_T, gj.karras_sigmas(5))
-    assert int(out.nfe) == 9  # 2 N - 1: the step to the trailing 0 is Euler
-    assert gj.heun_sampler(model, x_T, gj.karras_sigmas(5)).nfe == 9
+class TestSamplerOutputs(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_nfe_under_jit(self):
+        model, x_T = gaussian(dtype=np.float32), initial_states().astype(np.float32)
+        out = self.variant(lambda x, s: gj.heun_sampler(model, x, s))(x_T, gj.karras_sigmas(5))
+        assert int(out.nfe) == 9  # 2 N - 1: the step to the trailing 0 is Euler
+        chex.assert_shape(out.x, (BATCH, DIM))
+        chex.assert_type(out.x, jnp.float32)
 
 
 @pytest.mark.slow
@@ -162,8 +217,8 @@ def test_a_model_that_is_not_a_pytree_is_accepted():
     x_T, sigmas = initial_states().astype(np.float32), gj.karras_sigmas(5, sigma_max=10.0)
     for sample in (gj.heun_sampler, gj.euler_sampler, gj.dpmpp_2m_sampler):
         np.testing.assert_allclose(sample(Closure(), x_T, sigmas).x, sample(delta, x_T, sigmas).x, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(gj.solve_pf_ode(Closure(), x_T, sigmas).states, gj.solve_pf_ode(delta, x_T, sigmas).states,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gj.solve_pf_ode(Closure(), x_T, sigmas).states,
+                               gj.solve_pf_ode(delta, x_T, sigmas).states, rtol=1e-5, atol=1e-5)
     rows = gj.compare_scores(Closure(), {"delta": delta}, gj.noised_data(points()), [0.5], key=jax.random.key(0))
     assert rows[0]["fuv_denoiser"] == pytest.approx(0.0, abs=1e-10)
 
@@ -189,8 +244,8 @@ def test_closed_form_under_jit_vmap_and_grad(x64):
     check_derivatives(lambda m: jnp.sum(jnp.sin(gj.gaussian_trajectory(gj.Gaussian(m, g.eigvals, g.eigvecs), x_T, 10.0,
                                                                          sigmas))), g.mean)
     check_derivatives(lambda s: jnp.sum(gj.gaussian_trajectory(g, x_T, 10.0, s)), jnp.asarray(0.7))
-    a, b, residual = jax.jit(rotation_decomposition)(g, x_T, 0.1, 0.6)
-    np.testing.assert_allclose(residual, rotation_decomposition(g, x_T, 0.1, 0.6)[2], rtol=1e-12)
+    chex.assert_trees_all_close(jax.jit(rotation_decomposition)(g, x_T, 0.1, 0.6),
+                                rotation_decomposition(g, x_T, 0.1, 0.6), rtol=1e-12)  # the tuple (a, b, residual)
     for function in (psi, xi):
         np.testing.assert_allclose(jax.jit(function)(0.5, 2.0, 3.0), function(0.5, 2.0, 3.0), rtol=1e-12)
     np.testing.assert_allclose(jax.grad(lambda s: xi(s, 2.0, 80.0))(0.5), dxi_dsigma(0.5, 2.0, 80.0), rtol=1e-4)
@@ -206,20 +261,27 @@ def test_warm_start_with_traced_keys_and_sigma(x64):
     np.testing.assert_allclose(traced, batched[0], rtol=1e-12)
 
 
-def test_karras_sigmas_with_traced_ends_and_rho(x64):
-    eager = gj.karras_sigmas(6, 0.01, 20.0, 5.0)
-    np.testing.assert_allclose(jax.jit(lambda a, b, r: gj.karras_sigmas(6, a, b, r))(0.01, 20.0, 5.0), eager,
-                               rtol=1e-12)
-    check_derivatives(lambda r: jnp.sum(gj.karras_sigmas(6, 0.01, 20.0, r)), jnp.asarray(5.0), rtol=1e-5)
-    check_derivatives(lambda b: jnp.sum(gj.karras_sigmas(6, 0.01, b, 5.0)), jnp.asarray(20.0), rtol=1e-5)
+@pytest.mark.usefixtures("x64")
+class TestSchedules(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_karras_sigmas_with_traced_ends_and_rho(self):
+        """Concrete ends are computed on the host and traced ones in JAX: both against Karras et al.'s Eq. 5."""
+        karras = self.variant(lambda a, b, r: gj.karras_sigmas(6, a, b, r))
+        ramp = np.arange(6) / 5
+        expected = np.append((20.0 ** (1 / 5) + ramp * (0.01 ** (1 / 5) - 20.0 ** (1 / 5))) ** 5, 0.0)
+        np.testing.assert_allclose(karras(0.01, 20.0, 5.0), expected, rtol=1e-12)
+        check_derivatives(lambda r: jnp.sum(karras(0.01, 20.0, r)), jnp.asarray(5.0), rtol=1e-5)
+        check_derivatives(lambda b: jnp.sum(karras(0.01, b, 5.0)), jnp.asarray(20.0), rtol=1e-5)
 
-
-def test_vp_schedule_is_a_pytree(x64):
-    schedule = gj.ddpm_linear_schedule(50)
-    edm = jax.jit(lambda s: s.edm_sigma)(schedule)
-    np.testing.assert_allclose(edm, schedule.edm_sigma, rtol=1e-12)
-    np.testing.assert_allclose(jax.jit(lambda s: s.sampling_grid(5).alphas_cumprod)(schedule),
-                               schedule.sampling_grid(5).alphas_cumprod, rtol=1e-12)
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_vp_schedule_is_a_pytree(self):
+        schedule = gj.ddpm_linear_schedule(50)
+        alphas_cumprod = np.asarray(schedule.alphas_cumprod)
+        edm, grid = self.variant(lambda s: (s.edm_sigma, s.sampling_grid(5)))(schedule)
+        np.testing.assert_allclose(edm, np.sqrt((1 - alphas_cumprod) / alphas_cumprod), rtol=1e-12)
+        assert isinstance(grid, gj.VPSchedule)
+        expected = np.append(alphas_cumprod[schedule.timesteps(5)], 1.0)  # the clean end
+        np.testing.assert_allclose(grid.alphas_cumprod, expected, rtol=1e-12)
 
 
 @pytest.mark.slow

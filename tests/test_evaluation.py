@@ -11,7 +11,8 @@ def digits_models():
     points = load_dataset("digits").flat
     mean = points.mean(axis=0)
     eigvals, eigvecs = np.linalg.eigh(np.cov(points.astype(np.float64), rowvar=False, bias=True))
-    return points, DeltaMixture(points), {"isotropic": Isotropic(mean), "gaussian": Gaussian(mean, eigvals.clip(0), eigvecs)}
+    candidates = {"isotropic": Isotropic(mean), "gaussian": Gaussian(mean, eigvals.clip(0), eigvecs)}
+    return points, DeltaMixture(points), candidates
 
 
 def test_rows_match_a_direct_computation(digits_models, key):
@@ -30,7 +31,8 @@ def test_rows_match_a_direct_computation(digits_models, key):
         approx = np.asarray(candidates[row["candidate"]].denoise(x.astype(np.float32), row["sigma"]), np.float64)
         squared = np.sum((ref - approx) ** 2)
         assert row["fuv_denoiser"] == pytest.approx(squared / np.sum(ref**2), rel=1e-3)
-        assert row["r2_denoiser"] == pytest.approx(1 - squared / np.sum((ref - ref.mean(axis=0)) ** 2), rel=1e-3, abs=1e-5)
+        assert row["r2_denoiser"] == pytest.approx(1 - squared / np.sum((ref - ref.mean(axis=0)) ** 2),
+                                                   rel=1e-3, abs=1e-5)
         assert row["mse_denoiser"] == pytest.approx(squared / ref.size, rel=1e-3)
 
 

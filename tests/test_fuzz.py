@@ -79,7 +79,8 @@ TARGETS = {
     "GaussianMixture": {
         "weights": (lambda v: gj.GaussianMixture(v, POINTS[:K], np.ones((K, R)), np.stack([BASIS] * K)).score(X, 1.0),
                     np.full(K, 1 / K)),
-        "means": (lambda v: gj.GaussianMixture(np.full(K, 1 / K), v, np.ones((K, R)), np.stack([BASIS] * K)).score(X, 1.0),
+        "means": (lambda v: gj.GaussianMixture(np.full(K, 1 / K), v, np.ones((K, R)),
+                                               np.stack([BASIS] * K)).score(X, 1.0),
                   POINTS[:K]),
         "eigvals": (lambda v: gj.GaussianMixture(np.full(K, 1 / K), POINTS[:K], v, np.stack([BASIS] * K)).score(X, 1.0),
                     np.ones((K, R))),

@@ -12,6 +12,7 @@ tolerances do not recompile).
 
 from typing import ClassVar
 
+import chex
 import diffrax
 import equinox as eqx
 import jax
@@ -56,7 +57,8 @@ def test_gaussian_matches_closed_form_at_every_sigma(x64):
     sigmas = np.geomspace(50.0, 0.01, 8)
     solution = solve_pf_ode(model, x_T, sigmas, rtol=1e-10, atol=1e-10)
     assert isinstance(solution, PFODESolution)
-    assert solution.states.shape == (8, BATCH, DIM) and solution.states.dtype == jnp.float64
+    chex.assert_shape(solution.states, (8, BATCH, DIM))
+    chex.assert_type(solution.states, jnp.float64)
     expected = np.stack([closed_form(mean, eigvals, eigvecs, x_T, 50.0, s) for s in sigmas])
     np.testing.assert_array_equal(solution.states[0], x_T)
     np.testing.assert_allclose(solution.states, expected, rtol=1e-8, atol=1e-8)
@@ -79,8 +81,9 @@ def test_step_counts_are_positive_and_grow_with_tighter_tolerance(x64):
     loose = solve_pf_ode(model, x_T, sigmas, rtol=1e-4, atol=1e-4)
     tight = solve_pf_ode(model, x_T, sigmas, rtol=1e-9, atol=1e-9)
     for solution in (loose, tight):
+        chex.assert_shape([solution.num_steps, solution.nfe], (BATCH,))
+        chex.assert_type([solution.num_steps, solution.nfe], int)  # any integer dtype
         for count in (solution.num_steps, solution.nfe):
-            assert count.shape == (BATCH,) and jnp.issubdtype(count.dtype, jnp.integer)
             assert np.all(np.asarray(count) > 0)
         assert np.all(np.asarray(solution.nfe) >= 6 * np.asarray(solution.num_steps))  # Tsit5: 6 new stages a step
     assert np.all(np.asarray(tight.nfe) > np.asarray(loose.nfe))
@@ -155,7 +158,7 @@ def test_nfe_counts_every_denoiser_evaluation_and_compiles_once(x64):
     ]:
         CountingDenoiser.log.clear()
         solution = solve_pf_ode(counting, 30.0 * rng.normal(size=DIM), sigmas, solver="rk4", rtol=rtol, atol=rtol)
-        assert solution.states.shape == (8, DIM) and solution.nfe.shape == () and solution.num_steps.shape == ()
+        chex.assert_shape([solution.states, solution.nfe, solution.num_steps], [(8, DIM), (), ()])
         assert int(solution.nfe) == len(CountingDenoiser.log)
         if sigmas[0] == 50.0:
             traced = len(CountingDenoiser.traces)
@@ -216,7 +219,7 @@ def test_vp_matches_direct_integration_of_the_vp_ode(x64):
     sigmas_vp = np.sqrt(1 - alphas**2)
     x_T = rng.normal(size=(BATCH, DIM))  # VP states at t = 1 are ~ N(0, I)
     solution = solve_vp_pf_ode(model, x_T, VPSchedule(alphas**2), rtol=1e-10, atol=1e-10)
-    assert solution.states.shape == (8, BATCH, DIM)
+    chex.assert_shape(solution.states, (8, BATCH, DIM))
     np.testing.assert_allclose(solution.sigmas, sigmas_vp, rtol=1e-12)
     np.testing.assert_array_equal(solution.states[0], x_T)
     for b in range(BATCH):
@@ -261,7 +264,7 @@ def test_bad_arguments():
         solve_pf_ode(model, x_T, sigmas, solver="euler")
     with pytest.raises(TypeError, match="`solver`"):
         solve_pf_ode(model, x_T, sigmas, solver=object())
-    with pytest.raises(ValueError, match="`max_steps` must be >= 1"):
+    with pytest.raises(ValueError, match="`max_steps` must be a positive integer, got 0"):
         solve_pf_ode(model, x_T, sigmas, max_steps=0)
     with pytest.raises(TypeError, match="`model` must have a `denoise"):
         solve_pf_ode(object(), x_T, sigmas)

@@ -131,7 +131,7 @@ def _emulate_closed(closed: jex.ClosedJaxpr) -> jex.ClosedJaxpr:
 
 def _emulate(jaxpr: jex.Jaxpr, consts, args):
     """Evaluate `jaxpr`, rounding the inputs of every float32 dot_general not at HIGHEST to TF32."""
-    env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
+    env = dict(zip(jaxpr.constvars, consts, strict=True)) | dict(zip(jaxpr.invars, args, strict=True))
 
     def read(v):
         return v.val if isinstance(v, jex.Literal) else env[v]
@@ -144,7 +144,7 @@ def _emulate(jaxpr: jex.Jaxpr, consts, args):
             if not (isinstance(setting, tuple) and all(p == lax.Precision.HIGHEST for p in setting)):
                 inputs = [_tf32(a) for a in inputs]
         outputs = eqn.primitive.bind(*inputs, **params)
-        env.update(zip(eqn.outvars, outputs if eqn.primitive.multiple_results else [outputs]))
+        env.update(zip(eqn.outvars, outputs if eqn.primitive.multiple_results else [outputs], strict=True))
     return [read(v) for v in jaxpr.outvars]
 
 

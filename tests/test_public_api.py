@@ -38,6 +38,10 @@ def _modules_with_all() -> list[str]:
     return [name for name in _public_modules() if hasattr(importlib.import_module(name), "__all__")]
 
 
+def test_every_public_module_declares_all():
+    assert _modules_with_all() == _public_modules()
+
+
 def _run(script: str) -> None:
     """Run `script` in a fresh interpreter at the repository root; fail with its output if it fails."""
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, capture_output=True,

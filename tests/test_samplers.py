@@ -1,5 +1,6 @@
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,8 @@ def random_gaussian(seed, dim=8, rank=4):
     return gj.Gaussian(rng.normal(size=dim) * 0.3, np.sort(rng.uniform(0.2, 2.0, rank))[::-1], basis), rng
 
 
-def reference_edm_loop(denoise, x, sigmas, *, second_order, S_churn=0.0, S_min=0.0, S_max=np.inf, S_noise=1.0, key=None):
+def reference_edm_loop(denoise, x, sigmas, *, second_order, S_churn=0.0, S_min=0.0, S_max=np.inf, S_noise=1.0,
+                       key=None):
     """EDM Alg. 2 written as a plain Python loop over NumPy states (the oracle for the scan)."""
     num_steps = len(sigmas) - 1
     for i in range(num_steps):
@@ -144,7 +146,7 @@ def test_trajectory_outputs_and_compile_once():
     g, rng = random_gaussian(6)
     x_T = 80.0 * rng.normal(size=(2, 3, 8)).astype(np.float32)
     out = heun_sampler(g, x_T, karras_sigmas(10), return_trajectory=True)
-    assert out.trajectory.shape == (11, 2, 3, 8) and out.denoised.shape == (10, 2, 3, 8)
+    chex.assert_shape([out.trajectory, out.denoised], [(11, 2, 3, 8), (10, 2, 3, 8)])
     np.testing.assert_array_equal(out.trajectory[0], x_T)
     np.testing.assert_array_equal(out.trajectory[-1], out.x)
     traces = []
@@ -193,4 +195,4 @@ def test_errors(key):
 def test_teleport_then_sampler_keeps_float64(x64):
     g, rng = random_gaussian(8)
     out = heun_sampler(g, teleport(g, 80.0 * rng.normal(size=8), 80.0, 5.0), karras_sigmas(10, sigma_max=5.0))
-    assert out.x.dtype == jnp.float64
+    chex.assert_type(out.x, jnp.float64)

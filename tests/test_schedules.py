@@ -33,7 +33,7 @@ def test_vp_schedules():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="`num_steps` must be >= 1"):
+    with pytest.raises(ValueError, match="`num_steps` must be a positive integer, got 0"):
         karras_sigmas(0)
     with pytest.raises(ValueError, match="`sigma_min` must be <= `sigma_max`"):
         karras_sigmas(5, sigma_min=1.0, sigma_max=0.5)

@@ -97,8 +97,10 @@ def test_final_state_is_eq17_and_trajectory_endpoints(x64):
 def test_special_functions_against_formulas_and_autodiff(x64):
     sigma, lam = jnp.linspace(0.05, 10.0, 7)[:, None], jnp.array([0.1, 1.0, 9.0])[None, :]
     np.testing.assert_allclose(psi(sigma, lam, 80.0), np.sqrt((sigma**2 + lam) / (6400.0 + lam)))
-    np.testing.assert_allclose(xi(sigma, lam, 80.0) * psi(80.0, lam, 80.0), lam / (lam + sigma**2) * psi(sigma, lam, 80.0))
-    derivative = jax.vmap(jax.vmap(jax.grad(lambda s, l: xi(s, l, 80.0)), (None, 0)), (0, None))(sigma[:, 0], lam[0])
+    np.testing.assert_allclose(xi(sigma, lam, 80.0) * psi(80.0, lam, 80.0),
+                               lam / (lam + sigma**2) * psi(sigma, lam, 80.0))
+    dxi = jax.grad(lambda s, v: xi(s, v, 80.0))
+    derivative = jax.vmap(jax.vmap(dxi, (None, 0)), (0, None))(sigma[:, 0], lam[0])
     np.testing.assert_allclose(dxi_dsigma(sigma, lam, 80.0), derivative, rtol=1e-10)
     # the critical period: |d xi / d sigma| peaks at sigma = sqrt(lam / 2)
     grid = jnp.linspace(0.01, 5, 20001)
@@ -111,7 +113,8 @@ def test_amplification_equals_sensitivity_of_the_closed_form_map(x64):
     for k in range(3):
         u = np.asarray(g.eigvecs[:, k])
         jvp = jax.jvp(lambda x: gaussian_final_state(g, x, sigma_t), (jnp.asarray(x_t),), (jnp.asarray(u),))[1]
-        finite = (gaussian_final_state(g, x_t + 1e-4 * u, sigma_t) - gaussian_final_state(g, x_t - 1e-4 * u, sigma_t)) / 2e-4
+        finite = (gaussian_final_state(g, x_t + 1e-4 * u, sigma_t)
+                  - gaussian_final_state(g, x_t - 1e-4 * u, sigma_t)) / 2e-4
         np.testing.assert_allclose(jvp, amplification_factor(sigma_t, g.eigvals[k]) * u, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(finite, jvp, rtol=1e-6, atol=1e-9)
     off = np.linalg.qr(np.concatenate([np.asarray(g.eigvecs), rng.normal(size=(6, 1))], axis=1))[0][:, -1]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gaussjax as gj
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.teleportation import AUTO_SKIP_TOLERANCE, TeleportChoice, auto_sigma_skip
 
 D = 6
@@ -108,10 +109,12 @@ def test_traced_inputs_are_refused(setup):
         jax.jit(lambda x: auto_sigma_skip(g, g, sigmas, x).n_skip)(x_T)
 
 
-@pytest.mark.parametrize("tolerance", [-0.1, float("nan"), float("inf"), "0.1", True, None])
-def test_bad_tolerance(setup, tolerance):
+@pytest.mark.parametrize(("tolerance", "error"), [(-0.1, InputValueError), (float("nan"), InputValueError),
+                                                  (float("inf"), InputValueError), ("0.1", InputTypeError),
+                                                  (True, InputTypeError), (None, InputTypeError)])
+def test_bad_tolerance(setup, tolerance, error):
     g, sigmas, x_T = setup
-    with pytest.raises(ValueError, match="`tolerance`"):
+    with pytest.raises(error, match="`tolerance` must be a finite number >= 0"):
         auto_sigma_skip(g, g, sigmas, x_T, tolerance=tolerance)
 
 

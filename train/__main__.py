@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None, help="where the dataset files are (mnist, cifar10)")
     parser.add_argument("--precision", default=None, choices=("float32", "bf16"),
                         help="bf16: bfloat16 activations on float32 weights, loss, Adam and EMA (default float32)")
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every K steps (default: log-spaced)")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="checkpoint every K steps (default: log-spaced)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -56,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if "jax" not in sys.modules:  # XLA reads its flags once, when JAX starts (the parser imports it)
         prefer_eigen_kernels()
     args = build_parser().parse_args(argv)
+    from gaussjax import InputError
+    from gaussjax.runs import NonFiniteError
     from train.configs import get_config, with_overrides
-    from train.errors import NonFiniteError, TrainingError
+    from train.errors import TrainingError
 
     try:
         config = with_overrides(
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, KeyError, TrainingError) as error:
+    except (InputError, TrainingError, OSError) as error:  # the user's options, files and paths; not bugs
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -8,10 +8,3 @@ class TrainingError(RuntimeError):
 class RunDirectoryInUseError(TrainingError):
     """Another process holds the run directory's lock (`train.lock`)."""
 
-
-class NonFiniteError(TrainingError):
-    """A NaN or infinite loss or training state: the run stops without checkpointing or probing it."""
-
-
-class UnreadableCheckpointError(TrainingError):
-    """A checkpoint that cannot be read back (damaged or partly written); the message names its step and path."""

@@ -19,49 +19,52 @@ import jax
 import numpy as np
 
 import gaussjax as gj
+from gaussjax.checks import InputValueError
 from gaussjax.data import load_dataset
 from gaussjax.evaluation import ScoreProbe, make_score_probe, noised_data
-from gaussjax.scores.local_spec import make_local_model
-from train.configs import TrainConfig
+from gaussjax.runs import TrainConfig
 
 PROBE_COLUMNS = ["step", "sigma", "reference", "weights", "queries", "fuv_score", "fuv_denoiser", "r2_denoiser",
                  "mse_denoiser"]
 MODEL_FILE = "analytic_models.npz"
 
 
+def reference_names(config: TrainConfig, num_train: int, labelled: bool) -> list[str]:
+    """The references probed, in `probes.csv` order: isotropic, Gaussian, the k-means GMMs of
+    `probe_gmm_components` (those with K <= N), the per-class GMM (labelled data), delta, local models."""
+    return ["isotropic", "gaussian", *(f"gmm{k}" for k in config.probe_gmm_components if k <= num_train),
+            *(["gmm-class"] if labelled else []), *(["delta"] if config.probe_delta else []), *config.probe_local]
+
+
 def fit_analytic_models(config: TrainConfig, flat: np.ndarray, labels, run_dir: Path, image_shape=None) -> dict:
-    """name -> analytic model, fitted to the training set once and cached in `run_dir`.
+    """name -> reference model (`gaussjax.fit.fit_references` with `probe_gmm_rank`), fitted to the training set
+    once and cached in `run_dir`; `python -m analysis` fits the same models.
 
     The local models of `config.probe_local` need the training images' `image_shape (H, W, C)`.
     """
+    names = reference_names(config, len(flat), labels is not None)
+    fitted = [name for name in names if name in ("isotropic", "gaussian") or name.startswith("gmm")]
     path = Path(run_dir) / MODEL_FILE
-    if path.exists():
-        with np.load(path) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    else:
-        arrays = {"isotropic/mean": flat.mean(axis=0)}
-        gaussian = gj.fit_gaussian(flat)
-        arrays.update({f"gaussian/{f}": np.asarray(getattr(gaussian, f)) for f in ("mean", "eigvals", "eigvecs")})
-        mixtures = {f"gmm{k}": dict(key=jax.random.key(config.seed + k)) for k in config.probe_gmm_components
-                    if k <= len(flat)}
-        if labels is not None:
-            mixtures["gmm-class"] = dict(labels=labels)
-        for name, how in mixtures.items():
-            count = len(np.unique(labels)) if "labels" in how else int(name[3:])
-            gmm = gj.fit_gmm(flat, count, rank=config.probe_gmm_rank, **how)
-            arrays.update({f"{name}/{f}": np.asarray(getattr(gmm, f)) for f in ("weights", "means", "eigvals", "eigvecs")})
-        np.savez(path, **arrays)
+    if not path.exists():
+        models = gj.fit.fit_references(flat, fitted, labels=labels, rank=config.probe_gmm_rank)
+        np.savez(path, **{f"{name}/{field}": np.asarray(value) for name, model in models.items()
+                          for field, value in _fields(model).items()})
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
     models = {"isotropic": gj.Isotropic(arrays["isotropic/mean"])}
     models["gaussian"] = gj.Gaussian(*(arrays[f"gaussian/{f}"] for f in ("mean", "eigvals", "eigvecs")))
     for name in sorted({k.split("/")[0] for k in arrays if k.startswith("gmm")}, key=_mixture_order):
         models[name] = gj.GaussianMixture(*(arrays[f"{name}/{f}"] for f in ("weights", "means", "eigvals", "eigvecs")))
-    if config.probe_delta:
-        models["delta"] = gj.DeltaMixture(flat)
-    if config.probe_local:
-        images = np.asarray(flat).reshape(len(flat), *image_shape)
-        for spec in config.probe_local:
-            models[spec] = make_local_model(spec, images, gaussian=models["gaussian"])
-    return models
+    rest = [name for name in names if name not in fitted]
+    return models | gj.fit.fit_references(flat, rest, image_shape=image_shape, labels=labels,
+                                          gaussian=models["gaussian"])
+
+
+def _fields(model) -> dict:
+    """The arrays that define a cached model (`Isotropic`, `Gaussian` or `GaussianMixture`)."""
+    names = {"Isotropic": ("mean",), "Gaussian": ("mean", "eigvals", "eigvecs"),
+             "GaussianMixture": ("weights", "means", "eigvals", "eigvecs")}[type(model).__name__]
+    return {name: getattr(model, name) for name in names}
 
 
 def _mixture_order(name: str):
@@ -75,9 +78,10 @@ HELD_OUT_WEIGHTS = "ema"  # the only weights probed on held-out queries when bot
 def build_probe(
     config: TrainConfig, flat: np.ndarray, models: dict, *, salt: int = 7, fraction: float = 1.0
 ) -> ScoreProbe:
-    """A fixed query set (`flat (N, D)` images noised, seeded by `config.seed` and `salt`) and the analytic outputs on it.
+    """A fixed query set and the analytic models' outputs on it.
 
-    `fraction` of `config.probe_queries` query points per sigma (at least 2).
+    The queries are `flat (N, D)` images noised, seeded by `config.seed` and `salt`: `fraction`
+    of `config.probe_queries` query points per sigma (at least 2).
     """
     key = jax.random.fold_in(jax.random.key(config.seed), salt)
     num_queries = max(2, round(fraction * config.probe_queries))
@@ -149,8 +153,8 @@ def truncate_rows(path: Path, max_step: int, columns: list[str]) -> None:
         Path(path).unlink()
         return
     if header != columns:
-        raise ValueError(f"{path} has the columns {header}, not {columns}: it was written by another version of "
-                         "gaussjax; resume it with that version or start a new run directory")
+        raise InputValueError(f"{path} has the columns {header}, not {columns}: it was written by another version of "
+                              "gaussjax; resume it with that version or start a new run directory")
     rows = [r for r in read_rows(path) if None not in r.values() and r.get("step", "").isdigit()
             and int(r["step"]) <= max_step and len(r) == len(columns)]
     Path(path).unlink()
@@ -177,5 +181,6 @@ def summary_table(path: Path, num_sigmas: int = 3, weights: str = "ema", column:
         lines.append(f"{column} ({weights} weights) at sigma = {sigma:.3g}")
         lines.append(f"{'step':>8} " + " ".join(f"{name:>10}" for name in references))
         for step in steps:
-            lines.append(f"{step:>8} " + " ".join(f"{value.get((step, sigma, n), float('nan')):>10.3g}" for n in references))
+            lines.append(f"{step:>8} "
+                         + " ".join(f"{value.get((step, sigma, n), float('nan')):>10.3g}" for n in references))
     return "\n".join(lines)

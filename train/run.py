@@ -32,13 +32,12 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from gaussjax.checks import InputValueError
 from gaussjax.data import Dataset, load_dataset
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
+from gaussjax.runs import Checkpointer, NonFiniteError, TrainConfig
 from train import probes
-from train.checkpoints import Checkpointer, checkpoint_steps
-from train.checkpoints import load_denoiser as load_denoiser  # re-exported: its former home, used by docs
-from train.configs import TrainConfig
-from train.errors import NonFiniteError
+from train.checkpoints import checkpoint_steps
 from train.lock import lock_run_dir
 from train.step import TrainState, bin_labels, init_state, make_optimizer, make_train_loop, metrics_row
 
@@ -143,7 +142,8 @@ class CheckpointAndProbe:
                                               image_shape=run.dataset.images.shape[1:])
         test_flat = probes.load_test_flat(run.config, data_dir)
         self.probes = probes.build_probes(run.config, flat, models, test_flat)
-        log(f"analytic models ({', '.join(models)}) and probe queries ({', '.join(self.probes)}) ready in {time.perf_counter() - started:.1f} s")
+        log(f"analytic models ({', '.join(models)}) and probe queries ({', '.join(self.probes)}) "
+            f"ready in {time.perf_counter() - started:.1f} s")
         self.reset_timers()
 
     def reset_timers(self) -> None:
@@ -211,14 +211,14 @@ def check_run_dir_path(run_dir: Path) -> None:
     """Refuse a run directory path that is a file, or that cannot be created (under a file, or not writable)."""
     if run_dir.exists():
         if not run_dir.is_dir():
-            raise ValueError(f"run directory {run_dir} exists and is not a directory; choose another --out")
+            raise InputValueError(f"run directory {run_dir} exists and is not a directory; choose another --out")
         existing = run_dir
     else:
         existing = next(parent for parent in run_dir.absolute().parents if parent.exists())
         if not existing.is_dir():
-            raise ValueError(f"run directory {run_dir} cannot be created: {existing} is not a directory")
+            raise InputValueError(f"run directory {run_dir} cannot be created: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"run directory {run_dir} cannot be written: {existing} is not writable")
+        raise InputValueError(f"run directory {run_dir} cannot be written: {existing} is not writable")
 
 
 def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
@@ -234,7 +234,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
     names = [field.name for field in dataclasses.fields(TrainConfig) if field.name != "steps"]
     differing = sorted(name for name in names if getattr(saved, name) != getattr(config, name))
     if differing:
-        raise ValueError(
+        raise InputValueError(
             f"run directory {run_dir} holds a run of another configuration (differs in: {', '.join(differing)}); "
             "choose another --out or delete it"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,15 +12,14 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gaussjax.nn import edm_loss
-from train.configs import PRECISIONS, TrainConfig
+from gaussjax.runs import PRECISIONS, TrainConfig
 
 # Per-sigma-bin training loss: bin edges in sigma (the first and last bins are open).
 LOSS_BIN_EDGES = (0.01, 0.05, 0.2, 1.0, 5.0)
 
 
-@flax.struct.dataclass
-class TrainState:
-    """Everything a resumed run needs: a pytree of arrays (saved whole by Orbax)."""
+class TrainState(eqx.Module):
+    """Everything a resumed run needs: a pytree of arrays (saved whole by Orbax, one item per field)."""
 
     step: jax.Array  # int32 scalar, optimizer steps taken
     params: Any
@@ -29,8 +28,7 @@ class TrainState:
     key: jax.Array  # uint32 (2,) raw PRNG key data
 
 
-@flax.struct.dataclass
-class Metrics:
+class Metrics(eqx.Module):
     """Sums over the steps of one `train_loop` call (one `loss.csv` row)."""
 
     loss: jax.Array  # sum of batch-mean losses
@@ -141,7 +139,7 @@ def make_train_loop(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
 def bin_labels() -> list[str]:
     """Column names of the per-sigma-bin losses."""
     edges = ("0",) + tuple(f"{e:g}" for e in LOSS_BIN_EDGES) + ("inf",)
-    return [f"loss_sigma_{lo}_{hi}" for lo, hi in zip(edges[:-1], edges[1:])]
+    return [f"loss_sigma_{lo}_{hi}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def metrics_row(step: int, metrics: Metrics) -> dict:
@@ -149,6 +147,6 @@ def metrics_row(step: int, metrics: Metrics) -> dict:
     counts = np.asarray(metrics.bin_count)
     sums = np.asarray(metrics.bin_loss)
     row = {"step": step, "loss": float(metrics.loss) / max(int(metrics.steps), 1)}
-    for name, total, count in zip(bin_labels(), sums, counts):
+    for name, total, count in zip(bin_labels(), sums, counts, strict=True):
         row[name] = float(total / count) if count else float("nan")
     return row

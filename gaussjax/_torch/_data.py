@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
+from typing import Literal
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class DtypeSpec(Buildable):
     """``numpy.dtype(code, align, copy)`` plus the byte order its BUILD state names."""
 
     code: str
-    order: str = "="
+    order: Literal["<", ">", "=", "|"] = "="
 
     def __setstate__(self, state):
         if not (type(state) is tuple and len(state) >= 2 and type(state[1]) is str

@@ -12,6 +12,8 @@ import zipfile
 from collections.abc import Callable
 from typing import TypeVar
 
+from gaussjax._errors import InputValueError
+
 SHOWN_ITEMS = 4  # items of a container that describe() shows
 SHOWN_CHARS = 60  # characters of a string that describe() shows
 
@@ -22,7 +24,7 @@ _READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyErro
 T = TypeVar("T")
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(InputValueError):
     """A pickle referenced something outside the allow-list (a global, persistent id or object)."""
 
 
@@ -59,7 +61,8 @@ def describe(obj, depth: int = 2) -> str:
         items = [describe(v, depth - 1) for v in itertools.islice(obj, SHOWN_ITEMS)]
     if len(obj) > SHOWN_ITEMS:
         items.append(f"... {len(obj)} items")
-    left, right = {tuple: "()", list: "[]"}.get(kind, "{}")
+    brackets: dict[type, tuple[str, str]] = {tuple: ("(", ")"), list: ("[", "]")}
+    left, right = brackets.get(kind, ("{", "}"))
     return left + ", ".join(items) + ("," if kind is tuple and len(obj) == 1 else "") + right
 
 
@@ -89,4 +92,4 @@ def read_file(path: str | os.PathLike, what: str, read: Callable[[bytes], T]) ->
     except UnsafePickleError as error:
         raise UnsafePickleError(f"path {os.fspath(path)!r}: {error}") from error
     except _READ_ERRORS as error:
-        raise ValueError(f"path {os.fspath(path)!r} is not a readable {what}: {reason(error)}") from error
+        raise InputValueError(f"path {os.fspath(path)!r} is not a readable {what}: {reason(error)}") from error

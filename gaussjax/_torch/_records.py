@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._torch._errors import UnsafePickleError, describe
 from gaussjax._torch._unpickler import Allowed, Buildable, function
 
@@ -154,7 +155,7 @@ class Converter:
     names whose ``module_src`` is none of :data:`EDM_MODULE_SOURCES`.
     """
 
-    def __init__(self, size: int, resolved: tuple[type, ...] = ()):
+    def __init__(self, size: int, resolved: tuple[type[Any], ...] = ()):
         self.max_nodes, self.resolved = NODES_PER_BYTE * size, resolved
         self.memo: dict[int, Any] = {}  # id(object) -> _Converted (or _BUSY)
         self.known_sources: dict[int, bool] = {}  # id(module_src) -> whether it is an EDM release's
@@ -170,20 +171,20 @@ class Converter:
             return _Converted(obj.resolve(), 1, False)
         done = self.memo.get(id(obj))
         if done is _BUSY:
-            raise ValueError("the pickle holds a reference cycle")
+            raise InputValueError("the pickle holds a reference cycle")
         if done is not None:
             if done.has_module:
                 what = f"module {obj.class_name!r}" if isinstance(obj, _Persistent) else describe(obj)
-                raise ValueError(f"{what} is reached twice in the pickle; modules must form a tree "
-                                 "(holding or sharing submodules)")
+                raise InputValueError(f"{what} is reached twice in the pickle; modules must form a tree "
+                                      "(holding or sharing submodules)")
             return done
         if depth >= MAX_DEPTH:
-            raise ValueError(f"the pickle's data nest deeper than {MAX_DEPTH} levels")
+            raise InputValueError(f"the pickle's data nest deeper than {MAX_DEPTH} levels")
         self.memo[id(obj)] = _BUSY
         done = self.memo[id(obj)] = self._convert(obj, depth + 1)
         if done.nodes > self.max_nodes:
-            raise ValueError(f"the pickle's data, counted as a tree, hold over {self.max_nodes} nodes "
-                             f"({NODES_PER_BYTE} per byte of the file): objects shared over and over")
+            raise InputValueError(f"the pickle's data, counted as a tree, hold over {self.max_nodes} nodes "
+                                  f"({NODES_PER_BYTE} per byte of the file): objects shared over and over")
         return done
 
     def _convert(self, obj, depth: int) -> _Converted:
@@ -217,7 +218,7 @@ class Converter:
 def _record(class_name: str, state: dict) -> ModuleRecord:
     """A :class:`ModuleRecord` from a module's converted ``__dict__``."""
     if not all(type(name) is str for name in state):
-        raise TypeError(f"{class_name} has an attribute name that is not a str")
+        raise InputTypeError(f"{class_name} has an attribute name that is not a str")
     return ModuleRecord(
         class_name=class_name,
         init_args=tuple(_field(state, "_init_args", (tuple, list), (), class_name)),
@@ -237,8 +238,8 @@ def _field(state: dict, field: str, kinds: tuple[type, ...], default, class_name
     if value is None:
         return default
     if not isinstance(value, kinds):
-        raise TypeError(f"{class_name}.{field} is a {type(value).__name__}, expected "
-                        f"{' or '.join(kind.__name__ for kind in kinds)}")
+        raise InputTypeError(f"{class_name}.{field} is a {type(value).__name__}, expected "
+                             f"{' or '.join(kind.__name__ for kind in kinds)}")
     return value
 
 
@@ -247,6 +248,6 @@ def _entries(state: dict, field: str, kind: type, class_name: str) -> dict:
     entries = _field(state, field, (dict,), {}, class_name)
     for name, value in entries.items():
         if type(name) is not str or (value is not None and not isinstance(value, kind)):
-            raise TypeError(f"{class_name}.{field}[{describe(name)}] is a {type(value).__name__}, expected "
-                            f"{kind.__name__} under a str name")
+            raise InputTypeError(f"{class_name}.{field}[{describe(name)}] is a {type(value).__name__}, expected "
+                                 f"{kind.__name__} under a str name")
     return dict(entries)

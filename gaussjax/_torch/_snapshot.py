@@ -13,6 +13,7 @@ import io
 import os
 import warnings
 
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._torch._data import PLAIN_DATA, DtypeSpec
 from gaussjax._torch._errors import SHOWN_ITEMS, describe, read_file
 from gaussjax._torch._rebuild import TENSORS, TensorRef
@@ -62,12 +63,12 @@ def _snapshot(data: bytes) -> tuple[dict, list[str]]:
     not_a_snapshot = ("a torch.save file ({} format), not an EDM snapshot pickle: read state dicts with "
                       "read_torch_state_dict")
     if data[:4] == ZIP_MAGIC:
-        raise ValueError(not_a_snapshot.format("zip"))
+        raise InputValueError(not_a_snapshot.format("zip"))
     root = RestrictedUnpickler(io.BytesIO(data), len(data), SNAPSHOT).load()
     if type(root) is int and root == LEGACY_MAGIC:
-        raise ValueError(not_a_snapshot.format("legacy"))
+        raise InputValueError(not_a_snapshot.format("legacy"))
     converter = Converter(len(data), _RESOLVED)
     snapshot = converter.convert(root)
     if not isinstance(snapshot, dict):
-        raise TypeError(f"expected a snapshot dict at the top level, got {type(snapshot).__name__}")
+        raise InputTypeError(f"expected a snapshot dict at the top level, got {type(snapshot).__name__}")
     return snapshot, list(converter.unknown_sources)

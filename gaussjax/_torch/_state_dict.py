@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from gaussjax._errors import InputTypeError
 from gaussjax._torch._data import OrderedDictStandIn
 from gaussjax._torch._errors import UnsafePickleError, describe, read_file
 from gaussjax._torch._rebuild import REBUILD_TENSOR, TENSORS, TensorRef
@@ -63,7 +64,7 @@ def _state_dict(data: bytes) -> dict[str, np.ndarray]:
     """``{name: array}`` of the serialization ``data``, whose root must map ``str`` names to tensors only."""
     root = read_serialization(data, STATE_DICT)
     if type(root) not in (dict, _StateDict):
-        raise TypeError(f"expected a dict of tensors at the top level, got {type(root).__name__}")
+        raise InputTypeError(f"expected a dict of tensors at the top level, got {type(root).__name__}")
     if getattr(root, "metadata", None) is not None:
         Converter(len(data)).convert(root.metadata)  # refuses anything but plain data; torch's version info, unused
     out = {}

@@ -13,11 +13,12 @@ import dataclasses
 import io
 import zipfile
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 import ml_dtypes
 import numpy as np
 
+from gaussjax._errors import InputValueError
 from gaussjax._torch._errors import Global, UnsafePickleError, describe, reason
 from gaussjax._torch._unpickler import Allowed, AllowList, RestrictedUnpickler, function
 
@@ -65,7 +66,7 @@ def is_size(value) -> bool:
 def shape(dims) -> tuple[int, ...]:
     """``dims`` (a tensor's size or stride, or a ``torch.Size``) as a tuple of at most 64 ints in [0, 2**63)."""
     if type(dims) not in (tuple, list) or len(dims) > MAX_DIMS or not all(map(is_size, dims)):
-        raise ValueError(f"tensor size or stride {describe(dims)}: expected at most {MAX_DIMS} ints in [0, 2**63)")
+        raise InputValueError(f"tensor size or stride {describe(dims)}: expected at most {MAX_DIMS} ints in [0, 2**63)")
     return tuple(dims)
 
 
@@ -75,13 +76,13 @@ def strided(base: np.ndarray, offset, size: tuple, stride: tuple, dtype: np.dtyp
     if dtype is not None and base.dtype != dtype:
         base = base.view(np.uint8).view(dtype)
     if not is_size(offset) or len(size) != len(stride):
-        raise ValueError(f"tensor with invalid offset/size/stride {describe(offset)}, {size}, {stride}")
+        raise InputValueError(f"tensor with invalid offset/size/stride {describe(offset)}, {size}, {stride}")
     if 0 in size:
         return np.zeros(size, base.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= base.size:
-        raise ValueError(f"tensor view (offset {offset}, size {size}, stride {stride}) overruns its storage "
-                         f"of {base.size} elements")
+        raise InputValueError(f"tensor view (offset {offset}, size {size}, stride {stride}) overruns its storage "
+                              f"of {base.size} elements")
     # a lone index's stride is moot
     strides = [s * base.itemsize if n > 1 else 0 for n, s in zip(size, stride, strict=True)]
     return np.lib.stride_tricks.as_strided(base[offset:], size, strides, writeable=False)
@@ -90,10 +91,13 @@ def strided(base: np.ndarray, offset, size: tuple, stride: tuple, dtype: np.dtyp
 class StorageRef:
     """A storage named by a persistent id, whose bytes (``array``, 1-D) are attached once they have been read."""
 
+    array: np.ndarray | None  # None until the storage's bytes are read
+
     def __init__(self, storage_type: StorageType, numel: int):
         self.storage_type, self.numel, self.array = storage_type, numel, None
 
     def resolve(self) -> np.ndarray:
+        assert self.array is not None  # a serialization's storages are all read before anything is resolved
         return self.array
 
 
@@ -106,7 +110,7 @@ class StorageView:
     length: int
 
     def resolve(self) -> np.ndarray:
-        return self.ref.array[self.start:self.start + self.length]
+        return self.ref.resolve()[self.start:self.start + self.length]
 
 
 STORAGES_OR_VIEWS = (StorageRef, StorageView)
@@ -115,7 +119,7 @@ STORAGES_OR_VIEWS = (StorageRef, StorageView)
 class _StorageTable:
     """The storages a serialization's main pickle names, by key: the stand-in of its persistent ids."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.refs: dict[str, StorageRef] = {}
 
     def load(self, pid) -> StorageRef | StorageView:
@@ -126,7 +130,7 @@ class _StorageTable:
         _, storage_type, key, _location, numel, *view = pid
         ref = self.refs.setdefault(key, StorageRef(storage_type, numel))
         if ref.storage_type != storage_type or ref.numel != numel:
-            raise ValueError(f"storage {describe(key)} is named with two types or sizes")
+            raise InputValueError(f"storage {describe(key)} is named with two types or sizes")
         if view and view[0] is not None:
             return _storage_view(ref, view[0])
         return ref
@@ -136,8 +140,8 @@ def _storage_view(ref: StorageRef, view) -> StorageView:
     """The view that legacy view metadata ``(view_key, start, length)`` names, if it lies inside ``ref``."""
     if not (type(view) is tuple and len(view) == 3 and is_size(view[1]) and is_size(view[2])
             and view[1] + view[2] <= ref.numel):
-        raise ValueError(f"storage view {describe(view)} (key, start, length) does not lie inside its storage "
-                         f"of {ref.numel} elements")
+        raise InputValueError(f"storage view {describe(view)} (key, start, length) does not lie inside its storage "
+                              f"of {ref.numel} elements")
     return StorageView(ref, view[1], view[2])
 
 
@@ -166,29 +170,30 @@ def _read_legacy(data: bytes, allowed: AllowList) -> Any:
     """Read torch's legacy format: magic, protocol, system info, pickle, storage keys, then raw storages."""
     stream, size, storages = io.BytesIO(data), len(data), _StorageTable()
     if RestrictedUnpickler(stream, size, _HEADER).load() != LEGACY_MAGIC:
-        raise ValueError("neither torch's legacy nor its zip serialization (bad magic number)")
+        raise InputValueError("neither torch's legacy nor its zip serialization (bad magic number)")
     RestrictedUnpickler(stream, size, _HEADER).load()  # protocol version
     info = RestrictedUnpickler(stream, size, _HEADER).load()
-    order = "<" if not isinstance(info, dict) or info.get("little_endian", True) else ">"
+    order: Literal["<", ">"] = "<" if not isinstance(info, dict) or info.get("little_endian", True) else ">"
     root = RestrictedUnpickler(stream, size, allowed, storages.load).load()
     keys = RestrictedUnpickler(stream, size, _HEADER).load()
     if type(keys) is not list:
-        raise ValueError(f"storage keys {describe(keys)} are not a list")
+        raise InputValueError(f"storage keys {describe(keys)} are not a list")
     position = stream.tell()
     for key in keys:
         ref = storages.refs.get(key) if type(key) is str else None
         if ref is None:
-            raise ValueError(f"storage key {describe(key)} names no storage of the pickle")
+            raise InputValueError(f"storage key {describe(key)} names no storage of the pickle")
         dtype = ref.storage_type.dtype.newbyteorder(order)
         numel = int.from_bytes(data[position:position + 8], "little" if order == "<" else "big")
         position += 8
         if numel != ref.numel or position + numel * dtype.itemsize > len(data):
-            raise ValueError(f"storage {describe(key)} is truncated or its size does not match its id")
+            raise InputValueError(f"storage {describe(key)} is truncated or its size does not match its id")
         ref.array = np.frombuffer(data, dtype, count=numel, offset=position)
         position += numel * dtype.itemsize
     missing = [key for key, ref in storages.refs.items() if ref.array is None]
     if missing:
-        raise ValueError(f"{len(missing)} storage(s) named in the pickle have no bytes, e.g. {describe(missing[0])}")
+        raise InputValueError(f"{len(missing)} storage(s) named in the pickle have no bytes, e.g. "
+                              f"{describe(missing[0])}")
     return root
 
 
@@ -199,7 +204,7 @@ class _ZipArchive:
         try:
             self.zip = zipfile.ZipFile(io.BytesIO(data))
         except (zipfile.BadZipFile, NotImplementedError) as error:
-            raise ValueError(f"unreadable zip archive: {reason(error)}") from None
+            raise InputValueError(f"unreadable zip archive: {reason(error)}") from None
         self.inflation_left = MAX_INFLATION * len(data)
 
     def read(self, name: str, size: int | None = None) -> bytes:
@@ -208,25 +213,25 @@ class _ZipArchive:
         try:
             info = self.zip.getinfo(name)
         except KeyError:
-            raise ValueError(f"zip member {shown} is missing") from None
+            raise InputValueError(f"zip member {shown} is missing") from None
         if info.flag_bits & 0x1:
-            raise ValueError(f"zip member {shown} is encrypted")
+            raise InputValueError(f"zip member {shown} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise ValueError(f"zip member {shown} uses compression method {info.compress_type} "
-                             "(only stored and deflated members are read)")
+            raise InputValueError(f"zip member {shown} uses compression method {info.compress_type} "
+                                  "(only stored and deflated members are read)")
         if size is not None and info.file_size != size:
-            raise ValueError(f"zip member {shown} holds {info.file_size} bytes, its storage {size}")
+            raise InputValueError(f"zip member {shown} holds {info.file_size} bytes, its storage {size}")
         if info.file_size > self.inflation_left:
-            raise ValueError(f"zip member {shown} would inflate to {info.file_size} bytes, past "
-                             f"{MAX_INFLATION} times the archive's size in all")
+            raise InputValueError(f"zip member {shown} would inflate to {info.file_size} bytes, past "
+                                  f"{MAX_INFLATION} times the archive's size in all")
         self.inflation_left -= info.file_size
         try:
             with self.zip.open(info) as member:
                 raw = member.read(info.file_size)
         except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as error:
-            raise ValueError(f"zip member {shown} is unreadable: {reason(error)}") from None
+            raise InputValueError(f"zip member {shown} is unreadable: {reason(error)}") from None
         if len(raw) != info.file_size:
-            raise ValueError(f"zip member {shown} is truncated")
+            raise InputValueError(f"zip member {shown} is truncated")
         return raw
 
 
@@ -236,13 +241,15 @@ def _read_zip(data: bytes, allowed: AllowList) -> Any:
     members = archive.zip.namelist()
     names = [n for n in members if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(names) != 1:
-        raise ValueError("zip storage serialization without exactly one '<archive>/data.pkl'")
+        raise InputValueError("zip storage serialization without exactly one '<archive>/data.pkl'")
     prefix = names[0][: -len("data.pkl")]
-    order = "<"
+    order: Literal["<", ">"] = "<"
     if f"{prefix}byteorder" in members:
-        order = {b"little": "<", b"big": ">"}.get(archive.read(f"{prefix}byteorder"))
-        if order is None:
-            raise ValueError(f"zip member '{prefix}byteorder' is neither 'little' nor 'big'")
+        orders: dict[bytes, Literal["<", ">"]] = {b"little": "<", b"big": ">"}
+        found = orders.get(archive.read(f"{prefix}byteorder"))
+        if found is None:
+            raise InputValueError(f"zip member '{prefix}byteorder' is neither 'little' nor 'big'")
+        order = found
     pickled = archive.read(names[0])
     root = RestrictedUnpickler(io.BytesIO(pickled), len(pickled), allowed, storages.load).load()
     for key, ref in storages.refs.items():

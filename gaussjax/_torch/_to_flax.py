@@ -30,6 +30,8 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from gaussjax._errors import InputTypeError, InputValueError
+
 _TORCH_LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
                ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 _SHOWN = 8  # entries an error lists per kind of problem
@@ -99,7 +101,7 @@ def variables_from_torch(state: Mapping[str, np.ndarray], expected: Mapping, nam
             entry failing one of ``naming.checks``. An entry is converted only once its shape is known to fit.
     """
     if not isinstance(state, Mapping):
-        raise TypeError(f"state must be a mapping of torch names to arrays, got {type(state).__name__}")
+        raise InputTypeError(f"state must be a mapping of torch names to arrays, got {type(state).__name__}")
     table = _table(expected, naming)
     problems: dict[str, list[str]] = {f"entries with no {naming.model} variable": [], "missing entries": [],
                                       "shapes that differ": [], "entries that are not float arrays": [],
@@ -123,7 +125,7 @@ def variables_from_torch(state: Mapping[str, np.ndarray], expected: Mapping, nam
             continue
         with np.errstate(over="ignore"):  # overflow to inf is reported below
             value = np.asarray(_flax_layout(path[-1], value), np.float32)
-        label, check = naming.checks.get(path[-1], (None, None))
+        label, check = naming.checks.get(path[-1], ("", None))
         if not np.isfinite(value).all():
             problems["entries with NaN or infinite values"].append(name)
         elif check is not None and not check(value):
@@ -136,23 +138,23 @@ def variables_from_torch(state: Mapping[str, np.ndarray], expected: Mapping, nam
     listed = [f"{label}: {', '.join(names[:_SHOWN])}" + (f" (and {len(names) - _SHOWN} more)" if len(names) > _SHOWN
                                                             else "") for label, names in problems.items() if names]
     if listed:
-        raise ValueError(f"{source} does not hold {naming.weights}: " + "; ".join(listed))
+        raise InputValueError(f"{source} does not hold {naming.weights}: " + "; ".join(listed))
     return variables
 
 
 def _table(expected: Mapping, naming: Naming) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
     """torch name -> (Flax path, Flax shape) for every leaf of ``expected``."""
-    table = {}
+    table: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(dict(expected)):
         keys = tuple(k.key for k in path)
         collection, *modules, name = keys
         torch_leaf = _TORCH_LEAF.get((collection, name))
         if torch_leaf is None or not modules:
-            raise ValueError(f"Flax variable {'/'.join(keys)} has no torch counterpart")
+            raise InputValueError(f"Flax variable {'/'.join(keys)} has no torch counterpart")
         torch_name = ".".join((*naming.torch_modules(tuple(modules)), torch_leaf))
         if torch_name in table:
-            raise ValueError(f"Flax variables {'/'.join(table[torch_name][0])} and {'/'.join(keys)} are both the "
-                             f"torch entry {torch_name}")
+            raise InputValueError(f"Flax variables {'/'.join(table[torch_name][0])} and {'/'.join(keys)} are both the "
+                                  f"torch entry {torch_name}")
         table[torch_name] = (keys, tuple(leaf.shape))
     return table
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
+from gaussjax._errors import InputValueError
 from gaussjax._torch._errors import Global, UnsafePickleError, describe, global_name
 
 WORK_PER_BYTE = 2  # call-argument lengths charged per byte of a serialization
@@ -143,7 +144,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         persistent_load: the stand-in of persistent ids (torch's storages); None refuses them.
     """
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict[int, Callable[[Any], Any]]] = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, stream: io.BytesIO, size: int, allowed: AllowList,
                  persistent_load: Callable[[Any], Any] | None = None):
@@ -255,6 +256,6 @@ class RestrictedUnpickler(pickle._Unpickler):
             raise UnsafePickleError(f"refusing call arguments {describe(args)}: a tuple of at most {MAX_ARGS}")
         self.work_left -= len(args) + sum(len(arg) for arg in args if type(arg) in _SIZED)
         if self.work_left < 0:
-            raise ValueError(f"the pickle's calls take more than {WORK_PER_BYTE} units of work per byte "
-                             "(arguments shared through its memo and passed over and over)")
+            raise InputValueError(f"the pickle's calls take more than {WORK_PER_BYTE} units of work per byte "
+                                  "(arguments shared through its memo and passed over and over)")
         return function(*args)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gaussjax._errors import InputKeyError, InputValueError
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import resolve_root
 from gaussjax.data._npy import load_npy, npz_member, open_npz
@@ -20,19 +21,19 @@ def as_nhwc(array: np.ndarray, *, channels_first: bool = False, name: str = "ima
     if array.ndim == 3:
         return array[..., None]
     if array.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, H, W) or (N, H, W, C), got {array.shape}")
+        raise InputValueError(f"{name} must have shape (N, H, W) or (N, H, W, C), got {array.shape}")
     if channels_first:
         array = np.moveaxis(array, 1, -1)
     if array.shape[-1] not in (1, 2, 3, 4):
         hint = "" if channels_first else "; pass channels_first=True for (N, C, H, W) data"
-        raise ValueError(f"{name} has {array.shape[-1]} channels in its last axis{hint}")
+        raise InputValueError(f"{name} has {array.shape[-1]} channels in its last axis{hint}")
     return array
 
 
 def _pick(files: list[str], key: str | None, defaults: tuple[str, ...], what: str, path: Path) -> str | None:
     if key is not None:
         if key not in files:
-            raise KeyError(f"{path} has no array {key!r} for the {what}; it holds {files}")
+            raise InputKeyError(f"{path} has no array {key!r} for the {what}; it holds {files}")
         return key
     return next((k for k in defaults if k in files), None)
 
@@ -61,7 +62,7 @@ def load_array(
         value_range = check_pixel_range("value_range", value_range)
     path = resolve_root("array", root)
     if path.suffix not in (".npy", ".npz"):
-        raise ValueError(f"`root` must be a .npy or .npz file, got {path}")
+        raise InputValueError(f"`root` must be a .npy or .npz file, got {path}")
     labels = None
     if path.suffix == ".npy":
         images = load_npy(path)
@@ -69,13 +70,13 @@ def load_array(
         with open_npz(path) as archive:
             image_key = _pick(archive.files, key, _IMAGE_KEYS, "images", path)
             if image_key is None:
-                raise KeyError(f"{path} holds {archive.files}; pass key=... to say which array holds the images")
+                raise InputKeyError(f"{path} holds {archive.files}; pass key=... to say which array holds the images")
             label_key = _pick(archive.files, labels_key, _LABEL_KEYS, "labels", path)
             images = npz_member(archive, image_key, path)
             labels = None if label_key is None else npz_member(archive, label_key, path)
     images = as_nhwc(images, channels_first=channels_first, name=f"images in {path}")
     if labels is not None and labels.shape != (images.shape[0],):
-        raise ValueError(f"{path} has {images.shape[0]} images but labels of shape {labels.shape}")
+        raise InputValueError(f"{path} has {images.shape[0]} images but labels of shape {labels.shape}")
     if value_range is None:
         value_range = default_value_range(images, name=f"images in {path}")
     return Dataset("array", to_signed_unit(images, value_range, name=f"images in {path}"), labels, "all")

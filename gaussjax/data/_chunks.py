@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import Float, Shaped
 
 from gaussjax._checks import check_positive_int
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.data._array import as_nhwc
 from gaussjax.data._dataset import Dataset, images_to_flat
 from gaussjax.data._npy import load_npy
@@ -17,7 +18,7 @@ from gaussjax.data._pixels import check_pixel_range, default_value_range, to_sig
 
 
 def iter_chunks(
-    source: Dataset | str | os.PathLike | Shaped[np.ndarray, "N *image"],
+    source: Dataset | str | os.PathLike | Shaped[np.ndarray, " N *image"],
     chunk_size: int = 4096,
     *,
     value_range: tuple[float, float] | None = None,
@@ -45,13 +46,13 @@ def iter_chunks(
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix != ".npy":
-            raise ValueError(f"`source` path must be a .npy file (memory-mapped), got {path}")
+            raise InputValueError(f"`source` path must be a .npy file (memory-mapped), got {path}")
         source = load_npy(path, mmap_mode="r")
     if not isinstance(source, np.ndarray):
-        raise TypeError(f"`source` must be a Dataset, a .npy path or an array, got {type(source).__name__}")
+        raise InputTypeError(f"`source` must be a Dataset, a .npy path or an array, got {type(source).__name__}")
     images = as_nhwc(source, channels_first=channels_first, name="source")
     if len(images) == 0:
-        raise ValueError("`source` is empty")
+        raise InputValueError("`source` is empty")
     if value_range is None:
         value_range = default_value_range(images, name="source")
     for start in range(0, len(images), chunk_size):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gaussjax._checks import check_choice
+from gaussjax._errors import InputFileNotFoundError, InputValueError
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import resolve_root
 from gaussjax.data._pixels import to_signed_unit
@@ -54,7 +55,7 @@ def _field(batch: dict, key: str):
     for candidate in (key.encode(), key):
         if candidate in batch:
             return batch[candidate]
-    raise ValueError(f"has no {key!r} entry (keys: {sorted(map(str, batch))})")
+    raise InputValueError(f"has no {key!r} entry (keys: {sorted(map(str, batch))})")
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -67,17 +68,17 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as file:
             batch = _CifarUnpickler(file, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-        raise ValueError(f"{path} is not a valid CIFAR-10 batch: {error}") from None
+        raise InputValueError(f"{path} is not a valid CIFAR-10 batch: {error}") from None
     if not isinstance(batch, dict):
-        raise ValueError(f"{path} is not a valid CIFAR-10 batch: expected a dict, got {type(batch).__name__}")
+        raise InputValueError(f"{path} is not a valid CIFAR-10 batch: expected a dict, got {type(batch).__name__}")
     try:
         data, labels = np.asarray(_field(batch, "data")), np.asarray(_field(batch, "labels"))
     except ValueError as error:
-        raise ValueError(f"{path} {error}") from None
+        raise InputValueError(f"{path} {error}") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _CHANNELS * _SIDE * _SIDE:
-        raise ValueError(f"{path}: 'data' must be uint8 (n, 3072), got {data.dtype} {data.shape}")
+        raise InputValueError(f"{path}: 'data' must be uint8 (n, 3072), got {data.dtype} {data.shape}")
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape} ({labels.dtype})")
+        raise InputValueError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape} ({labels.dtype})")
     images = data.reshape(-1, _CHANNELS, _SIDE, _SIDE).transpose(0, 2, 3, 1)
     return images, labels.astype(np.int64)
 
@@ -96,10 +97,10 @@ def load_cifar10(root=None, split: str = "train") -> Dataset:
     paths = [directory / name for name in _BATCHES[split]]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise InputFileNotFoundError(
             f"CIFAR-10 files {missing} not found in {directory}: extract the official "
             f"cifar-10-python.tar.gz so that {directory / _BATCHES[split][0]} exists"
         )
-    images, labels = zip(*(read_cifar_batch(p) for p in paths))
+    images, labels = zip(*(read_cifar_batch(p) for p in paths), strict=True)
     images = to_signed_unit(np.concatenate(images), (0.0, 255.0), name="CIFAR-10 images")
     return Dataset("cifar10", images, np.concatenate(labels), split)

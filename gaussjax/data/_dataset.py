@@ -9,12 +9,13 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from gaussjax._checks import check_positive_int
+from gaussjax._errors import InputTypeError, InputValueError
 
 
 def images_to_flat(images):
     """Flatten images `(..., H, W, C)` to vectors `(..., H * W * C)` (NumPy or JAX arrays)."""
     if images.ndim < 3:
-        raise ValueError(f"`images` must have shape (..., H, W, C), got {images.shape}")
+        raise InputValueError(f"`images` must have shape (..., H, W, C), got {images.shape}")
     return images.reshape(*images.shape[:-3], -1)
 
 
@@ -22,10 +23,10 @@ def flat_to_images(flat, image_shape: tuple[int, int, int]):
     """Reshape vectors `(..., D)` to images `(..., H, W, C)` with `D = H * W * C`."""
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3:
-        raise ValueError(f"`image_shape` must be (H, W, C), got {image_shape}")
+        raise InputValueError(f"`image_shape` must be (H, W, C), got {image_shape}")
     size = int(np.prod(image_shape))
     if flat.ndim < 1 or flat.shape[-1] != size:
-        raise ValueError(
+        raise InputValueError(
             f"`flat` must have last dimension H * W * C = {size} for image_shape {image_shape}, "
             f"got shape {flat.shape}"
         )
@@ -51,26 +52,26 @@ class Dataset:
 
     name: str
     images: Float[np.ndarray, "N H W C"]
-    labels: Int[np.ndarray, "N"] | None
+    labels: Int[np.ndarray, " N"] | None
     split: str = "train"
 
     def __post_init__(self):
         images = np.asarray(self.images)
         if images.ndim != 4:
-            raise ValueError(f"`images` must have shape (N, H, W, C), got {images.shape}")
+            raise InputValueError(f"`images` must have shape (N, H, W, C), got {images.shape}")
         if images.shape[0] == 0:
-            raise ValueError(f"dataset {self.name!r} ({self.split}) is empty")
+            raise InputValueError(f"dataset {self.name!r} ({self.split}) is empty")
         if images.dtype != np.float32:
-            raise TypeError(f"`images` must be float32 in [-1, 1], got {images.dtype}")
+            raise InputTypeError(f"`images` must be float32 in [-1, 1], got {images.dtype}")
         object.__setattr__(self, "images", _read_only(images))
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.shape != (images.shape[0],):
-                raise ValueError(
+                raise InputValueError(
                     f"`labels` must have shape ({images.shape[0]},) to match the images, got {labels.shape}"
                 )
             if not np.issubdtype(labels.dtype, np.integer):
-                raise TypeError(f"`labels` must be integers, got {labels.dtype}")
+                raise InputTypeError(f"`labels` must be integers, got {labels.dtype}")
             object.__setattr__(self, "labels", _read_only(labels.astype(np.int64)))
 
     def __len__(self) -> int:

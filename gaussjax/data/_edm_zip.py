@@ -25,11 +25,12 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
 from gaussjax._checks import check_positive_int
+from gaussjax._errors import InputFileNotFoundError, InputValueError
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import resolve_root
 from gaussjax.data._image_files import READ_ERRORS, image_errors, open_image
@@ -41,7 +42,7 @@ MAX_LABEL = int(np.iinfo(np.int64).max)
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}  # Pillow's 8-bit modes, channels as stored
 IMAGE_EXTENSION, IMAGE_FORMATS = ".png", ("PNG",)  # what dataset_tool.py writes
 
-Opener = Callable[[str], contextlib.AbstractContextManager[BinaryIO]]
+Opener = Callable[[str], contextlib.AbstractContextManager[IO[bytes]]]
 
 
 @contextlib.contextmanager
@@ -57,11 +58,12 @@ def open_members(root: Path) -> Iterator[tuple[dict[str, int], Opener]]:
         yield sizes, lambda name: (root / name).open("rb")
         return
     if root.suffix.lower() != ".zip":
-        raise ValueError(f"`root` must be a directory or a .zip file (as EDM's dataset_tool.py writes), got {root}")
+        raise InputValueError("`root` must be a directory or a .zip file (as EDM's dataset_tool.py writes), got "
+                              f"{root}")
     try:
         archive = zipfile.ZipFile(root)
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"`root` {root} is not a readable zip file: {error}") from None
+        raise InputValueError(f"`root` {root} is not a readable zip file: {error}") from None
     with archive:
         yield member_sizes(archive, root), functools.partial(open_member, archive, root)
 
@@ -73,18 +75,18 @@ def member_sizes(archive: zipfile.ZipFile, root: Path) -> dict[str, int]:
         if info.is_dir():
             continue
         if info.filename in sizes:
-            raise ValueError(f"{root} holds two members named {info.filename}: which one is meant is ambiguous")
+            raise InputValueError(f"{root} holds two members named {info.filename}: which one is meant is ambiguous")
         sizes[info.filename] = info.file_size
     return sizes
 
 
 @contextlib.contextmanager
-def open_member(archive: zipfile.ZipFile, root: Path, name: str) -> Iterator[BinaryIO]:
+def open_member(archive: zipfile.ZipFile, root: Path, name: str) -> Iterator[IO[bytes]]:
     """Member `name` opened for reading; an encrypted member or an unknown compression method is a `ValueError`."""
     try:
         file = archive.open(name)
     except (RuntimeError, NotImplementedError, zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"cannot read member {name} of {root}: {error}") from None
+        raise InputValueError(f"cannot read member {name} of {root}: {error}") from None
     with file:
         yield file
 
@@ -102,7 +104,7 @@ def image_names(names: list[str], root: Path) -> list[str]:
         elif extension in extensions:
             others.append(name)
     if others:
-        raise ValueError(
+        raise InputValueError(
             f"{sorted(others)[0]} in {root} is not a PNG: EDM's dataset_tool.py writes PNG images only, and only "
             f"PNG is read ({len(others)} such files); remove them or convert them to PNG"
         )
@@ -113,7 +115,7 @@ def stored_shape(image, name: str) -> tuple[int, int, int]:
     """`(H, W, C)` of a lazily opened image, from its header; `ValueError` naming `name` unless an 8-bit mode."""
     if image.mode not in CHANNELS:
         modes = ", ".join(CHANNELS)
-        raise ValueError(f"image {name}: Pillow mode {image.mode!r} is not one of the 8-bit modes {modes}")
+        raise InputValueError(f"image {name}: Pillow mode {image.mode!r} is not one of the 8-bit modes {modes}")
     return image.height, image.width, CHANNELS[image.mode]
 
 
@@ -126,23 +128,24 @@ def common_shape(names: list[str], sizes: dict[str, int], open_file: Opener, roo
         if first is None:
             first = shape
         elif shape != first:
-            raise ValueError(
+            raise InputValueError(
                 f"images in {root} differ in shape (H, W, C): {names[0]} is {first}, {name} is {shape}"
             )
+    assert first is not None  # `names` is not empty
     return first
 
 
-def decode_image(file: BinaryIO, name: str, nbytes: int, shape: tuple[int, int, int]) -> np.ndarray:
+def decode_image(file: IO[bytes], name: str, nbytes: int, shape: tuple[int, int, int]) -> np.ndarray:
     """One PNG as uint8 `shape = (H, W, C)`, channels as stored; any failure a `ValueError` naming `name`."""
     with open_image(file, name, IMAGE_FORMATS, nbytes) as image:
         if stored_shape(image, name) != shape:
-            raise ValueError(f"image {name} changed while being read: it is not {shape} any more")
+            raise InputValueError(f"image {name} changed while being read: it is not {shape} any more")
         with image_errors(name):
             array = np.asarray(image, dtype=np.uint8)
     return array.reshape(shape)
 
 
-def read_label_pairs(file: BinaryIO, where: str) -> dict[str, int] | None:
+def read_label_pairs(file: IO[bytes], where: str) -> dict[str, int] | None:
     """`{relative_path: class_index}` from a `dataset.json` stream, or `None` for `{"labels": null}`.
 
     Raises `ValueError` naming `where` for a file over `MAX_LABELS_BYTES`, invalid or too
@@ -153,26 +156,26 @@ def read_label_pairs(file: BinaryIO, where: str) -> dict[str, int] | None:
     try:
         text = file.read(MAX_LABELS_BYTES + 1)
     except READ_ERRORS as error:
-        raise ValueError(f"cannot read {where}: {error}") from None
+        raise InputValueError(f"cannot read {where}: {error}") from None
     if len(text) > MAX_LABELS_BYTES:
-        raise ValueError(f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB")
+        raise InputValueError(f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB")
     try:
         data = json.loads(text)
     except RecursionError:
-        raise ValueError(f"{where} is not a labels file: its JSON nests arrays or objects too deeply") from None
+        raise InputValueError(f"{where} is not a labels file: its JSON nests arrays or objects too deeply") from None
     except ValueError as error:  # also json.JSONDecodeError, UnicodeDecodeError, integers of over 4300 digits
-        raise ValueError(f"{where} is not valid JSON: {error}") from None
+        raise InputValueError(f"{where} is not valid JSON: {error}") from None
     if not isinstance(data, dict) or "labels" not in data:
-        raise ValueError(f'{where} must hold {{"labels": [[path, label], ...]}} or {{"labels": null}}')
+        raise InputValueError(f'{where} must hold {{"labels": [[path, label], ...]}} or {{"labels": null}}')
     if data["labels"] is None:
         return None
     if not isinstance(data["labels"], list):
-        raise ValueError(f"{where}: `labels` must be a list of [path, integer class] pairs or null")
+        raise InputValueError(f"{where}: `labels` must be a list of [path, integer class] pairs or null")
     labels = {}
     for index, entry in enumerate(data["labels"]):
         path, label = label_entry(entry, f"{where}: `labels[{index}]`")
         if path in labels:
-            raise ValueError(f"{where}: `labels[{index}]` labels {path} again (each image has one label)")
+            raise InputValueError(f"{where}: `labels[{index}]` labels {path} again (each image has one label)")
         labels[path] = label
     return labels
 
@@ -180,10 +183,10 @@ def read_label_pairs(file: BinaryIO, where: str) -> dict[str, int] | None:
 def label_entry(entry, field: str) -> tuple[str, int]:
     """`entry` as `(path, class)`, or a `ValueError` naming `field` unless a `[str, int]` pair, `0 <= class < 2**63`."""
     if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and type(entry[1]) is int):
-        raise ValueError(f"{field} must be a [path, integer class] pair, got {str(entry):.80}")
+        raise InputValueError(f"{field} must be a [path, integer class] pair, got {str(entry):.80}")
     path, label = entry
     if not 0 <= label <= MAX_LABEL:
-        raise ValueError(f"{field}: the class of {path} must be an integer in [0, 2**63), got {str(label):.40}")
+        raise InputValueError(f"{field}: the class of {path} must be an integer in [0, 2**63), got {str(label):.40}")
     return path, label
 
 
@@ -191,10 +194,10 @@ def labels_in_order(pairs: dict[str, int], names: list[str], where: str) -> np.n
     """int64 `(len(names),)`: the label of each image name; every image labelled, every label an image."""
     unlabelled = [name for name in names if name not in pairs]
     if unlabelled:
-        raise ValueError(f"{where} has no label for image {unlabelled[0]} ({len(unlabelled)} unlabelled)")
+        raise InputValueError(f"{where} has no label for image {unlabelled[0]} ({len(unlabelled)} unlabelled)")
     extra = sorted(set(pairs) - set(names))
     if extra:
-        raise ValueError(f"{where} labels {extra[0]}, which is not an image of the dataset ({len(extra)} such)")
+        raise InputValueError(f"{where} labels {extra[0]}, which is not an image of the dataset ({len(extra)} such)")
     return np.array([pairs[name] for name in names], dtype=np.int64)
 
 
@@ -233,7 +236,7 @@ def load_edm_zip(root=None, *, max_size: int | None = None) -> Dataset:
     with open_members(root) as (sizes, open_file):
         images = image_names(list(sizes), root)
         if not images:
-            raise FileNotFoundError(f"no image files ({IMAGE_EXTENSION}) found in {root}")
+            raise InputFileNotFoundError(f"no image files ({IMAGE_EXTENSION}) found in {root}")
         labels = read_labels(root, images, open_file) if LABELS_FILE in sizes else None
         images = images[:max_size]
         shape = common_shape(images, sizes, open_file, root)

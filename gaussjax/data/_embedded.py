@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gaussjax._checks import check_positive_int
+from gaussjax._errors import InputValueError
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._pixels import to_signed_unit
 from gaussjax.data._splits import split_indices
@@ -31,7 +32,7 @@ def extract_patches(image: np.ndarray, patch_size: int, stride: int) -> np.ndarr
     """
     height, width = image.shape[:2]
     if patch_size > min(height, width):
-        raise ValueError(f"`patch_size` {patch_size} exceeds the image size {height}x{width}")
+        raise InputValueError(f"`patch_size` {patch_size} exceeds the image size {height}x{width}")
     windows = np.lib.stride_tricks.sliding_window_view(image, (patch_size, patch_size), axis=(0, 1))
     windows = windows[::stride, ::stride]  # (rows, cols, C, p, p)
     return np.moveaxis(windows, 2, -1).reshape(-1, patch_size, patch_size, image.shape[2])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gaussjax._checks import check_choice, check_positive_int
+from gaussjax._errors import InputFileNotFoundError, InputValueError
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import resolve_root
 from gaussjax.data._image_files import image_errors, open_image
@@ -30,7 +31,7 @@ def center_crop_resize(image, resolution: int):
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     image = image.crop((left, top, left + side, top + side))
-    return image if side == resolution else image.resize((resolution, resolution), Image.LANCZOS)
+    return image if side == resolution else image.resize((resolution, resolution), Image.Resampling.LANCZOS)
 
 
 def _declared_size(path: Path) -> tuple[int, int]:
@@ -66,20 +67,20 @@ def load_folder(root=None, *, resolution: int | None = None, mode: str = "RGB") 
     if resolution is not None:
         resolution = check_positive_int("resolution", resolution)
         if resolution > MAX_RESOLUTION:
-            raise ValueError(
+            raise InputValueError(
                 f"`resolution` must be <= {MAX_RESOLUTION} (one {MAX_RESOLUTION}x{MAX_RESOLUTION}x3 image is "
                 f"already 192 MiB as float32), got {resolution}"
             )
     root = resolve_root("folder", root)
     if not root.is_dir():
-        raise NotADirectoryError(f"`root` must be a directory of images, got the file {root}")
+        raise InputValueError(f"`root` must be a directory of images, got the file {root}")
     paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} files found in {root}")
+        raise InputFileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} files found in {root}")
     sizes = [_declared_size(path) for path in paths]
     if resolution is None and len(set(sizes)) > 1:
         other = next(i for i, size in enumerate(sizes) if size != sizes[0])
-        raise ValueError(
+        raise InputValueError(
             f"images in {root} differ in size: {paths[0].name} is {sizes[0]}, {paths[other].name} is "
             f"{sizes[other]}; pass resolution=... to center-crop and resize them"
         )

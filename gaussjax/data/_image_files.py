@@ -23,7 +23,9 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
+
+from gaussjax._errors import InputValueError
 
 MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE**2  # 64 Mpixel: one RGB image is 192 MiB as uint8
@@ -41,28 +43,28 @@ def image_errors(name: str) -> Iterator[None]:
     try:
         yield
     except Image.DecompressionBombError as error:
-        raise ValueError(f"cannot read image {name}: Pillow refuses it as a decompression bomb: {error}") from None
+        raise InputValueError(f"cannot read image {name}: Pillow refuses it as a decompression bomb: {error}") from None
     except READ_ERRORS as error:
-        raise ValueError(f"cannot read image {name}: {error}") from None
+        raise InputValueError(f"cannot read image {name}: {error}") from None
 
 
 def check_declared_size(width: int, height: int, nbytes: int, name: str) -> None:
     """Raise `ValueError` naming `name` if `width x height` pixels exceed either bound of the module docstring."""
     pixels = width * height
     if pixels > MAX_IMAGE_PIXELS:
-        raise ValueError(
+        raise InputValueError(
             f"image {name} declares {width} x {height} pixels, more than the {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} "
             "read at most (refused as a possible decompression bomb)"
         )
     if pixels > MAX_PIXELS_PER_BYTE * nbytes:
-        raise ValueError(
+        raise InputValueError(
             f"image {name} declares {width} x {height} pixels, more than its {nbytes} bytes can encode "
             f"({MAX_PIXELS_PER_BYTE} pixels a byte at most): the file is truncated or crafted"
         )
 
 
 @contextlib.contextmanager
-def open_image(file: BinaryIO | Path, name: str, formats: Sequence[str], nbytes: int) -> Iterator:
+def open_image(file: IO[bytes] | Path, name: str, formats: Sequence[str], nbytes: int) -> Iterator:
     """`file` opened by Pillow as one of `formats` (e.g. `("PNG",)`), its header read and its size checked.
 
     Args:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gaussjax._checks import check_choice
+from gaussjax._errors import InputValueError
 from gaussjax.data._array import load_array
 from gaussjax.data._cifar10 import load_cifar10
 from gaussjax.data._dataset import Dataset
@@ -14,7 +17,7 @@ from gaussjax.data._splits import SPLITS
 
 EMBEDDED = ("digits", "patches")
 FROM_FILES = ("mnist", "cifar10", "folder", "array", "edm-zip")
-WITHOUT_SPLIT = {"folder": load_folder, "array": load_array, "edm-zip": load_edm_zip}
+WITHOUT_SPLIT: dict[str, Callable[..., Dataset]] = {"folder": load_folder, "array": load_array, "edm-zip": load_edm_zip}
 DATASETS = EMBEDDED + FROM_FILES
 
 
@@ -49,12 +52,12 @@ def load_dataset(name: str, *, root=None, split: str = "train", **options) -> Da
     check_choice("split", split, SPLITS)
     if name in EMBEDDED:
         if root is not None:
-            raise ValueError(f"dataset {name!r} is embedded in scikit-learn and takes no `root`")
+            raise InputValueError(f"dataset {name!r} is embedded in scikit-learn and takes no `root`")
         return {"digits": load_digits, "patches": load_patches}[name](split, **options)
     if name in WITHOUT_SPLIT:
         if split == "test":
-            raise ValueError(f"dataset {name!r} has no test split; use split='all'")
+            raise InputValueError(f"dataset {name!r} has no test split; use split='all'")
         return WITHOUT_SPLIT[name](root, **options)
     if split == "all":
-        raise ValueError(f"dataset {name!r} has official splits: use split='train' or split='test'")
+        raise InputValueError(f"dataset {name!r} has official splits: use split='train' or split='test'")
     return {"mnist": load_mnist, "cifar10": load_cifar10}[name](root, split, **options)

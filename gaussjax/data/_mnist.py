@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gaussjax._checks import check_choice, check_positive_int
+from gaussjax._errors import InputFileNotFoundError, InputValueError
 from gaussjax.data._dataset import Dataset
 from gaussjax.data._files import find_file, has_more, open_stream, read_exactly, resolve_root
 from gaussjax.data._npy import npz_member, open_npz
@@ -31,21 +32,23 @@ def read_idx(path: Path) -> np.ndarray:
         magic = stream.read(4)
         if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
             found = f"0x{magic.hex()}" if magic else "none (the file is empty)"
-            raise ValueError(
+            raise InputValueError(
                 f"{path} is not an IDX file: bad magic number {found} (expected 0x0000, "
                 f"a type code in {', '.join(f'{code:02x}' for code in _IDX_DTYPES)}, then the number of dimensions)"
             )
         dtype, ndim = np.dtype(_IDX_DTYPES[magic[2]]), magic[3]
-        shape = struct.unpack(f">{ndim}I", read_exactly(stream, 4 * ndim, path, f"its header of {ndim} dimensions"))
+        header = read_exactly(stream, 4 * ndim, path, f"its header of {ndim} dimensions")
+        shape = struct.unpack(f">{ndim}I", header.data)
         nbytes = math.prod(shape) * dtype.itemsize
         if 4 + 4 * ndim + nbytes > most:
-            raise ValueError(
+            raise InputValueError(
                 f"{path} is truncated: header shape {shape} needs {4 + 4 * ndim + nbytes} bytes, "
                 f"more than its {path.stat().st_size} bytes can hold"
             )
         data = read_exactly(stream, nbytes, path, f"the data of header shape {shape}")
         if has_more(stream, path):
-            raise ValueError(f"{path} has trailing data: more than the {nbytes} bytes its header shape {shape} declares")
+            raise InputValueError(f"{path} has trailing data: more than the {nbytes} bytes "
+                                  f"its header shape {shape} declares")
     return data.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -60,7 +63,8 @@ def _read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     with open_npz(path) as archive:
         missing = [k for k in keys if k not in archive.files]
         if missing:
-            raise ValueError(f"{path} lacks arrays {missing}; a Keras-style mnist.npz holds {sorted(archive.files)}")
+            raise InputValueError(f"{path} lacks arrays {missing}; a Keras-style mnist.npz holds "
+                                  f"{sorted(archive.files)}")
         return npz_member(archive, keys[0], path), npz_member(archive, keys[1], path)
 
 
@@ -99,15 +103,15 @@ def load_mnist(root=None, split: str = "train", *, pad_to: int | None = None) ->
         elif (npz := find_file(directories, ["mnist.npz"])) is not None:
             images, labels = _read_npz(npz, split)
         else:
-            raise FileNotFoundError(_missing_message(root, directories, split))
+            raise InputFileNotFoundError(_missing_message(root, directories, split))
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"MNIST images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
+        raise InputValueError(f"MNIST images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"MNIST has {images.shape[0]} images but labels of shape {labels.shape}")
+        raise InputValueError(f"MNIST has {images.shape[0]} images but labels of shape {labels.shape}")
     if pad_to is not None:
         height, width = images.shape[1:]
         if height != width or height > pad_to:
-            raise ValueError(
+            raise InputValueError(
                 f"`pad_to` = {pad_to} needs square images no larger than {pad_to} x {pad_to}, got {height} x {width}"
             )
         extra = pad_to - height

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gaussjax._checks import check_value_range
+from gaussjax._errors import InputTypeError, InputValueError
 
 _FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 
@@ -17,12 +18,13 @@ def check_pixel_range(name: str, value) -> tuple[float, float]:
     """
     low, high = check_value_range(name, value)
     if not (-_FLOAT32_MAX <= low and high <= _FLOAT32_MAX):
-        raise ValueError(
+        raise InputValueError(
             f"`{name}` must have finite bounds (within float32's range), got ({low:g}, {high:g}); "
             "pass the range the data is stored in, e.g. (0, 1) or (0, 255)"
         )
     if 2.0 / (high - low) > _FLOAT32_MAX or 2.0 / (high - low) < _FLOAT32_TINY:
-        raise ValueError(f"`{name}` = ({low:g}, {high:g}) is too narrow or too wide to map onto [-1, 1] in float32")
+        raise InputValueError(f"`{name}` = ({low:g}, {high:g}) is too narrow or too wide "
+                              "to map onto [-1, 1] in float32")
     return low, high
 
 
@@ -37,7 +39,7 @@ def default_value_range(array: np.ndarray, *, name: str = "array") -> tuple[floa
         return (0.0, 255.0)
     if np.issubdtype(array.dtype, np.floating):
         return (-1.0, 1.0)
-    raise TypeError(
+    raise InputTypeError(
         f"{name} has dtype {array.dtype}; pass value_range=(low, high) to say which "
         "stored values map to -1 and 1"
     )
@@ -52,11 +54,11 @@ def to_signed_unit(array: np.ndarray, value_range: tuple[float, float], *, name:
     low, high = check_pixel_range("value_range", value_range)
     array = np.asarray(array)
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InputValueError(f"{name} contains NaN or infinite values")
     if array.size:
         lo, hi = float(array.min()), float(array.max())
         if lo < low or hi > high:
-            raise ValueError(
+            raise InputValueError(
                 f"{name} has values in [{lo:g}, {hi:g}], outside value_range=({low:g}, {high:g}); "
                 "pass the range the data is stored in, e.g. value_range=(0, 1) or (0, 255)"
             )

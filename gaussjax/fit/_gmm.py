@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from gaussjax._checks import check_data_matrix, check_finite, check_nonnegative_real, check_positive_int
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.fit._kmeans import kmeans
 from gaussjax.fit._moments import covariance_eigenpairs, moments, resolve_rank
 from gaussjax.scores.mixture import GaussianMixture
@@ -18,15 +19,15 @@ from gaussjax.scores.mixture import GaussianMixture
 def _class_indices(labels: Any, n_points: int, n_components: int) -> np.ndarray:
     """Map integer `labels (N,)` to component indices `0..K-1` in sorted label order, or raise."""
     if isinstance(labels, jax.core.Tracer):
-        raise TypeError("`labels` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
+        raise InputTypeError("`labels` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
     labels = np.asarray(labels)
     if labels.shape != (n_points,):
-        raise ValueError(f"`labels` must have shape (N,) = ({n_points},) to match X, got {labels.shape}")
+        raise InputValueError(f"`labels` must have shape (N,) = ({n_points},) to match X, got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"`labels` must be integers, got dtype {labels.dtype}")
+        raise InputTypeError(f"`labels` must be integers, got dtype {labels.dtype}")
     classes, index = np.unique(labels, return_inverse=True)
     if len(classes) != n_components:
-        raise ValueError(
+        raise InputValueError(
             f"`labels` has {len(classes)} distinct classes but `n_components` = {n_components}; they must be equal"
         )
     return index.reshape(n_points)
@@ -83,23 +84,23 @@ def fit_gmm(
     k-means leaves a cluster empty (fewer distinct points than `n_components`).
     """
     if (key is None) == (labels is None):
-        raise ValueError("pass exactly one of `key` (cluster with k-means) and `labels` (given classes)")
+        raise InputValueError("pass exactly one of `key` (cluster with k-means) and `labels` (given classes)")
     X = check_data_matrix("X", X, host=True)
     check_finite("X", X)
     n_points, dim = X.shape
     n_components = check_positive_int("n_components", n_components)
     if n_components > n_points:
-        raise ValueError(f"`n_components` = {n_components} exceeds the number of points N = {n_points} (K > N)")
+        raise InputValueError(f"`n_components` = {n_components} exceeds the number of points N = {n_points} (K > N)")
     rank = resolve_rank(rank, dim)
     eigval_floor = check_nonnegative_real("eigval_floor", eigval_floor)
-    if labels is not None:
+    if key is None:  # then `labels` is given
         index = _class_indices(labels, n_points, n_components)
     else:
         index = np.asarray(kmeans(X, n_components, key=key)[1])
 
     counts = np.bincount(index, minlength=n_components)
     if np.any(counts == 0):
-        raise ValueError(
+        raise InputValueError(
             f"k-means left {int(np.sum(counts == 0))} of {n_components} clusters empty "
             "(X has fewer distinct points than `n_components`?)"
         )

@@ -17,6 +17,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_key, check_nonnegative_real, check_positive_int
+from gaussjax._errors import InputValueError
 from gaussjax._precision import matmul
 
 
@@ -40,7 +41,7 @@ def assign(X: Float[Array, "N D"], centers: Float[Array, "K D"]) -> tuple[Int[Ar
     return jax.vmap(nearest)(X) if n <= rows else lax.map(nearest, X, batch_size=rows)
 
 
-def _uniform_indices(key: PRNGKeyArray, shape: tuple[int, ...], n: int) -> Int[Array, "..."]:
+def _uniform_indices(key: PRNGKeyArray, shape: tuple[int, ...], n: int) -> Int[Array, " ..."]:
     """Indices uniform on `0..n-1` (32 random bits modulo n; the bias, below n / 2^32, is negligible)."""
     return (jax.random.bits(key, shape, jnp.uint32) % jnp.uint32(n)).astype(jnp.int32)
 
@@ -229,7 +230,7 @@ def kmeans(
     X = check_data_matrix("X", X)
     n_clusters = check_positive_int("n_clusters", n_clusters)
     if n_clusters > X.shape[0]:
-        raise ValueError(f"`n_clusters` = {n_clusters} exceeds the number of points N = {X.shape[0]} (K > N)")
+        raise InputValueError(f"`n_clusters` = {n_clusters} exceeds the number of points N = {X.shape[0]} (K > N)")
     key = check_key(key)
     max_iter = check_positive_int("max_iter", max_iter)
     tol = check_nonnegative_real("tol", tol)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeGuard, overload
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +19,21 @@ from jaxtyping import ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_finite
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.scores.gaussian import Gaussian
 
-def is_array(X: Any) -> bool:
+
+def is_array(X: Any) -> TypeGuard[np.ndarray | jax.Array]:
     """Whether `X` is one array (NumPy, memmap, JAX, or a list of rows) rather than an iterable of chunks."""
     if isinstance(X, (list, tuple)):  # a list of rows (numbers), not a list of (n, D) chunks
         return len(X) == 0 or np.ndim(X[0]) < 2
     return isinstance(X, (np.ndarray, jax.Array))
+
+
+@overload
+def resolve_rank(rank: Any, dim: int) -> int: ...
+@overload
+def resolve_rank(rank: Any, dim: None) -> int | None: ...
 
 
 def resolve_rank(rank: Any, dim: int | None) -> int | None:
@@ -38,9 +46,9 @@ def resolve_rank(rank: Any, dim: int | None) -> int | None:
     if rank is None:
         return dim
     if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"`rank` must be an integer in {bounds} or None, got {type(rank).__name__} {rank!r}")
-    if rank < 1 or (dim is not None and rank > dim):
-        raise ValueError(f"`rank` must be in {bounds}, got {rank}")
+        raise InputTypeError(f"`rank` must be an integer in {bounds} or None, got {type(rank).__name__} {rank!r}")
+    if int(rank) < 1 or (dim is not None and int(rank) > dim):
+        raise InputValueError(f"`rank` must be in {bounds}, got {rank}")
     return int(rank)
 
 
@@ -56,29 +64,29 @@ def _blocks(X: Any) -> Iterator[np.ndarray]:
             del block
         return
     if isinstance(X, jax.core.Tracer):
-        raise TypeError("`X` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
+        raise InputTypeError("`X` must be a concrete array: fitting runs in NumPy and cannot be traced by jit")
     if isinstance(X, (str, bytes)) or not isinstance(X, Iterable):
-        raise TypeError(f"`X` must be an array (N, D) or an iterable of (n, D) chunks, got {type(X).__name__}")
+        raise InputTypeError(f"`X` must be an array (N, D) or an iterable of (n, D) chunks, got {type(X).__name__}")
     dim = None
     index = -1
     for chunk in X:  # (not enumerate: it would keep the previous chunk alive)
         index += 1
         chunk = np.asarray(chunk)
         if chunk.ndim != 2:
-            raise ValueError(f"`X` chunk {index} must have shape (n, D), got {chunk.shape}")
+            raise InputValueError(f"`X` chunk {index} must have shape (n, D), got {chunk.shape}")
         if dim is None:
             dim = chunk.shape[1]
             if dim == 0:
-                raise ValueError("`X` chunks have dimension D = 0")
+                raise InputValueError("`X` chunks have dimension D = 0")
         elif chunk.shape[1] != dim:
-            raise ValueError(f"`X` chunk {index} has D = {chunk.shape[1]}, but earlier chunks have D = {dim}")
+            raise InputValueError(f"`X` chunk {index} has D = {chunk.shape[1]}, but earlier chunks have D = {dim}")
         if chunk.shape[0] == 0:
             continue
         if not (np.issubdtype(chunk.dtype, np.floating) or np.issubdtype(chunk.dtype, np.integer)):
-            raise TypeError(f"`X` chunk {index} must be real numbers, got dtype {chunk.dtype}")
+            raise InputTypeError(f"`X` chunk {index} must be real numbers, got dtype {chunk.dtype}")
         chunk = np.asarray(chunk, dtype=np.float64)
         if not np.all(np.isfinite(chunk)):
-            raise ValueError(f"`X` chunk {index} contains NaN or infinite values")
+            raise InputValueError(f"`X` chunk {index} contains NaN or infinite values")
         yield chunk
         del chunk
 
@@ -109,6 +117,7 @@ def merge_moments(
         return count_b, mean_b, scatter_b
     if count_b == 0:
         return count_a, mean_a, scatter_a
+    assert mean_a is not None and scatter_a is not None and mean_b is not None and scatter_b is not None  # counts > 0
     total = count_a + count_b
     delta = mean_b - mean_a
     mean = mean_a + delta * (count_b / total)
@@ -133,8 +142,9 @@ def moments(
     The covariance is that of the empirical distribution `(1/N) sum_n delta(x - x_n)`
     (not the unbiased 1/(N-1) estimate): it is the covariance whose Gaussian
     reproduces the far-field score of the training set's point cloud (paper Eq.
-    24-27). Each block's mean and centred scatter matrix are computed in float64 and combined with the pairwise update of Chan, Golub & LeVeque (1979),
-    so a large common offset in the data does not cancel the covariance away.
+    24-27). Each block's mean and centred scatter matrix are computed in float64 and
+    combined with the pairwise update of Chan, Golub & LeVeque (1979), so a large
+    common offset in the data does not cancel the covariance away.
 
     Raises ValueError if `X` is empty, contains NaN/inf, or chunks disagree on D;
     TypeError if `X` is neither an array nor an iterable.
@@ -149,7 +159,8 @@ def moments(
         del block, centred  # release this chunk before the next is read
         count, mean, scatter = merge_moments(count, mean, scatter, n_b, mean_b, scatter_b)
     if count == 0:
-        raise ValueError("`X` is empty (N = 0)")
+        raise InputValueError("`X` is empty (N = 0)")
+    assert mean is not None and scatter is not None  # count > 0
     cov = scatter / count
     cov = 0.5 * (cov + cov.T)
     return mean, cov, count

@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from gaussjax._checks import check_positive_int
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.evaluation import NoisedData, PureNoise, make_score_probe
 from gaussjax.scores._local import LocalModel
 
@@ -45,7 +46,7 @@ class PatchSizeSchedule(LocalModel):
     @property
     def size_per_sigma(self) -> dict:
         """`{sigma: window size}` of the grid."""
-        return {s: self.sizes[c] for s, c in zip(self.sigmas, self.choice)}
+        return {s: self.sizes[c] for s, c in zip(self.sigmas, self.choice, strict=True)}
 
     def _denoise(self, x, sigma):
         outputs = jnp.stack([model._denoise(x, sigma) for model in self.models])  # (M, B, D)
@@ -59,7 +60,7 @@ class PatchSizeSchedule(LocalModel):
 def fit_patch_size(
     network,
     make_model: Callable[[int], LocalModel],
-    sigmas: Float[Array, "S"] | Sequence[float],
+    sigmas: Float[Array, " S"] | Sequence[float],
     queries: NoisedData | PureNoise,
     *,
     sizes: Sequence[int] = (1, 3, 5, 7),
@@ -85,11 +86,11 @@ def fit_patch_size(
     """
     sizes = [check_positive_int("sizes", int(size)) for size in sizes]
     if not sizes or len(set(sizes)) != len(sizes):
-        raise ValueError(f"`sizes` must be distinct window sizes, got {sizes}")
+        raise InputValueError(f"`sizes` must be distinct window sizes, got {sizes}")
     models = {size: make_model(size) for size in sizes}
     for size, model in models.items():
         if not isinstance(model, LocalModel):
-            raise TypeError(f"`make_model({size})` must return a local model, got {type(model).__name__}")
+            raise InputTypeError(f"`make_model({size})` must return a local model, got {type(model).__name__}")
     probe = make_score_probe({str(size): model for size, model in models.items()}, queries, sigmas,
                              key=key, num_queries=num_queries)
     rows = [{"sigma": r["sigma"], "patch_size": int(r["candidate"]), "r2_denoiser": r["r2_denoiser"],

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax._errors import InputValueError
 from gaussjax.nn._conv import Conv2d
 from gaussjax.nn._init import xavier_uniform
 from gaussjax.nn._norm import GroupNorm
@@ -69,7 +70,7 @@ class UNetBlock(nn.Module):
         n, h, w, c = x.shape
         heads = self.num_heads
         if c % heads:
-            raise ValueError(f"attention needs channels ({c}) divisible by num_heads ({heads})")
+            raise InputValueError(f"attention needs channels ({c}) divisible by num_heads ({heads})")
         qkv = Conv2d(3 * c, 1, init_weight=INIT_ATTN, name="qkv")(GroupNorm(eps=self.eps, name="norm2")(x))
         # EDM's channel layout of the qkv projection: (head, channel, {q, k, v}).
         qkv = qkv.reshape(n, h * w, heads, c // heads, 3)

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gaussjax._errors import InputValueError
 from gaussjax.nn._init import xavier_uniform
 from gaussjax.nn._resample import downsample, resample_padding, upsample
 
@@ -74,7 +75,7 @@ class Conv2d(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.up and self.down:
-            raise ValueError("Conv2d cannot both upsample and downsample")
+            raise InputValueError("Conv2d cannot both upsample and downsample")
         k = self.kernel_size
         w = b = None
         if k:

@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_finite
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.nn._precond import (
     PRECONDITIONERS,
     EDMPrecond,
@@ -47,20 +48,20 @@ class NeuralDenoiser(Denoiser):
     def __post_init__(self):
         if not isinstance(self.module, PRECONDITIONERS):
             names = ", ".join(cls.__name__ for cls in PRECONDITIONERS)
-            raise TypeError(f"`module` must be one of {names}, got {type(self.module).__name__}")
+            raise InputTypeError(f"`module` must be one of {names}, got {type(self.module).__name__}")
         net = self.module.net
         expected = (net.img_resolution, net.img_resolution, net.in_channels)
         shape = expected if self.image_shape is None else tuple(int(s) for s in self.image_shape)
         if shape != expected:
-            raise ValueError(f"`image_shape` must be (H, W, C) = {expected} for this network, got {shape}")
+            raise InputValueError(f"`image_shape` must be (H, W, C) = {expected} for this network, got {shape}")
         self.image_shape = shape
         if self.class_labels is not None:
             if not net.label_dim:
-                raise ValueError("`class_labels` given, but the network is unconditional (label_dim = 0)")
+                raise InputValueError("`class_labels` given, but the network is unconditional (label_dim = 0)")
             with np.errstate(over="ignore"):  # overflow to inf is refused below
                 labels = jnp.asarray(self.class_labels, jnp.float32)
             if labels.ndim == 0 or labels.shape[-1] != net.label_dim:
-                raise ValueError(f"`class_labels` must have shape (..., {net.label_dim}), got {labels.shape}")
+                raise InputValueError(f"`class_labels` must have shape (..., {net.label_dim}), got {labels.shape}")
             check_finite("class_labels", labels)
             self.class_labels = labels
 
@@ -83,8 +84,8 @@ class NeuralDenoiser(Denoiser):
         flat, sigma, restore = image_query(x, sigma, self.image_shape)
         labels = self.class_labels
         if labels is not None and labels.ndim > 1 and labels.shape[:-1] != flat.shape[:-1]:
-            raise ValueError(f"`class_labels` must have shape (label_dim,) or {flat.shape[:-1]} + (label_dim,), "
-                             f"got {labels.shape}")
+            raise InputValueError(f"`class_labels` must have shape (label_dim,) or {flat.shape[:-1]} + (label_dim,), "
+                                  f"got {labels.shape}")
         return flat, sigma, restore
 
     def _network(self, x: Float[Array, "B D"], sigma: Float[Array, " B"]) -> Float[Array, "B D"]:
@@ -93,4 +94,6 @@ class NeuralDenoiser(Denoiser):
         if labels is not None:
             labels = jnp.broadcast_to(labels.reshape(-1, labels.shape[-1]), (x.shape[0], labels.shape[-1]))
         images = x.reshape(-1, *self.image_shape)
-        return self.module.apply(self.params, images, sigma, labels, train=False).reshape(x.shape)
+        # `apply` returns `(output, state)` only when given `mutable`, which it is not here.
+        out = self.module.apply(self.params, images, sigma, labels, train=False)
+        return out.reshape(x.shape)  # type: ignore[union-attr]

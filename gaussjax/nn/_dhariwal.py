@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax._errors import InputValueError
 from gaussjax.nn._block import UNetBlock
 from gaussjax.nn._conv import Conv2d
 from gaussjax.nn._embedding import PositionalEmbedding
@@ -168,8 +169,8 @@ def adm_initialization(params: dict, key) -> dict:
         return params
     key = bit_generator_key(key)
 
-    def draw(tree: dict, path: tuple) -> dict:
-        out = {}
+    def draw(tree: Mapping, path: tuple) -> dict:
+        out: dict = {}
         for name, value in tree.items():
             if isinstance(value, Mapping):
                 out[name] = draw(value, path + (name,))
@@ -232,8 +233,8 @@ def _validate(config: DhariwalUNet) -> None:
     """Raise a clear error for a configuration EDM would reject or that cannot run."""
     check_unet_fields(config)
     if config.model_channels % 2:
-        raise ValueError(f"the noise embedding needs an even number of channels; model_channels = "
-                         f"{config.model_channels}")
+        raise InputValueError(f"the noise embedding needs an even number of channels; model_channels = "
+                              f"{config.model_channels}")
     encoder, decoder = _plan(config)
     for block in encoder + decoder:
         check_group_norm_channels(block.in_channels, f"{block.name} (input)")

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax._errors import InputValueError
 from gaussjax._torch import ModuleRecord, describe, read_edm_pickle, variables_from_state_dict
 from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._dhariwal import DhariwalUNet
@@ -67,9 +68,10 @@ def load_edm_pickle(path: str | os.PathLike, *, network: str = "ema") -> NeuralD
     snapshot = read_edm_pickle(path)
     record = snapshot.get(network) if isinstance(snapshot, dict) else None
     if not isinstance(record, ModuleRecord):
-        networks = sorted(key for key, value in snapshot.items() if isinstance(value, ModuleRecord)
-                          and value.class_name.rsplit(".", 1)[-1] in PRECONDITIONERS) if isinstance(snapshot, dict) else []
-        raise ValueError(f"{path}: no network {network!r} in the snapshot (networks: {networks}); pass `network=`")
+        networks = [] if not isinstance(snapshot, dict) else sorted(
+            key for key, value in snapshot.items()
+            if isinstance(value, ModuleRecord) and value.class_name.rsplit(".", 1)[-1] in PRECONDITIONERS)
+        raise InputValueError(f"{path}: no network {network!r} in the snapshot (networks: {networks}); pass `network=`")
     return denoiser_from_record(record, source=str(path))
 
 
@@ -78,7 +80,7 @@ def denoiser_from_record(record: ModuleRecord, *, source: str = "the snapshot") 
     precond_class = _lookup(PRECONDITIONERS, record, "preconditioner", source)
     model = record.modules.get("model")
     if not isinstance(model, ModuleRecord):
-        raise ValueError(f"{source}: the {record.class_name} has no `model` network")
+        raise InputValueError(f"{source}: the {record.class_name} has no `model` network")
     net_class = _lookup(NETWORKS, model, "network", source)
     parameters, buffers = _flatten(record)
     precond_where, net_where = f"{source}: {record.class_name}", f"{source}: {record.class_name}.model"
@@ -100,14 +102,14 @@ def denoiser_from_record(record: ModuleRecord, *, source: str = "the snapshot") 
     try:
         variables = variables_from_state_dict(parameters, expected)
     except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+        raise InputValueError(f"{source}: {error}") from None
     return NeuralDenoiser(precond, jax.tree_util.tree_map(jnp.asarray, variables))
 
 
 def _lookup(table: dict, record: ModuleRecord, what: str, source: str):
     name = record.class_name.rsplit(".", 1)[-1]
     if name not in table:
-        raise ValueError(f"{source}: gaussjax has no {what} {record.class_name!r} (it maps {', '.join(table)})")
+        raise InputValueError(f"{source}: gaussjax has no {what} {record.class_name!r} (it maps {', '.join(table)})")
     return table[name]
 
 
@@ -120,8 +122,8 @@ def _model_arguments(record: ModuleRecord) -> tuple[str, ...]:
 def _arguments(record: ModuleRecord, cls, where: str, *, ignore) -> dict:
     """`record.init_kwargs` but those in `ignore`, checked as keyword arguments of the Flax module `cls`."""
     if record.init_args:
-        raise ValueError(f"{where} was built with positional arguments {describe(record.init_args)}; gaussjax "
-                         "reads keyword arguments only")
+        raise InputValueError(f"{where} was built with positional arguments {describe(record.init_args)}; gaussjax "
+                              "reads keyword arguments only")
     return stored_arguments(cls, {k: v for k, v in record.init_kwargs.items() if k not in ignore}, where)
 
 
@@ -130,7 +132,7 @@ def _build(cls, kwargs: dict, where: str):
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{where}: {error}") from None
+        raise InputValueError(f"{where}: {error}") from None
 
 
 def _stored_elements(parameters: dict, source: str) -> int:
@@ -148,31 +150,31 @@ def _stored_elements(parameters: dict, source: str) -> int:
         reach = max(reach, high)
     nbytes = sum(array.nbytes for array in arrays)
     if nbytes > covered:
-        raise ValueError(f"{source}: the parameters hold {nbytes} bytes of elements in {covered} bytes of storage: "
-                         "tensors that repeat elements (stride-0 or overlapping views) are refused")
+        raise InputValueError(f"{source}: the parameters hold {nbytes} bytes of elements in {covered} bytes of "
+                              "storage: tensors that repeat elements (stride-0 or overlapping views) are refused")
     return sum(array.size for array in arrays)
 
 
 def _byte_span(array: np.ndarray) -> tuple[int, int]:
     """`(low, high)`: the addresses of the bytes between a non-empty array's first and last elements."""
     start = array.__array_interface__["data"][0]
-    extents = [(n - 1) * stride for n, stride in zip(array.shape, array.strides)]
+    extents = [(n - 1) * stride for n, stride in zip(array.shape, array.strides, strict=True)]
     return start + sum(min(e, 0) for e in extents), start + sum(max(e, 0) for e in extents) + array.itemsize
 
 
 def _fourier_freqs(value: np.ndarray, net, source: str) -> tuple[float, ...]:
     """The buffer `FREQS` as `SongUNet.fourier_freqs`: its shape checked before it is converted, then its values."""
     if not (isinstance(net, SongUNet) and net.embedding_type == "fourier"):
-        raise ValueError(f"{source}: buffer {FREQS!r} has no gaussjax counterpart: the {type(net).__name__} has no "
-                         "Fourier embedding")
+        raise InputValueError(f"{source}: buffer {FREQS!r} has no gaussjax counterpart: "
+                              f"the {type(net).__name__} has no Fourier embedding")
     expected = (net.noise_channels // 2,)
     if value.shape != expected:
-        raise ValueError(f"{source}: buffer {FREQS!r} has shape {value.shape}; the network's Fourier embedding "
-                         f"takes model_channels * channel_mult_noise / 2 = {expected[0]} frequencies")
+        raise InputValueError(f"{source}: buffer {FREQS!r} has shape {value.shape}; the network's Fourier embedding "
+                              f"takes model_channels * channel_mult_noise / 2 = {expected[0]} frequencies")
     with np.errstate(over="ignore"):  # overflow to inf is refused below
         freqs = np.asarray(value, np.float32)
     if not np.isfinite(freqs).all():
-        raise ValueError(f"{source}: buffer {FREQS!r} holds NaN or infinite frequencies")
+        raise InputValueError(f"{source}: buffer {FREQS!r} holds NaN or infinite frequencies")
     return tuple(freqs.tolist())
 
 
@@ -200,13 +202,13 @@ def _check_buffers(buffers: dict, precond, source: str) -> None:
             try:
                 check_iddpm_u(value, precond.C_1, precond.C_2, int(precond.M))
             except ValueError as error:
-                raise ValueError(f"{source}: buffer 'u': {error}") from None
+                raise InputValueError(f"{source}: buffer 'u': {error}") from None
         elif name.endswith(".resample_filter"):
             taps = np.asarray(getattr(precond.net, "resample_filter", (1, 1)), np.float64)
             expected = np.outer(taps, taps) / np.square(taps.sum())
             if value.size != expected.size or not np.allclose(np.asarray(value, np.float64).reshape(expected.shape),
                                                               expected):
-                raise ValueError(f"{source}: buffer {name!r} is not the resampling filter {tuple(taps)} of "
-                                 f"the {type(precond.net).__name__}")
+                raise InputValueError(f"{source}: buffer {name!r} is not the resampling filter {tuple(taps)} of "
+                                      f"the {type(precond.net).__name__}")
         else:
-            raise ValueError(f"{source}: buffer {name!r} has no gaussjax counterpart")
+            raise InputValueError(f"{source}: buffer {name!r} has no gaussjax counterpart")

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from gaussjax._checks import check_key
+from gaussjax._errors import InputValueError
 from gaussjax.nn._precond import EDMPrecond
 from gaussjax.nn._rng import bit_generator_key
 
@@ -54,7 +55,7 @@ def edm_loss(
     key = check_key(key)
     images = jnp.asarray(images)
     if images.ndim != 4:
-        raise ValueError(f"`images` must have shape (N, H, W, C), got {images.shape}")
+        raise InputValueError(f"`images` must have shape (N, H, W, C), got {images.shape}")
     y = images.astype(jnp.float32)
     key_sigma, key_noise, key_dropout = jax.random.split(key, 3)
     rnd_normal = jax.random.normal(key_sigma, (y.shape[0],), jnp.float32)
@@ -63,5 +64,6 @@ def edm_loss(
     n = jax.random.normal(key_noise, y.shape, jnp.float32) * sigma[:, None, None, None]
     D_yn = precond.apply(params, y + n, sigma, class_labels, augment_labels, train=True,
                          rngs={"dropout": bit_generator_key(key_dropout)})
-    loss = weight * jnp.mean(jnp.square(D_yn.astype(jnp.float32) - y), axis=(1, 2, 3))
+    # `apply` returns `(output, state)` only when given `mutable`, which it is not here.
+    loss = weight * jnp.mean(jnp.square(D_yn.astype(jnp.float32) - y), axis=(1, 2, 3))  # type: ignore[union-attr]
     return loss, sigma

@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gaussjax._errors import InputValueError
+
 
 def num_groups(channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> int:
     """EDM's group count: `min(32, C // 4)`."""
@@ -16,7 +18,7 @@ def check_group_norm_channels(channels: int, where: str) -> None:
     """Raise unless `channels` split into `num_groups(channels)` equal groups (at least one)."""
     groups = num_groups(channels)
     if groups < 1 or channels % groups:
-        raise ValueError(
+        raise InputValueError(
             f"GroupNorm at {where} gets {channels} channels, which do not split into min(32, C // 4) = "
             f"{groups} equal groups; choose model_channels and channel_mult so that every channel count is "
             "at least 4 and divisible by its group count"

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussjax._checks import check_finite, check_nonnegative_real, is_concrete
+from gaussjax._errors import InputTypeError, InputValueError
 
 _NET_ATTRIBUTES = ("img_resolution", "in_channels", "out_channels", "label_dim")
 COMPUTE_DTYPES = (None, "bfloat16", "float16")  # `compute_dtype` of the preconditioners (None: float32)
@@ -132,14 +133,14 @@ def check_iddpm_u(u, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, rtol
     """
     u = np.asarray(u)
     if u.shape != (M + 1,):  # (before any conversion: `u` may be a view of a few bytes posing as many)
-        raise ValueError(f"`u` must have shape (M + 1,) = {(M + 1,)}, got {u.shape}")
+        raise InputValueError(f"`u` must have shape (M + 1,) = {(M + 1,)}, got {u.shape}")
     u = u.astype(np.float64)
     expected = iddpm_u(C_1, C_2, M).astype(np.float64)
     error = np.abs(u - expected) > rtol * np.abs(expected)
     if np.any(error | ~np.isfinite(u)):
         k = int(np.argmax(error | ~np.isfinite(u)))
-        raise ValueError(f"`u` differs from iDDPM's table for C_1={C_1}, C_2={C_2}, M={M} at index {k}: "
-                         f"{u[k]} vs {expected[k]} (rtol {rtol})")
+        raise InputValueError(f"`u` differs from iDDPM's table for C_1={C_1}, C_2={C_2}, M={M} at index {k}: "
+                              f"{u[k]} vs {expected[k]} (rtol {rtol})")
 
 
 def _nearest_index(sigma, u):
@@ -174,19 +175,19 @@ def _check_timesteps(M, maximum: int | None = None) -> None:
     check_nonnegative_real("M", M)
     if int(M) != M or M < 2 or (maximum is not None and M > maximum):
         bound = f" and <= {maximum}" if maximum is not None else ""
-        raise ValueError(f"`M` must be an integer >= 2{bound}, got {M}")
+        raise InputValueError(f"`M` must be an integer >= 2{bound}, got {M}")
 
 
 def _check_net(net, out_per_in: int, owner: str):
     """`net` is a Flax module with EDM's network attributes, and `out_channels = out_per_in * in_channels`."""
     missing = [a for a in _NET_ATTRIBUTES if not hasattr(net, a)]
     if not isinstance(net, nn.Module) or missing:
-        raise TypeError(f"`net` must be a flax Module with attributes {', '.join(_NET_ATTRIBUTES)} (a SongUNet or "
-                        f"DhariwalUNet), got {type(net).__name__}")
+        raise InputTypeError(f"`net` must be a flax Module with attributes {', '.join(_NET_ATTRIBUTES)} (a SongUNet or "
+                             f"DhariwalUNet), got {type(net).__name__}")
     if net.out_channels != out_per_in * net.in_channels:
         expected = "net.in_channels" if out_per_in == 1 else f"{out_per_in} * net.in_channels"
-        raise ValueError(f"{owner} needs net.out_channels == {expected}, got {net.out_channels} and "
-                         f"{net.in_channels}")
+        raise InputValueError(f"{owner} needs net.out_channels == {expected}, got {net.out_channels} and "
+                              f"{net.in_channels}")
 
 
 class _Preconditioner(nn.Module):
@@ -218,7 +219,7 @@ class _Preconditioner(nn.Module):
     def __post_init__(self):
         _check_net(self.net, self.out_per_in, type(self).__name__)
         if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+            raise InputValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         self._check_arguments()
         super().__post_init__()
 
@@ -238,14 +239,14 @@ class _Preconditioner(nn.Module):
     @nn.compact
     def __call__(self, x, sigma, class_labels=None, augment_labels=None, *, train: bool = False):
         if x.ndim != 4:
-            raise ValueError(f"`x` must have shape (N, H, W, C), got {x.shape}")
+            raise InputValueError(f"`x` must have shape (N, H, W, C), got {x.shape}")
         dtype, n = x.dtype, x.shape[0]
         x = x.astype(jnp.float32)
         sigma = jnp.asarray(sigma, jnp.float32)
         if sigma.ndim == 0:
             sigma = jnp.broadcast_to(sigma, (n,))
         elif sigma.shape != (n,):
-            raise ValueError(f"`sigma` must be a scalar or have shape (N,) = ({n},), got {sigma.shape}")
+            raise InputValueError(f"`sigma` must be a scalar or have shape (N,) = ({n},), got {sigma.shape}")
         label_dim = self.net.label_dim
         if label_dim:
             if class_labels is None:
@@ -279,8 +280,8 @@ class EDMPrecond(_Preconditioner):
         check_nonnegative_real("sigma_data", self.sigma_data)
         tiny, huge = np.sqrt(np.finfo(np.float32).smallest_normal), np.sqrt(np.finfo(np.float32).max)
         if not tiny <= self.sigma_data <= huge:
-            raise ValueError(f"`sigma_data` must be in [{tiny:.3g}, {huge:.3g}] (its square a normal float32 "
-                             f"number), got {self.sigma_data}")
+            raise InputValueError(f"`sigma_data` must be in [{tiny:.3g}, {huge:.3g}] (its square a normal float32 "
+                                  f"number), got {self.sigma_data}")
 
     @nn.nowrap
     def scalings(self, sigma):
@@ -309,11 +310,11 @@ class VPPrecond(_Preconditioner):
 
     def _check_arguments(self):
         if not check_nonnegative_real("beta_d", self.beta_d) > 0:
-            raise ValueError(f"`beta_d` must be > 0, got {self.beta_d}")
+            raise InputValueError(f"`beta_d` must be > 0, got {self.beta_d}")
         check_nonnegative_real("beta_min", self.beta_min)
         _check_timesteps(self.M)
         if not 0 < check_nonnegative_real("epsilon_t", self.epsilon_t) < 1:
-            raise ValueError(f"`epsilon_t` must be in (0, 1), got {self.epsilon_t}")
+            raise InputValueError(f"`epsilon_t` must be in (0, 1), got {self.epsilon_t}")
 
     @nn.nowrap
     def scalings(self, sigma):
@@ -338,8 +339,8 @@ class VEPrecond(_Preconditioner):
         check_nonnegative_real("sigma_min", self.sigma_min)
         check_nonnegative_real("sigma_max", self.sigma_max)
         if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"`sigma_min` and `sigma_max` must satisfy 0 < sigma_min < sigma_max, got "
-                             f"{self.sigma_min} and {self.sigma_max}")
+            raise InputValueError(f"`sigma_min` and `sigma_max` must satisfy 0 < sigma_min < sigma_max, got "
+                                  f"{self.sigma_min} and {self.sigma_max}")
 
     @nn.nowrap
     def scalings(self, sigma):
@@ -362,7 +363,7 @@ class iDDPMPrecond(_Preconditioner):
 
     def _check_arguments(self):
         if not 0 < check_nonnegative_real("C_1", self.C_1) <= 1:
-            raise ValueError(f"`C_1` must be in (0, 1], got {self.C_1}")
+            raise InputValueError(f"`C_1` must be in (0, 1], got {self.C_1}")
         check_nonnegative_real("C_2", self.C_2)
         _check_timesteps(self.M, MAX_IDDPM_M)
 

@@ -10,10 +10,10 @@ def bit_generator_key(key) -> jax.Array:
     """An `rbg` PRNG key seeded from `key`'s data; its random bits come from XLA's RngBitGenerator.
 
     JAX's default threefry generator is a large kernel that XLA compiles anew at every
-    call site: with one call per weight tensor (Flax initializers) and per dropout layer,
-    it dominates compile time of a small U-Net on a CPU (about 8x for `init`: tens of
-    seconds), and its bits are slower to generate. The bit generator is deterministic for
-    a given key and backend, but, unlike threefry, not bit-identical across backends.
+    call site (one per weight tensor with Flax initializers, and per dropout layer); the
+    bit generator is one XLA operation (the compile time this saves: docs/training.md,
+    "Performance notes"). The bit generator is deterministic for a given key and backend,
+    but, unlike threefry, not bit-identical across backends.
     `key` may be a typed key of any implementation or legacy `uint32` key data.
     """
     data = key

@@ -25,6 +25,7 @@ import reprlib
 import struct
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,7 @@ import numpy as np
 from flax import traverse_util
 
 from gaussjax._checks import check_choice
+from gaussjax._errors import InputFileNotFoundError, InputTypeError, InputValueError
 from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._stored_config import check_parameter_budget, constructor_arguments, stored_arguments
 
@@ -54,7 +56,8 @@ def module_config(module) -> dict:
             return [plain(name, v) for v in value]
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
-        raise TypeError(f"field `{name}` of {type(module).__name__} is a {type(value).__name__}, not storable as JSON")
+        raise InputTypeError(f"field `{name}` of {type(module).__name__} is a {type(value).__name__}, "
+                             "not storable as JSON")
 
     fields = constructor_arguments(type(module))
     return {"class": type(module).__name__, "kwargs": {name: plain(name, getattr(module, name)) for name in fields}}
@@ -63,10 +66,11 @@ def module_config(module) -> dict:
 def resolve_class(kind: str, name, allowed: tuple[str, ...], where: str):
     """The `gaussjax.nn` class called `name`, if it is in `allowed`; `ValueError` naming `where` otherwise."""
     if not isinstance(name, str) or name not in allowed:
-        raise ValueError(f"{where}: unknown {kind} class {reprlib.repr(name)}; expected one of {', '.join(allowed)}")
+        raise InputValueError(f"{where}: unknown {kind} class {reprlib.repr(name)}; expected one of "
+                              f"{', '.join(allowed)}")
     cls = getattr(importlib.import_module("gaussjax.nn"), name, None)
     if cls is None:
-        raise ValueError(f"{where}: {kind} class {name!r} is not available in this version of gaussjax.nn")
+        raise InputValueError(f"{where}: {kind} class {name!r} is not available in this version of gaussjax.nn")
     return cls
 
 
@@ -75,7 +79,7 @@ def _variables_by_name(variables) -> dict:
     flat = traverse_util.flatten_dict(variables)
     dotted = [key for key in flat if any("." in part for part in key)]
     if dotted:
-        raise ValueError(f"variable path {dotted[0]} has a '.' in a name; it cannot be a dotted tensor name")
+        raise InputValueError(f"variable path {dotted[0]} has a '.' in a name; it cannot be a dotted tensor name")
     return {".".join(key): flat[key] for key in sorted(flat)}
 
 
@@ -104,16 +108,17 @@ def save_safetensors(path, denoiser: NeuralDenoiser, *, dtype: str = "float32") 
         `path` as a `Path`. Raises `ValueError` if a variable overflows `dtype`.
     """
     if not isinstance(denoiser, NeuralDenoiser):
-        raise TypeError(f"`denoiser` must be a NeuralDenoiser, got {type(denoiser).__name__}")
+        raise InputTypeError(f"`denoiser` must be a NeuralDenoiser, got {type(denoiser).__name__}")
     check_choice("dtype", dtype, tuple(STORAGE))
     path, tag = Path(path), STORAGE[dtype]
     metadata = {"gaussjax": json.dumps(network_metadata(denoiser))}
+    header: dict[str, Any]
     arrays, header, offset = [], {"__metadata__": metadata}, 0
     for name, leaf in _variables_by_name(denoiser.params).items():
         with np.errstate(over="ignore"):  # overflow is reported below, naming the variable
             array = np.ascontiguousarray(np.asarray(leaf).astype(DTYPES[tag]))
         if tag != "F32" and np.isinf(array.astype(np.float32)).any() and np.isfinite(np.asarray(leaf)).all():
-            raise ValueError(f"variable {name} overflows {dtype}; save it with dtype='float32'")
+            raise InputValueError(f"variable {name} overflows {dtype}; save it with dtype='float32'")
         header[name] = {"dtype": tag, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
         arrays.append(array)
         offset += array.nbytes
@@ -125,7 +130,7 @@ def save_safetensors(path, denoiser: NeuralDenoiser, *, dtype: str = "float32") 
             file.write(struct.pack("<Q", len(encoded)))
             file.write(encoded)
             for array in arrays:
-                file.write(array.reshape(-1).view(np.uint8))
+                file.write(array.reshape(-1).view(np.uint8).data)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's file is private (0600); give the usual permissions
         os.replace(temporary, path)
     except BaseException:
@@ -161,9 +166,9 @@ def _parse_json(text, message: str):
     try:
         return json.loads(text, parse_int=_parse_int)
     except RecursionError:
-        raise ValueError(f"{message} (its JSON nests too deeply)") from None
+        raise InputValueError(f"{message} (its JSON nests too deeply)") from None
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{message} (not JSON: {error})") from None
+        raise InputValueError(f"{message} (not JSON: {error})") from None
 
 
 def read_header(file, size: int, where: str) -> tuple[dict, dict]:
@@ -173,60 +178,61 @@ def read_header(file, size: int, where: str) -> tuple[dict, dict]:
     Raises `ValueError` naming `where` for anything malformed or truncated.
     """
     if size < 8:
-        raise ValueError(f"{where} is truncated: {size} bytes, not even the 8-byte header length")
+        raise InputValueError(f"{where} is truncated: {size} bytes, not even the 8-byte header length")
     (length,) = struct.unpack("<Q", file.read(8))
     if length > min(MAX_HEADER_BYTES, size - 8):
-        raise ValueError(f"{where} has a corrupt header: it declares {length} header bytes in a {size}-byte file")
+        raise InputValueError(f"{where} has a corrupt header: it declares {length} header bytes in a {size}-byte file")
     header = _parse_json(file.read(length), f"{where} has a corrupt header")
     if not isinstance(header, dict):
-        raise ValueError(f"{where} has a corrupt header: a JSON {type(header).__name__}, not an object")  # noqa: TRY004 (bad file contents)
+        raise InputValueError(f"{where} has a corrupt header: a JSON {type(header).__name__}, not an object")  # noqa: TRY004 (bad file contents)
     metadata = header.pop("__metadata__", None) or {}
     if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
-        raise ValueError(f"{where}: `__metadata__` must map strings to strings")
+        raise InputValueError(f"{where}: `__metadata__` must map strings to strings")
     tensors = {name: _tensor_entry(name, entry, where) for name, entry in header.items()}
     end = 0
     for name, (_, _, begin, stop) in sorted(tensors.items(), key=lambda item: item[1][2:]):
         if begin != end:
-            raise ValueError(f"{where}: tensor {name} starts at byte {begin} of the data, expected {end}")
+            raise InputValueError(f"{where}: tensor {name} starts at byte {begin} of the data, expected {end}")
         end = stop
     if end != size - 8 - length:
-        raise ValueError(f"{where} is truncated or has trailing bytes: the header describes {end} data bytes, "
-                         f"the file holds {size - 8 - length}")
+        raise InputValueError(f"{where} is truncated or has trailing bytes: the header describes {end} data bytes, "
+                              f"the file holds {size - 8 - length}")
     return tensors, metadata
 
 
 def _tensor_entry(name: str, entry, where: str) -> tuple[np.dtype, tuple[int, ...], int, int]:
     """One header entry as `(dtype, shape, begin, end)`, its byte span matching its dtype and shape."""
-    if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list) and isinstance(entry.get("data_offsets"), list)
+    if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)
+            and isinstance(entry.get("data_offsets"), list)
             and all(type(s) is int and s >= 0 for s in entry["shape"] + entry["data_offsets"])
             and len(entry["data_offsets"]) == 2):
-        raise ValueError(f"{where}: header entry of tensor {name} is malformed: {reprlib.repr(entry)}")
+        raise InputValueError(f"{where}: header entry of tensor {name} is malformed: {reprlib.repr(entry)}")
     if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in DTYPES:
-        raise ValueError(f"{where}: tensor {name} has dtype {reprlib.repr(entry.get('dtype'))}; supported: "
-                         f"{', '.join(DTYPES)}")
+        raise InputValueError(f"{where}: tensor {name} has dtype {reprlib.repr(entry.get('dtype'))}; supported: "
+                              f"{', '.join(DTYPES)}")
     dtype, shape, (begin, end) = DTYPES[entry["dtype"]], tuple(entry["shape"]), entry["data_offsets"]
     if end - begin != math.prod(shape) * dtype.itemsize:
-        raise ValueError(f"{where}: tensor {name} spans bytes [{begin}, {end}), not the "
-                         f"{math.prod(shape) * dtype.itemsize} of a {entry['dtype']} array of shape {shape}")
+        raise InputValueError(f"{where}: tensor {name} spans bytes [{begin}, {end}), not the "
+                              f"{math.prod(shape) * dtype.itemsize} of a {entry['dtype']} array of shape {shape}")
     return dtype, shape, begin, end
 
 
 def parse_metadata(metadata: dict, where: str) -> dict:
     """The `gaussjax` metadata as a dict, checked for the format and the keys it must have."""
     if "gaussjax" not in metadata:
-        raise ValueError(f"{where} is not a gaussjax network: its `__metadata__` has no 'gaussjax' entry")
+        raise InputValueError(f"{where} is not a gaussjax network: its `__metadata__` has no 'gaussjax' entry")
     config = _parse_json(metadata["gaussjax"], f"{where}: the 'gaussjax' metadata is malformed")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else config
-        raise ValueError(f"{where}: unknown network format {reprlib.repr(found)}; this gaussjax reads {FORMAT!r}")
+        raise InputValueError(f"{where}: unknown network format {reprlib.repr(found)}; this gaussjax reads {FORMAT!r}")
     for key in ("precond", "net"):
         if not (isinstance(config.get(key), dict) and isinstance(config[key].get("kwargs"), dict)):
-            raise ValueError(  # noqa: TRY004 (bad file contents)
+            raise InputValueError(  # noqa: TRY004 (bad file contents)
                 f"{where}: the 'gaussjax' metadata needs {key!r}: {{'class': ..., 'kwargs': {{...}}}}")
     shape = config.get("image_shape")
     if not (isinstance(shape, list) and len(shape) == 3 and all(type(s) is int and s > 0 for s in shape)):
-        raise ValueError(f"{where}: the 'gaussjax' metadata needs 'image_shape': [H, W, C] of positive integers, "
-                         f"got {reprlib.repr(shape)}")
+        raise InputValueError(f"{where}: the 'gaussjax' metadata needs 'image_shape': [H, W, C] of positive integers, "
+                              f"got {reprlib.repr(shape)}")
     if "class_labels" in config:
         config["class_labels"] = _class_labels(config["class_labels"], where)
     return config
@@ -239,8 +245,8 @@ def _class_labels(value, where: str) -> np.ndarray:
     except (ValueError, TypeError, OverflowError):  # ragged nesting, too deep for NumPy
         labels = None
     if labels is None or labels.ndim == 0 or labels.dtype.kind not in "iuf":
-        raise ValueError(f"{where}: 'class_labels' must be a list (or nested lists) of numbers, "
-                         f"got {reprlib.repr(value)}")
+        raise InputValueError(f"{where}: 'class_labels' must be a list (or nested lists) of numbers, "
+                              f"got {reprlib.repr(value)}")
     with np.errstate(over="ignore"):  # overflow to inf is refused as non-finite
         return labels.astype(np.float32)
 
@@ -259,8 +265,8 @@ def build_module(config: dict, where: str, stored: int):
     try:
         return precond_cls(net=net_cls(**net_kwargs), **precond_kwargs)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{where}: the stored configuration does not build {precond_cls.__name__}"
-                         f"({net_cls.__name__}): {error}") from None
+        raise InputValueError(f"{where}: the stored configuration does not build {precond_cls.__name__}"
+                              f"({net_cls.__name__}): {error}") from None
 
 
 def expected_variables(module, image_shape) -> dict:
@@ -274,13 +280,14 @@ def check_tensors(tensors: dict, expected: dict, where: str) -> None:
     """Raise `ValueError` naming the first missing, extra or wrongly shaped tensor."""
     missing = [name for name in expected if name not in tensors]
     if missing:
-        raise ValueError(f"{where} lacks tensor {missing[0]} of the network ({len(missing)} missing)")
+        raise InputValueError(f"{where} lacks tensor {missing[0]} of the network ({len(missing)} missing)")
     extra = sorted(set(tensors) - set(expected))
     if extra:
-        raise ValueError(f"{where} has tensor {extra[0]}, which the network does not have ({len(extra)} extra)")
+        raise InputValueError(f"{where} has tensor {extra[0]}, which the network does not have ({len(extra)} extra)")
     for name, spec in expected.items():
         if tensors[name][1] != spec.shape:
-            raise ValueError(f"{where}: tensor {name} has shape {tensors[name][1]}, the network expects {spec.shape}")
+            raise InputValueError(f"{where}: tensor {name} has shape {tensors[name][1]}, the network expects "
+                                  f"{spec.shape}")
 
 
 def load_safetensors(path) -> NeuralDenoiser:
@@ -302,7 +309,7 @@ def load_safetensors(path) -> NeuralDenoiser:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"`path` {path} is not a file")
+        raise InputFileNotFoundError(f"`path` {path} is not a file")
     where = str(path)
     with open(path, "rb") as file:
         tensors, metadata = read_header(file, path.stat().st_size, where)
@@ -311,8 +318,8 @@ def load_safetensors(path) -> NeuralDenoiser:
         net = module.net
         image_shape = (net.img_resolution, net.img_resolution, net.in_channels)
         if tuple(config["image_shape"]) != image_shape:
-            raise ValueError(f"{where}: 'image_shape' {config['image_shape']} is not the network's (img_resolution, "
-                             f"img_resolution, in_channels) = {list(image_shape)}")
+            raise InputValueError(f"{where}: 'image_shape' {config['image_shape']} is not the network's "
+                                  f"(img_resolution, img_resolution, in_channels) = {list(image_shape)}")
         expected = expected_variables(module, image_shape)
         check_tensors(tensors, expected, where)
         data = np.fromfile(file, dtype=np.uint8)  # the one copy
@@ -321,10 +328,10 @@ def load_safetensors(path) -> NeuralDenoiser:
         dtype, shape, begin, end = tensors[name]
         value = data[begin:end].view(dtype).reshape(shape).astype(spec.dtype)
         if not np.isfinite(value).all():
-            raise ValueError(f"{where}: tensor {name} holds NaN or infinite values")
+            raise InputValueError(f"{where}: tensor {name} holds NaN or infinite values")
         flat[tuple(name.split("."))] = jnp.asarray(value)
     try:
         return NeuralDenoiser(module=module, params=traverse_util.unflatten_dict(flat), image_shape=image_shape,
                               class_labels=config.get("class_labels"))
     except ValueError as error:  # the class labels
-        raise ValueError(f"{where}: {error}") from None
+        raise InputValueError(f"{where}: {error}") from None

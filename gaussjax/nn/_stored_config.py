@@ -19,6 +19,8 @@ import dataclasses
 import numbers
 import reprlib
 
+from gaussjax._errors import InputValueError
+
 MAX_INT = 2**31 - 1  # largest integer argument a file may give
 MAX_ENTRIES = 64  # longest list argument (`fourier_freqs` excepted: it has one entry per embedding frequency pair)
 _UNLIMITED = ("fourier_freqs",)
@@ -50,13 +52,13 @@ def stored_arguments(cls, kwargs: dict, where: str) -> dict:
     allowed = constructor_arguments(cls)
     unknown = [reprlib.repr(key) for key in kwargs if key not in allowed]
     if unknown:
-        raise ValueError(f"{where}: {cls.__name__} has no argument(s) {', '.join(unknown)} that a file may set "
-                         f"(it takes {', '.join(allowed)})")
+        raise InputValueError(f"{where}: {cls.__name__} has no argument(s) {', '.join(unknown)} that a file may set "
+                              f"(it takes {', '.join(allowed)})")
     checked = {}
     for key, value in kwargs.items():
         if isinstance(value, (list, tuple)):
             if len(value) > MAX_ENTRIES and key not in _UNLIMITED:
-                raise ValueError(f"{where}.{key} has {len(value)} entries; at most {MAX_ENTRIES} are allowed")
+                raise InputValueError(f"{where}.{key} has {len(value)} entries; at most {MAX_ENTRIES} are allowed")
             checked[key] = tuple(_scalar(f"{where}.{key}[{i}]", v) for i, v in enumerate(value))
         else:
             checked[key] = _scalar(f"{where}.{key}", value)
@@ -69,12 +71,12 @@ def _scalar(name: str, value):
         return value
     if isinstance(value, numbers.Integral):
         if abs(int(value)) > MAX_INT:  # (not printed: str() of a huge integer is slow, or refused by Python)
-            raise ValueError(f"{name} must be an integer of magnitude at most {MAX_INT}, got one of "
-                             f"{int(value).bit_length()} bits")
+            raise InputValueError(f"{name} must be an integer of magnitude at most {MAX_INT}, got one of "
+                                  f"{int(value).bit_length()} bits")
         return int(value)
     if isinstance(value, numbers.Real):
         return value
-    raise ValueError(f"{name} must be None, a bool, a string or a number, got {reprlib.repr(value)}")
+    raise InputValueError(f"{name} must be None, a bool, a string or a number, got {reprlib.repr(value)}")
 
 
 def minimum_parameter_count(cls, kwargs: dict) -> int | None:
@@ -123,5 +125,5 @@ def check_parameter_budget(cls, kwargs: dict, stored: int, where: str) -> None:
     needed = minimum_parameter_count(cls, kwargs)
     if needed is not None and needed > stored:
         sizes = ", ".join(f"{name}={kwargs[name]!r}" for name in SIZE_ARGUMENTS if name in kwargs)
-        raise ValueError(f"{where}: {cls.__name__}({sizes}) has at least {needed:.3g} parameters, but the file "
-                         f"holds only {stored} tensor elements")
+        raise InputValueError(f"{where}: {cls.__name__}({sizes}) has at least {needed:.3g} parameters, but the file "
+                              f"holds only {stored} tensor elements")

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussjax._checks import check_choice, check_nonnegative_int, check_positive_int
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.nn._block import INIT_ZERO, UNetBlock
 from gaussjax.nn._conv import CONV_IMPLS, Conv2d
 from gaussjax.nn._embedding import FourierEmbedding, PositionalEmbedding
@@ -121,7 +122,7 @@ class SongUNet(nn.Module):
         emb = jax.nn.silu(nn.Dense(self.emb_channels, name="map_layer1", **dense)(emb))
 
         # Encoder.
-        skips = []
+        skips: list[jax.Array] = []
         aux = x
         for step in encoder:
             if step.kind == "aux_down":
@@ -144,10 +145,12 @@ class SongUNet(nn.Module):
         tmp = None
         for step in decoder:
             if step.kind == "aux_up":
+                assert aux is not None  # `_plan` puts an aux_conv before every aux_up
                 aux = upsample(aux, self.resample_filter)
             elif step.kind == "aux_norm":
                 tmp = GroupNorm(eps=1e-6, name=step.name)(x)
             elif step.kind == "aux_conv":
+                assert tmp is not None  # `_plan` puts an aux_norm before every aux_conv
                 tmp = Conv2d(self.out_channels, 3, init_weight=INIT_ZERO, conv_impl=self.conv_impl,
                              name=step.name)(jax.nn.silu(tmp))
                 aux = tmp if aux is None else tmp + aux
@@ -209,13 +212,14 @@ def _plan(config: SongUNet) -> tuple[list[_Step], list[_Step]]:
 
 
 def _check_probability(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"`{name}` must be a probability in [0, 1), got {value!r}")
+    # (typeshed's numbers.Real, unlike float, supports neither `int <= Real` nor np.isfinite)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:  # type: ignore[operator]
+        raise InputValueError(f"`{name}` must be a probability in [0, 1), got {value!r}")
 
 
 def _check_int_tuple(name: str, value, *, nonempty: bool) -> None:
     if not isinstance(value, tuple) or (nonempty and not value):
-        raise TypeError(f"`{name}` must be a{' non-empty' if nonempty else ''} tuple of integers, got {value!r}")
+        raise InputTypeError(f"`{name}` must be a{' non-empty' if nonempty else ''} tuple of integers, got {value!r}")
     for i, item in enumerate(value):
         check_positive_int(f"{name}[{i}]", item)
 
@@ -224,17 +228,17 @@ def check_network_inputs(net, x, noise_labels, class_labels, augment_labels) -> 
     """Validate the inputs of a U-Net `net` (SongUNet or DhariwalUNet) and return the batch size N."""
     r, c = net.img_resolution, net.in_channels
     if x.ndim != 4 or x.shape[1:] != (r, r, c):
-        raise ValueError(f"`x` must have shape (N, {r}, {r}, {c}) (NHWC), got {x.shape}")
+        raise InputValueError(f"`x` must have shape (N, {r}, {r}, {c}) (NHWC), got {x.shape}")
     n = x.shape[0]
     if noise_labels.shape != (n,):
-        raise ValueError(f"`noise_labels` must have shape (N,) = ({n},), got {noise_labels.shape}")
+        raise InputValueError(f"`noise_labels` must have shape (N,) = ({n},), got {noise_labels.shape}")
     if net.label_dim:
         if class_labels is None:
-            raise ValueError(f"`class_labels` (N, {net.label_dim}) are required: label_dim = {net.label_dim}")
+            raise InputValueError(f"`class_labels` (N, {net.label_dim}) are required: label_dim = {net.label_dim}")
         if class_labels.shape != (n, net.label_dim):
-            raise ValueError(f"`class_labels` must have shape ({n}, {net.label_dim}), got {class_labels.shape}")
+            raise InputValueError(f"`class_labels` must have shape ({n}, {net.label_dim}), got {class_labels.shape}")
     if augment_labels is not None and net.augment_dim and augment_labels.shape != (n, net.augment_dim):
-        raise ValueError(f"`augment_labels` must have shape ({n}, {net.augment_dim}), got {augment_labels.shape}")
+        raise InputValueError(f"`augment_labels` must have shape ({n}, {net.augment_dim}), got {augment_labels.shape}")
     return n
 
 
@@ -255,7 +259,7 @@ def check_unet_fields(config) -> None:
     check_choice("conv_impl", config.conv_impl, CONV_IMPLS)
     factor = 2 ** (len(config.channel_mult) - 1)
     if r % factor:
-        raise ValueError(
+        raise InputValueError(
             f"`img_resolution` ({r}) must be divisible by 2**(len(channel_mult) - 1) = {factor} "
             f"(channel_mult = {config.channel_mult} has {len(config.channel_mult)} resolutions)"
         )
@@ -268,22 +272,23 @@ def _validate(config: SongUNet) -> None:
     check_positive_int("channel_mult_noise", config.channel_mult_noise)
     if config.fourier_freqs and (config.embedding_type != "fourier"
                                  or len(config.fourier_freqs) != config.noise_channels // 2):
-        raise ValueError(
+        raise InputValueError(
             f"`fourier_freqs` must be empty or, with embedding_type='fourier', hold model_channels * "
             f"channel_mult_noise / 2 = {config.noise_channels // 2} numbers; got {len(config.fourier_freqs)} "
             f"with embedding_type={config.embedding_type!r}"
         )
-    bad = [v for v in config.fourier_freqs if not (isinstance(v, numbers.Real) and np.isfinite(v))]
+    bad = [v for v in config.fourier_freqs
+           if not (isinstance(v, numbers.Real) and np.isfinite(v))]  # type: ignore[call-overload]  # see _check_probability
     if bad:
-        raise ValueError(f"`fourier_freqs` must be finite numbers, got {bad[0]!r}")
+        raise InputValueError(f"`fourier_freqs` must be finite numbers, got {bad[0]!r}")
     check_choice("encoder_type", config.encoder_type, ("standard", "skip", "residual"))
     check_choice("decoder_type", config.decoder_type, ("standard", "skip"))
     f = config.resample_filter
     if (not isinstance(f, tuple) or len(f) < 2 or len(f) % 2
-            or not all(isinstance(v, numbers.Real) and v > 0 for v in f)):
-        raise ValueError(f"`resample_filter` must be a tuple of an even number (>= 2) of positive taps, got {f!r}")
+            or not all(isinstance(v, numbers.Real) and v > 0 for v in f)):  # type: ignore[operator]  # see _check_probability
+        raise InputValueError(f"`resample_filter` must be a tuple of an even number (>= 2) of positive taps, got {f!r}")
     if config.noise_channels % 2:
-        raise ValueError(
+        raise InputValueError(
             f"the noise embedding needs an even number of channels; model_channels * channel_mult_noise = "
             f"{config.noise_channels}"
         )

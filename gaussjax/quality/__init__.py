@@ -6,8 +6,9 @@
   and `precision_recall` (k-NN manifolds; Kynkaanniemi et al. 2019), on features.
 - `load_inception(path)`: FID's InceptionV3, its weights read from pytorch-fid's weight file
   without torch and without running pickled code. Distances on its features are FID/KID.
-- `train_feature_net(dataset, key)`: a small classifier trained on a small dataset (digits,
-  MNIST), whose penultimate features stand in for Inception's. Distances on them are "FD",
+- `train_feature_net(dataset, key, test=held_out)`: a small classifier trained on a small
+  dataset (digits, MNIST), whose penultimate features stand in for Inception's; its accuracy
+  is measured on the held-out `test` set the caller passes. Distances on them are "FD",
   never FID.
 
 See `docs/quality.md`.

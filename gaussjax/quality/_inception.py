@@ -26,13 +26,15 @@ import dataclasses
 import functools
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gaussjax._checks import check_images as _check_images
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._torch import inception_shapes as torch_shapes
 from gaussjax._torch import inception_variables as variables_from_torch
 from gaussjax._torch import read_torch_state_dict
@@ -61,7 +63,7 @@ def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     a float64 evaluation by up to a float32 ulp of `src`, ~`in_size * 6e-8`).
     """
     if in_size < 1 or out_size < 1:
-        raise ValueError(f"resize sizes must be positive, got {in_size} -> {out_size}")
+        raise InputValueError(f"resize sizes must be positive, got {in_size} -> {out_size}")
     scale = np.float64(np.float32(in_size) / np.float32(out_size))
     src = (scale * (np.arange(out_size) + 0.5) - 0.5).astype(np.float32)  # exact in float64, rounded once
     src = np.maximum(src, np.float32(0))
@@ -150,7 +152,7 @@ class InceptionA(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, **k, precision=self.precision)
+        conv = functools.partial(BasicConv2d, precision=self.precision)
         b1 = conv(64, name="branch1x1")(x)
         b5 = conv(64, (5, 5), padding=(2, 2), name="branch5x5_2")(conv(48, name="branch5x5_1")(x))
         b3 = conv(64, name="branch3x3dbl_1")(x)
@@ -167,7 +169,7 @@ class InceptionB(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, **k, precision=self.precision)
+        conv = functools.partial(BasicConv2d, precision=self.precision)
         b3 = conv(384, (3, 3), strides=(2, 2), name="branch3x3")(x)
         bd = conv(64, name="branch3x3dbl_1")(x)
         bd = conv(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
@@ -183,7 +185,7 @@ class InceptionC(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, **k, precision=self.precision)
+        conv = functools.partial(BasicConv2d, precision=self.precision)
         c7 = self.channels_7x7
         row, col = {"kernel_size": (1, 7), "padding": (0, 3)}, {"kernel_size": (7, 1), "padding": (3, 0)}
         b1 = conv(192, name="branch1x1")(x)
@@ -206,7 +208,7 @@ class InceptionD(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, **k, precision=self.precision)
+        conv = functools.partial(BasicConv2d, precision=self.precision)
         b3 = conv(320, (3, 3), strides=(2, 2), name="branch3x3_2")(conv(192, name="branch3x3_1")(x))
         b7 = conv(192, name="branch7x7x3_1")(x)
         b7 = conv(192, (1, 7), padding=(0, 3), name="branch7x7x3_2")(b7)
@@ -227,7 +229,7 @@ class InceptionE(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda *a, **k: BasicConv2d(*a, **k, precision=self.precision)
+        conv = functools.partial(BasicConv2d, precision=self.precision)
         row, col = {"kernel_size": (1, 3), "padding": (0, 1)}, {"kernel_size": (3, 1), "padding": (1, 0)}
         b1 = conv(320, name="branch1x1")(x)
         b3 = conv(384, name="branch3x3_1")(x)
@@ -242,7 +244,7 @@ class InceptionE(nn.Module):
         elif self.pool == "max":
             pooled = _max_pool_3x3(x, 1, padding=1)
         else:
-            raise ValueError(f"InceptionE pool must be 'avg' or 'max', got {self.pool!r}")
+            raise InputValueError(f"InceptionE pool must be 'avg' or 'max', got {self.pool!r}")
         bp = conv(192, name="branch_pool")(pooled)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
@@ -266,7 +268,7 @@ class InceptionV3(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be (B, H, W, 3), got shape {images.shape}")
+            raise InputValueError(f"images must be (B, H, W, 3), got shape {images.shape}")
         p = self.precision
         x = resize_bilinear(images.astype(jnp.float32), (INPUT_SIZE, INPUT_SIZE), precision=p)
         x = BasicConv2d(32, (3, 3), strides=(2, 2), precision=p, name="Conv2d_1a_3x3")(x)   # 149
@@ -319,7 +321,8 @@ class InceptionFeatures:
     Call it on batches, `(B, H, W, 3)` float images in [-1, 1] (gaussjax's convention; any
     H, W: each image is resized to 299x299 as pytorch-fid does), or `(B, H, W, 1)`
     grayscale, repeated to 3 channels. Stream a data set through it batch by batch; each
-    new batch shape compiles once. The values are not range-checked.
+    new batch shape compiles once. NaN or infinite values are refused (when concrete); the range is
+    not checked.
     """
 
     module: InceptionV3
@@ -333,24 +336,33 @@ class InceptionFeatures:
 @functools.partial(jax.jit, static_argnums=0)
 def _features(module: InceptionV3, variables: Mapping, images: jax.Array) -> jax.Array:
     """One compilation per (module, image shape), shared by every `InceptionFeatures` with equal modules."""
-    return module.apply(variables, images)
+    return cast(jax.Array, module.apply(variables, images))
 
 
 def check_images(images) -> jax.Array:
-    """`images` as a float32 `(B, H, W, 3)` array; 1 channel is repeated to 3. Errors name `images`."""
-    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+    """`images` as a float32 `(B, H, W, 3)` array; 1 channel is repeated to 3. Errors name `images`.
+
+    `gaussjax._checks.check_images` (finite when concrete, no empty axis), on a float dtype
+    (integer images are refused: their range is not gaussjax's [-1, 1]) with 1 or 3 channels.
+
+    Raises:
+        InputTypeError: a non-float dtype.
+        InputValueError: not `(B, H, W, C)` with `B, H, W >= 1` and `C` 1 or 3, or NaN or infinite values.
+    """
+    dtype = getattr(images, "dtype", None)
+    if dtype is None:
         images = np.asarray(images)
-    shape, dtype = tuple(images.shape), np.dtype(images.dtype)
-    if len(shape) != 4 or shape[-1] not in (1, 3):
-        raise ValueError(f"images must be (B, H, W, 3) (or (B, H, W, 1) grayscale), NHWC, got shape {shape}")
-    if not np.issubdtype(dtype, np.floating):
-        raise TypeError(f"images must be a float array in [-1, 1], got dtype {dtype} "
-                        "(convert uint8 images with x / 127.5 - 1)")
-    if min(shape[:3]) < 1:
-        raise ValueError(f"images must be non-empty (B, H, W >= 1), got shape {shape}")
-    images = jnp.asarray(images, jnp.float32)
-    if shape[-1] == 1:
-        images = jnp.broadcast_to(images, (*shape[:3], 3))
+        dtype = images.dtype
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise InputTypeError(f"`images` must be a float array in [-1, 1], got dtype {np.dtype(dtype)} "
+                             "(convert uint8 images with x / 127.5 - 1)")
+    images = _check_images("images", images)
+    if images.shape[-1] not in (1, 3):
+        raise InputValueError(f"`images` must be (B, H, W, 3) (or (B, H, W, 1) grayscale), NHWC, got shape "
+                              f"{images.shape}")
+    images = images.astype(jnp.float32)
+    if images.shape[-1] == 1:
+        images = jnp.broadcast_to(images, (*images.shape[:3], 3))
     return images
 
 

@@ -13,6 +13,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix
+from gaussjax._errors import InputTypeError, InputValueError
 
 
 class PrecisionRecall(NamedTuple):
@@ -38,7 +39,7 @@ def _squared_distances(queries, half_sq_queries, points, sq_points):
     return jnp.maximum(2 * (half_sq_queries[:, None] - cross) + sq_points[None, :], 0)
 
 
-_SMALL_K = 16  # up to this k, k - 1 passes of argmin beat XLA:CPU's sort-based top_k (5x at k = 3)
+_SMALL_K = 16  # up to this k: k - 1 passes of argmin, beyond: top_k (the choice: docs/quality.md, "Numerics")
 
 
 def _kth_smallest(values: Float[Array, "b n"], k: int) -> Float[Array, " b"]:
@@ -148,18 +149,22 @@ def precision_recall(
     `[1, min(Nr, Nf) - 1]`.
 
     Example:
-        >>> pr = precision_recall(real_features, fake_features, k=3)
-        >>> pr.precision, pr.recall
+        Real points 0, 1, 2, 3 (balls of radius 1 with `k = 1`) hold the fake 0.5 but not 10;
+        the fake balls (radius 9.5) hold every real point:
+
+        >>> precision_recall(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([[0.5], [10.0]]), k=1)
+        PrecisionRecall(precision=0.5, recall=1.0)
     """
     real = check_data_matrix("real", real)
     fake = check_data_matrix("fake", fake)
     if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"`real` and `fake` must have the same dimension D, got {real.shape[1]} and {fake.shape[1]}")
+        raise InputValueError(f"`real` and `fake` must have the same dimension D, got {real.shape[1]} and "
+                              f"{fake.shape[1]}")
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"`k` must be an integer, got {type(k).__name__} {k!r}")
+        raise InputTypeError(f"`k` must be an integer, got {type(k).__name__} {k!r}")
     smallest = min(real.shape[0], fake.shape[0])
     if not 1 <= k < smallest:
-        raise ValueError(
+        raise InputValueError(
             f"`k` must be in [1, min(Nr, Nf) - 1] = [1, {smallest - 1}] (each point needs k other points), got {k}"
         )
     on_real, on_fake = _counts(real, fake, _centre(real), k=int(k))

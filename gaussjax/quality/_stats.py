@@ -21,6 +21,7 @@ from jaxtyping import ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_finite
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.fit._moments import merge_moments
 
 _Moments = tuple[int, "np.ndarray | None", "np.ndarray | None"]  # (count, mean, scatter)
@@ -30,7 +31,7 @@ def _rows(name: str, X: Any, dim: int | None) -> np.ndarray:
     """`X` as a host NumPy array `(n, D)` (its own floating dtype, ints as float64), or raise naming `name`."""
     X = check_data_matrix(name, X, host=True)
     if dim is not None and X.shape[1] != dim:
-        raise ValueError(f"`{name}` has dimension D = {X.shape[1]}, but the statistics have D = {dim}")
+        raise InputValueError(f"`{name}` has dimension D = {X.shape[1]}, but the statistics have D = {dim}")
     return X
 
 
@@ -51,10 +52,10 @@ def _accumulate(name: str, X: np.ndarray, moments: _Moments) -> _Moments:
 
 def _finish(moments: _Moments, name: str) -> FeatureStats:
     count, mean, scatter = moments
-    if count == 0:
-        raise ValueError(f"`{name}` holds no feature vectors")
+    if count == 0 or mean is None or scatter is None:
+        raise InputValueError(f"`{name}` holds no feature vectors")
     if not np.all(np.isfinite(scatter)):
-        raise ValueError(
+        raise InputValueError(
             f"the covariance of `{name}` overflows float64 (features up to |x| = {np.max(np.abs(mean)):.3g} "
             "and beyond): rescale the features"
         )
@@ -66,24 +67,25 @@ def _check_mean_cov(mean: Any, cov: Any, mean_name: str = "mean", cov_name: str 
     """`(mean (D,), cov (D, D))` as fresh read-only float64 arrays, checked, with `cov` symmetrised."""
     for name, value in ((mean_name, mean), (cov_name, cov)):
         if isinstance(value, jax.core.Tracer):
-            raise TypeError(f"`{name}` must be a concrete array: feature statistics are host-side NumPy")
+            raise InputTypeError(f"`{name}` must be a concrete array: feature statistics are host-side NumPy")
         kind = np.asarray(value).dtype.kind
         if kind not in "biuf":
-            raise TypeError(f"`{name}` must be a real numeric array, got dtype {np.asarray(value).dtype}")
+            raise InputTypeError(f"`{name}` must be a real numeric array, got dtype {np.asarray(value).dtype}")
     mean = np.array(mean, dtype=np.float64)
     cov = np.array(cov, dtype=np.float64)
     if mean.ndim != 1 or mean.shape[0] == 0:
-        raise ValueError(f"`{mean_name}` must have shape (D,) with D >= 1, got {mean.shape}")
+        raise InputValueError(f"`{mean_name}` must have shape (D,) with D >= 1, got {mean.shape}")
     dim = mean.shape[0]
     if cov.shape != (dim, dim):
-        raise ValueError(f"`{cov_name}` must have shape (D, D) = ({dim}, {dim}) to match `{mean_name}`, got {cov.shape}")
+        raise InputValueError(f"`{cov_name}` must have shape (D, D) = ({dim}, {dim}) to match `{mean_name}`, "
+                              f"got {cov.shape}")
     check_finite(mean_name, mean)
     check_finite(cov_name, cov)
     scale = np.max(np.abs(cov))
     if np.max(np.abs(cov - cov.T)) > 1e-6 * scale:
-        raise ValueError(f"`{cov_name}` must be symmetric (max |cov - cov^T| = {np.max(np.abs(cov - cov.T)):.3g})")
+        raise InputValueError(f"`{cov_name}` must be symmetric (max |cov - cov^T| = {np.max(np.abs(cov - cov.T)):.3g})")
     if np.any(np.diag(cov) < 0):
-        raise ValueError(f"`{cov_name}` must be positive semi-definite, but has negative diagonal entries")
+        raise InputValueError(f"`{cov_name}` must be positive semi-definite, but has negative diagonal entries")
     cov = 0.5 * (cov + cov.T)
     mean.setflags(write=False)
     cov.setflags(write=False)
@@ -117,9 +119,11 @@ class FeatureStats:
             passed to `frechet_distance` as a `(mean, cov)` tuple.
 
     Example:
-        >>> stats = FeatureStats.from_features(real_features)          # (N, D)
-        >>> stats = stats.update(more_features)                         # (n, D)
-        >>> fid = frechet_distance(stats, FeatureStats.from_features(fake_features))
+        >>> rng = np.random.default_rng(0)
+        >>> real, more = rng.normal(size=(100, 4)), rng.normal(size=(50, 4))   # (N, D), (n, D)
+        >>> stats = FeatureStats.from_features(real).update(more)
+        >>> stats.count, np.allclose(stats.cov, np.cov(np.concatenate([real, more]), rowvar=False))
+        (150, True)
     """
 
     mean: Float[np.ndarray, " D"]
@@ -129,12 +133,12 @@ class FeatureStats:
     def __post_init__(self):
         count = self.count
         if isinstance(count, bool) or not isinstance(count, numbers.Integral):
-            raise TypeError(f"`count` must be an integer >= 1, got {type(count).__name__} {count!r}")
+            raise InputTypeError(f"`count` must be an integer >= 1, got {type(count).__name__} {count!r}")
         if count < 1:
-            raise ValueError(f"`count` must be >= 1, got {count}")
+            raise InputValueError(f"`count` must be >= 1, got {count}")
         mean, cov = _check_mean_cov(self.mean, self.cov)
         if count == 1 and np.any(cov != 0):
-            raise ValueError("`cov` must be zero when `count` is 1: one feature vector has no covariance")
+            raise InputValueError("`cov` must be zero when `count` is 1: one feature vector has no covariance")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "cov", cov)
         object.__setattr__(self, "count", int(count))
@@ -167,9 +171,9 @@ class FeatureStats:
     def merge(self, other: FeatureStats) -> FeatureStats:
         """The statistics of the union of the two (disjoint) sets of features."""
         if not isinstance(other, FeatureStats):
-            raise TypeError(f"`other` must be a FeatureStats, got {type(other).__name__}")
+            raise InputTypeError(f"`other` must be a FeatureStats, got {type(other).__name__}")
         if other.dim != self.dim:
-            raise ValueError(f"`other` has dimension D = {other.dim}, but these statistics have D = {self.dim}")
+            raise InputValueError(f"`other` has dimension D = {other.dim}, but these statistics have D = {self.dim}")
         return _finish(merge_moments(*self._moments(), *other._moments()), "other")
 
 
@@ -199,15 +203,19 @@ def feature_stats(
     not real, not finite, or disagree on D with the earlier ones.
 
     Example:
-        >>> net = jax.jit(lambda images: inception(images))
-        >>> stats = feature_stats(net, np.array_split(images, 50), progress=True)
+        >>> images = np.random.default_rng(0).uniform(-1, 1, (100, 8, 8, 1)).astype(np.float32)
+        >>> features = jax.jit(lambda batch: batch.reshape(batch.shape[0], -1)[:, :4])  # a network in practice
+        >>> stats = feature_stats(features, np.array_split(images, 10))
+        >>> stats.count, stats.mean.shape
+        (100, (4,))
     """
     if not callable(feature_fn):
-        raise TypeError(f"`feature_fn` must be callable, got {type(feature_fn).__name__}")
+        raise InputTypeError(f"`feature_fn` must be callable, got {type(feature_fn).__name__}")
     if isinstance(batches, (np.ndarray, jax.Array)):
-        raise TypeError("`batches` must be an iterable of batches, not one array: split it, e.g. np.array_split(x, k)")
+        raise InputTypeError("`batches` must be an iterable of batches, not one array: split it, e.g. "
+                             "np.array_split(x, k)")
     if isinstance(batches, (str, bytes)) or not isinstance(batches, Iterable):
-        raise TypeError(f"`batches` must be an iterable of batches, got {type(batches).__name__}")
+        raise InputTypeError(f"`batches` must be an iterable of batches, got {type(batches).__name__}")
     from tqdm.auto import tqdm
 
     moments: _Moments = (0, None, None)
@@ -242,11 +250,11 @@ def _as_mean_cov(name: str, stats: Any) -> tuple[np.ndarray, np.ndarray, str]:
     """`(mean, cov, the name of cov)` of a `FeatureStats` or a `(mean, cov)` tuple, checked."""
     if isinstance(stats, FeatureStats):
         if stats.count < 2:
-            raise ValueError(f"`{name}` holds N = {stats.count} feature vector; its covariance needs N >= 2")
+            raise InputValueError(f"`{name}` holds N = {stats.count} feature vector; its covariance needs N >= 2")
         return stats.mean, stats.cov, f"{name}.cov"
     if isinstance(stats, tuple) and len(stats) == 2:
         return (*_check_mean_cov(*stats, mean_name=f"{name}[0]", cov_name=f"{name}[1]"), f"{name}[1]")
-    raise TypeError(f"`{name}` must be a FeatureStats or a (mean, cov) tuple, got {type(stats).__name__}")
+    raise InputTypeError(f"`{name}` must be a FeatureStats or a (mean, cov) tuple, got {type(stats).__name__}")
 
 
 def _factor(name: str, cov: np.ndarray) -> np.ndarray:
@@ -266,7 +274,7 @@ def _factor(name: str, cov: np.ndarray) -> np.ndarray:
     eigvals, eigvecs = np.linalg.eigh(cov)
     tolerance = cov.shape[0] * np.finfo(np.float64).eps * max(abs(eigvals[0]), abs(eigvals[-1]))
     if eigvals[0] < -tolerance:
-        raise ValueError(
+        raise InputValueError(
             f"`{name}` must be positive semi-definite, but has the eigenvalue {eigvals[0]:.6g} "
             f"(largest {eigvals[-1]:.6g}): it is not a covariance matrix"
         )
@@ -321,13 +329,16 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     bad shapes and non-finite or non-symmetric covariances.
 
     Example:
-        >>> frechet_distance(FeatureStats.from_features(real), FeatureStats.from_features(fake))
-        12.34...
+        `N(0, I)` against `N((1, 1), 4 I)` in 2-D: `2 + 2 + 8 - 2 tr((4 I)^{1/2}) = 4`:
+
+        >>> frechet_distance((np.zeros(2), np.eye(2)), (np.ones(2), 4 * np.eye(2)))
+        4.0
     """
     mean_a, cov_a, cov_a_name = _as_mean_cov("a", a)
     mean_b, cov_b, cov_b_name = _as_mean_cov("b", b)
     if mean_a.shape != mean_b.shape:
-        raise ValueError(f"`a` and `b` must have the same dimension D, got {mean_a.shape[0]} and {mean_b.shape[0]}")
+        raise InputValueError(f"`a` and `b` must have the same dimension D, got {mean_a.shape[0]} and "
+                              f"{mean_b.shape[0]}")
     diff = mean_a - mean_b
     trace_sqrt = _trace_sqrt_product(cov_a, cov_b, (cov_a_name, cov_b_name))
     value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt

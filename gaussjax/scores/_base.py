@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import as_float, check_query, is_concrete
+from gaussjax._errors import InputValueError
 from gaussjax._pytree import Module, jit_call
 from gaussjax.conventions import score_from_denoiser
 
@@ -84,7 +85,7 @@ def image_query(x, sigma, image_shape: tuple[int, int, int]):
         flat, sigma = check_query(x.reshape(*batch, dim), sigma, dim)
         return flat, sigma, lambda out: out.reshape(*batch, *image_shape)
     if not shape or shape[-1] != dim:
-        raise ValueError(
+        raise InputValueError(
             f"`x` must have shape (..., D) with D = {dim} or (..., H, W, C) = (..., {height}, {width}, {channels}), "
             f"got {shape}"
         )
@@ -126,7 +127,7 @@ class AnalyticModel(Denoiser):
         if is_concrete(out) and not bool(jnp.all(jnp.isfinite(out))):
             what = {"_denoise": "denoiser", "_score": "score", "_log_density": "log density"}[method]
             sigma = jnp.asarray(sigma)
-            raise ValueError(
+            raise InputValueError(
                 f"the {what} of {type(self).__name__} is not representable in {out.dtype} at these inputs "
                 f"(sigma in [{float(jnp.min(sigma)):.3g}, {float(jnp.max(sigma)):.3g}]): it overflows; "
                 "use a larger sigma or enable jax_enable_x64"

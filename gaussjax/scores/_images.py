@@ -1,24 +1,10 @@
-"""Helpers shared by the local (patch) models: image validation, chunks of training images, query blocks."""
+"""Helpers shared by the local (patch) models: chunks of training images, query blocks."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
-
-from gaussjax._checks import check_finite_norms, check_float_array
-
-
-def check_images(name: str, images) -> Float[Array, "N H W C"]:
-    """Return `images` as a finite float array `(N, H, W, C)` with no empty axis, or raise naming `name`.
-
-    Also refuses images whose squared norms overflow their dtype (the models square distances).
-    """
-    images = check_float_array(name, images, ndim=4)
-    if 0 in images.shape:
-        raise ValueError(f"`{name}` must have shape (N, H, W, C) with no empty axis, got {images.shape}")
-    check_finite_norms(name, images.reshape(images.shape[0], -1))
-    return images
+from jaxtyping import Array
 
 
 def chunk_rows(rows: Array, chunk_size: int) -> Array:

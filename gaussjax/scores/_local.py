@@ -10,6 +10,8 @@ analyses compare), and they have no `log_density`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gaussjax.scores._base import AnalyticModel, image_query
 
 
@@ -19,6 +21,9 @@ class LocalModel(AnalyticModel):
     Subclasses declare the static field `image_shape: tuple = eqx.field(static=True)`, `(H, W, C)`
     (a field of theirs, not of this base, so that it keeps its place among their fields).
     """
+
+    if TYPE_CHECKING:  # declared for the type checker only: a field here would be the subclasses' first
+        image_shape: tuple[int, int, int]
 
     @property
     def dim(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 
 import equinox as eqx
 import jax
@@ -13,6 +14,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_positive_int
+from gaussjax._errors import InputValueError
 from gaussjax._precision import matmul
 from gaussjax.scores import _softmax
 from gaussjax.scores._base import Density, gaussian_log_normalizer
@@ -35,7 +37,7 @@ def _sharded_axis(points) -> tuple | None:
         return None
     spec = tuple(sharding.spec) + (None,) * 2
     if spec[1] is not None:
-        raise ValueError(
+        raise InputValueError(
             f"`points` is sharded as {sharding.spec}; shard its rows only, e.g. PartitionSpec('data', None)"
         )
     if spec[0] is None:  # replicated: every device holds all points
@@ -69,10 +71,11 @@ class DeltaMixture(Density):
     axis: str | None = eqx.field(static=True, default=None)
 
     def __init__(self, points: Float[ArrayLike, "N D"], chunk_size: int | None = None):
-        sharded = _sharded_axis(points)
-        if sharded is None and isinstance(getattr(points, "sharding", None), NamedSharding):
+        sharded, sharding = _sharded_axis(points), getattr(points, "sharding", None)
+        if sharded is None and isinstance(sharding, NamedSharding):
             # replicated, or a one-device mesh: an ordinary array on one of its devices
-            points = jax.device_put(points, SingleDeviceSharding(min(points.sharding.device_set, key=lambda d: d.id)))
+            device = min(sharding.device_set, key=operator.attrgetter("id"))
+            points = jax.device_put(points, SingleDeviceSharding(device))
         points = check_data_matrix("points", points)
         num_points, dim = points.shape
         if chunk_size is None:
@@ -162,7 +165,7 @@ def _stream_sharded(chunks, half_sq_norms, x, inv_variance, *, mesh, axis) -> _s
         gathered = jax.lax.all_gather(partial, axis)  # (devices, ...) per field
         total = jax.tree_util.tree_map(lambda a: a[0], gathered)
         for i in range(1, mesh.shape[axis]):
-            total = _softmax.merge(total, jax.tree_util.tree_map(lambda a: a[i], gathered), inv_variance)
+            total = _softmax.merge(total, jax.tree_util.tree_map(operator.itemgetter(i), gathered), inv_variance)
         return total
 
     return jax.shard_map(

@@ -9,6 +9,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._checks import check_float_array, is_concrete
+from gaussjax._errors import InputValueError
 from gaussjax._precision import matmul
 from gaussjax.scores._base import Density
 
@@ -29,20 +30,23 @@ def check_eigenbasis(
     eigvecs = check_float_array("eigvecs", eigvecs, ndim=batch_ndim + 2)
     D, r = eigvecs.shape[-2:]
     if dim is not None and D != dim:
-        raise ValueError(f"`eigvecs` must have shape (..., D, r) with D = {dim} (from the mean), got {eigvecs.shape}")
+        raise InputValueError(f"`eigvecs` must have shape (..., D, r) with D = {dim} (from the mean), got "
+                              f"{eigvecs.shape}")
     if eigvals.shape != eigvecs.shape[:-2] + (r,):
-        raise ValueError(f"`eigvals` shape {eigvals.shape} does not match `eigvecs` shape {eigvecs.shape} (..., D, r)")
+        raise InputValueError(f"`eigvals` shape {eigvals.shape} does not match "
+                              f"`eigvecs` shape {eigvecs.shape} (..., D, r)")
     if r > D:
-        raise ValueError(f"rank r = {r} exceeds the dimension D = {D}: `eigvecs` must be (D, r) with r <= D")
+        raise InputValueError(f"rank r = {r} exceeds the dimension D = {D}: `eigvecs` must be (D, r) with r <= D")
     if is_concrete(eigvals, eigvecs):
         if np.any(np.asarray(eigvals) < 0):
-            raise ValueError("`eigvals` must be >= 0 (covariance eigenvalues)")
+            raise InputValueError("`eigvals` must be >= 0 (covariance eigenvalues)")
         vecs = np.asarray(eigvecs, dtype=np.float64)
         gram = np.swapaxes(vecs, -1, -2) @ vecs
         error = float(np.max(np.abs(gram - np.eye(r)))) if r else 0.0
         tolerance = 1e-3 if eigvecs.dtype == jnp.float32 else 1e-8
         if error > tolerance:
-            raise ValueError(f"`eigvecs` columns must be orthonormal (max |U^T U - I| = {error:.2e} > {tolerance:g})")
+            raise InputValueError("`eigvecs` columns must be orthonormal "
+                                  f"(max |U^T U - I| = {error:.2e} > {tolerance:g})")
     return eigvals, eigvecs
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from gaussjax._checks import check_float_array
+from gaussjax._errors import InputValueError
 from gaussjax.scores._base import Density, gaussian_log_normalizer
 
 
@@ -24,7 +25,7 @@ class Isotropic(Density):
     def __post_init__(self):
         mean = check_float_array("mean", self.mean, ndim=1)
         if mean.shape[0] == 0:
-            raise ValueError("`mean` must have shape (D,) with D >= 1, got (0,)")
+            raise InputValueError("`mean` must have shape (D,) with D >= 1, got (0,)")
         self.mean = mean
 
     @property

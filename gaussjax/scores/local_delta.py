@@ -10,13 +10,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
-from gaussjax._checks import check_positive_int
+from gaussjax._checks import check_images, check_positive_int
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._precision import einsum
 from gaussjax.scores import _softmax
+from gaussjax.scores._images import chunk_rows, map_query_blocks
+from gaussjax.scores._local import LocalModel
 from gaussjax.scores.delta import auto_chunk_size
 from gaussjax.scores.gaussian import Gaussian
-from gaussjax.scores._images import check_images, chunk_rows, map_query_blocks
-from gaussjax.scores._local import LocalModel
 
 DEFAULT_THRESHOLD = 0.1
 
@@ -91,17 +92,17 @@ class LocalDeltaMixture(LocalModel):
         num_images, *image_shape = images.shape
         flat = images.reshape(num_images, -1)
         if not isinstance(gaussian, Gaussian):
-            raise TypeError(f"`gaussian` must be a gaussjax.Gaussian, got {type(gaussian).__name__}")
+            raise InputTypeError(f"`gaussian` must be a gaussjax.Gaussian, got {type(gaussian).__name__}")
         if gaussian.dim != flat.shape[1]:
-            raise ValueError(
+            raise InputValueError(
                 f"`gaussian` has dimension {gaussian.dim}, but the images have H W C = {flat.shape[1]}"
             )
         threshold = _check_real("threshold", threshold)
         if not 0 <= threshold <= 1:
-            raise ValueError(f"`threshold` must be in [0, 1], got {threshold}")
+            raise InputValueError(f"`threshold` must be in [0, 1], got {threshold}")
         temperature = _check_real("temperature", temperature)
         if not 0 < temperature < float("inf"):
-            raise ValueError(f"`temperature` must be finite and > 0, got {temperature}")
+            raise InputValueError(f"`temperature` must be finite and > 0, got {temperature}")
         if chunk_size is None:
             chunk_size = auto_chunk_size(num_images, flat.shape[1])
         chunk_size = min(check_positive_int("chunk_size", chunk_size), num_images)
@@ -129,7 +130,9 @@ class LocalDeltaMixture(LocalModel):
             # -sum_n M[n, m] (x_n - y_n)^2 / 2 + sum_n M[n, m] x_n^2 / 2, shape (B, m, S)
             scores = einsum("sn,bnm->bms", images, masked_x) - einsum("sn,bnm->bms", 0.5 * jnp.square(images), masks)
             scores = (scores + padding[None, None, :]).reshape(batch * dim, -1)
-            weigh = lambda p: einsum("bms,sm->bm", p.reshape(batch, dim, -1), images).reshape(-1, 1)
+            def weigh(p):
+                return einsum("bms,sm->bm", p.reshape(batch, dim, -1), images).reshape(-1, 1)
+
             return _softmax.accumulate(total, scores, weigh, scale), None
 
         empty = _softmax.empty(batch * dim, 1, jnp.result_type(x, self.chunks))
@@ -139,5 +142,5 @@ class LocalDeltaMixture(LocalModel):
 
 def _check_real(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
     return float(value)

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from gaussjax._errors import InputValueError
 from gaussjax.scores.local_delta import LocalDeltaMixture
 from gaussjax.scores.patch import PatchMixture
 from gaussjax.scores.patch_posterior import PatchPosteriorMean
@@ -25,11 +26,11 @@ def check_local_spec(spec: str) -> str:
     """`spec` if it names a local model (see the module docstring), else a ValueError naming it."""
     match = SPEC.fullmatch(spec) if isinstance(spec, str) else None
     if match is None:
-        raise ValueError(f"unknown local model {spec!r}: expected {SPEC_HELP}")
+        raise InputValueError(f"unknown local model {spec!r}: expected {SPEC_HELP}")
     if match.group(1) in ("ls", "els") and int(match.group(2)) % 2 == 0:
-        raise ValueError(f"local model {spec!r}: the window size k must be odd (a window centred at each pixel)")
+        raise InputValueError(f"local model {spec!r}: the window size k must be odd (a window centred at each pixel)")
     if match.group(2) is not None and int(match.group(2)) == 0:
-        raise ValueError(f"local model {spec!r}: the size must be >= 1")
+        raise InputValueError(f"local model {spec!r}: the size must be >= 1")
     return spec
 
 
@@ -42,6 +43,7 @@ def make_local_model(spec: str, images: np.ndarray, *, gaussian=None):
         gaussian: the Gaussian fitted to `images` (needed by `locality`; fitted here if None).
     """
     match = SPEC.fullmatch(check_local_spec(spec))
+    assert match is not None  # check_local_spec accepts only what SPEC matches
     kind, size = match.group(1), match.group(2)
     if kind == "ls":
         return PatchMixture(images, int(size))

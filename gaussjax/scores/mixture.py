@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from gaussjax._checks import check_finite_norms, check_float_array, is_concrete
+from gaussjax._errors import InputValueError
 from gaussjax._precision import einsum, matmul
 from gaussjax.scores import _softmax
 from gaussjax.scores._base import Density
@@ -46,17 +47,19 @@ class GaussianMixture(Density):
     def __post_init__(self):
         weights = check_float_array("weights", self.weights, ndim=1)
         if weights.shape[0] == 0:
-            raise ValueError("`weights` must have shape (K,) with K >= 1 modes, got (0,)")
+            raise InputValueError("`weights` must have shape (K,) with K >= 1 modes, got (0,)")
         means = check_float_array("means", self.means, ndim=2)
         check_finite_norms("means", means)
         if means.shape[0] != weights.shape[0]:
-            raise ValueError(f"`means` must have shape (K, D) with K = {weights.shape[0]} (from `weights`), got {means.shape}")
+            raise InputValueError(f"`means` must have shape (K, D) with K = {weights.shape[0]} (from `weights`), got "
+                                  f"{means.shape}")
         eigvals, eigvecs = check_eigenbasis(self.eigvals, self.eigvecs, batch_ndim=1, dim=means.shape[1])
         if eigvals.shape[0] != weights.shape[0]:
-            raise ValueError(f"`eigvals` must have K = {weights.shape[0]} rows (one per mode), got {eigvals.shape}")
+            raise InputValueError(f"`eigvals` must have K = {weights.shape[0]} rows (one per mode), got "
+                                  f"{eigvals.shape}")
         if is_concrete(weights):
             if np.any(np.asarray(weights) <= 0):
-                raise ValueError("`weights` must be > 0")
+                raise InputValueError("`weights` must be > 0")
             weights = weights / jnp.sum(weights)
         self.weights, self.means, self.eigvals, self.eigvecs = weights, means, eigvals, eigvecs
 

@@ -10,13 +10,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
-from gaussjax._checks import check_positive_int
+from gaussjax._checks import check_images, check_positive_int
+from gaussjax._errors import InputValueError
 from gaussjax._precision import einsum, matmul
 from gaussjax.scores import _softmax
-from gaussjax.scores._images import check_images, chunk_rows, map_query_blocks
+from gaussjax.scores._images import chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
 
-ELS_CHUNK_COMPONENTS = 1024  # (image, position) pairs per ELS chunk: fastest measured on 2 CPU cores (bench/local.py)
+ELS_CHUNK_COMPONENTS = 1024  # (image, position) pairs per ELS chunk (the choice: docs/local.md, "Speed")
 
 
 class PatchMixture(LocalModel):
@@ -47,8 +48,7 @@ class PatchMixture(LocalModel):
     with the patch norms precomputed here. Training images are streamed in chunks with
     the online log-sum-exp of `_softmax` (`scale = 1 / sigma^2`, exact at any sigma); a
     chunk's score block is `(B' P, S)` (LS) or `(R, S Q)` (ELS), kept near
-    `BLOCK_ELEMENTS / 4` by blocking the queries too (1M numbers: faster than
-    `BLOCK_ELEMENTS` on CPU, measured in bench/local.py). Cost per call for B queries, P = Q = H W
+    `BLOCK_ELEMENTS / 4` by blocking the queries too. Cost per call for B queries, P = Q = H W
     pixels, K = k^2 C: LS `2 B N P (K + C)` FLOPs and `B N P` exponentials; ELS
     `2 B P N Q (K + C)` FLOPs and `B P N Q` exponentials.
 
@@ -58,7 +58,7 @@ class PatchMixture(LocalModel):
         equivariant: ELS if true, else LS.
         chunk_size: training images per chunk (static; default: LS, a chunk's training
             patches hold about `BLOCK_ELEMENTS` numbers; ELS, `ELS_CHUNK_COMPONENTS / (H W)`
-            images, small blocks being faster there).
+            images).
     """
 
     chunks: Float[Array, "M S H W C"]  # images past N are zero padding
@@ -81,7 +81,8 @@ class PatchMixture(LocalModel):
         patch_size = _check_patch_size(patch_size, height, width)
         pixels, patch_dim = height * width, patch_size**2 * channels
         if chunk_size is None:
-            chunk_size = max(1, ELS_CHUNK_COMPONENTS // pixels if equivariant else BLOCK_ELEMENTS // (pixels * patch_dim))
+            chunk_size = max(1, ELS_CHUNK_COMPONENTS // pixels if equivariant
+                             else BLOCK_ELEMENTS // (pixels * patch_dim))
         chunk_size = min(check_positive_int("chunk_size", chunk_size), num_images)
         half_sq = 0.5 * jnp.sum(jnp.square(patches(images, patch_size)), axis=-1)  # (N, P)
         padding = jnp.arange(-(-num_images // chunk_size) * chunk_size) >= num_images
@@ -120,10 +121,10 @@ def _check_patch_size(patch_size, height: int, width: int) -> int:
     """`patch_size` as an int, or raise unless it is odd and at most `2 max(H, W) - 1`."""
     patch_size = check_positive_int("patch_size", patch_size)
     if patch_size % 2 == 0:
-        raise ValueError(f"`patch_size` must be odd (a window centred at a pixel), got {patch_size}")
+        raise InputValueError(f"`patch_size` must be odd (a window centred at a pixel), got {patch_size}")
     limit = 2 * max(height, width) - 1
     if patch_size > limit:
-        raise ValueError(
+        raise InputValueError(
             f"`patch_size` must be at most 2 max(H, W) - 1 = {limit} (the window that covers the whole image "
             f"from every pixel), got {patch_size}"
         )

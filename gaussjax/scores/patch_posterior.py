@@ -11,10 +11,11 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
-from gaussjax._checks import check_positive_int
+from gaussjax._checks import check_images, check_positive_int
+from gaussjax._errors import InputValueError
 from gaussjax._precision import einsum
 from gaussjax.scores import _softmax
-from gaussjax.scores._images import check_images, chunk_rows, map_query_blocks
+from gaussjax.scores._images import chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
 from gaussjax.scores.delta import auto_chunk_size
 
@@ -87,10 +88,11 @@ class PatchPosteriorMean(LocalModel):
         num_images, height, width, channels = images.shape
         patch_size = check_positive_int("patch_size", patch_size)
         if patch_size > min(height, width):
-            raise ValueError(f"`patch_size` = {patch_size} exceeds the image size {height} x {width}")
+            raise InputValueError(f"`patch_size` = {patch_size} exceeds the image size {height} x {width}")
         stride = check_positive_int("stride", stride)
         if stride > patch_size:
-            raise ValueError(f"`stride` = {stride} exceeds `patch_size` = {patch_size}: pixels between crops would be uncovered")
+            raise InputValueError(f"`stride` = {stride} exceeds `patch_size` = {patch_size}: pixels between crops "
+                                  "would be uncovered")
         indices = crop_indices((height, width, channels), patch_size, stride)
         if chunk_size is None:
             chunk_size = auto_chunk_size(num_images, indices.size)
@@ -119,7 +121,7 @@ class PatchPosteriorMean(LocalModel):
 
 def _crop_means(chunks, half_sq_norms, indices, x, inv_variance) -> Float[Array, "B K P"]:
     """`E_c(x)` for every crop c of queries `x (B, D)`, streaming the image chunks."""
-    batch, num_crops, crop = x.shape[0], *indices.shape
+    batch, (num_crops, crop) = x.shape[0], indices.shape
     x_crops = x[:, indices]  # (B, K, P)
     scale = jnp.repeat(inv_variance, num_crops)  # rows are (query, crop) pairs, query-major
 
@@ -127,7 +129,9 @@ def _crop_means(chunks, half_sq_norms, indices, x, inv_variance) -> Float[Array,
         images, half_sq = chunk
         y_crops = images[:, indices]  # (S, K, P)
         scores = einsum("bkp,skp->bks", x_crops, y_crops) - half_sq.T[None]  # -||x_c - y_c||^2 / 2 + const
-        weigh = lambda p: einsum("bks,skp->bkp", p.reshape(batch, num_crops, -1), y_crops).reshape(-1, crop)
+        def weigh(p):
+            return einsum("bks,skp->bkp", p.reshape(batch, num_crops, -1), y_crops).reshape(-1, crop)
+
         return _softmax.accumulate(total, scores.reshape(batch * num_crops, -1), weigh, scale), None
 
     empty = _softmax.empty(batch * num_crops, crop, jnp.result_type(x, chunks))

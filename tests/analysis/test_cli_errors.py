@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bounded import bounded
 
-from analysis import noise_levels
+from analysis import _common
 from analysis.__main__ import main
 from analysis.gaussian_theory import edm_curves
 from analysis.output import read_csv
-from bounded import bounded
 
 PICKLE = Path(__file__).parents[1] / "nn" / "data" / "edm_pickle_songunet.pkl"  # a network for 8 x 8 x 1 digits
 SMALL = ["--num-queries", "4", "--num-sigmas", "1", "--sigma-min", "0.5", "--sigma-max", "0.5", "--gmm-components", "",
@@ -280,7 +280,7 @@ def test_noise_levels_beyond_float32_are_refused(tmp_path, capsys, monkeypatch, 
 
 def test_the_accepted_noise_range_gives_finite_curves():
     """At the ends of the accepted range (sigma_T = 80, as in the paper), every closed-form curve is finite."""
-    sigmas, lam = np.array([noise_levels.SIGMA_MIN, 1.0, noise_levels.SIGMA_MAX]), np.array([10.0, 1.0, 1e-4, 1e-8])
+    sigmas, lam = np.array([_common.SIGMA_MIN, 1.0, _common.SIGMA_MAX]), np.array([10.0, 1.0, 1e-4, 1e-8])
     for name, values in edm_curves(sigmas, lam, 80.0).items():
         assert np.all(np.isfinite(values)), name
 
@@ -293,3 +293,14 @@ def test_curves_that_still_overflow_are_refused(tmp_path, capsys):
     assert main(argv) == 2
     one_error_line(capsys, "psi overflows float32 at sigma = ", "for the eigenvalue 0 with `--sigma-T` 1e-10")
     assert not (tmp_path / "gaussian_theory.csv").exists()
+
+
+# --- only the input-error family is a usage error: a bug keeps its traceback --------------------------------------
+
+@pytest.mark.parametrize("bug", [KeyError("internal"), TypeError("internal"), ValueError("internal")])
+def test_a_bug_is_not_reported_as_a_usage_error(tmp_path, monkeypatch, bug):
+    def broken(*args, **kwargs):
+        raise bug
+    monkeypatch.setattr("analysis.gaussian_theory.top_eigvals", broken)
+    with pytest.raises(type(bug), match="internal"):
+        main(["gaussian-theory", "--dataset", "digits", "--out", str(tmp_path)])

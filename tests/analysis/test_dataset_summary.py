@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 from sklearn.decomposition import PCA
 
 from analysis.__main__ import main
@@ -32,6 +31,6 @@ def test_cli_reports_missing_files_as_an_error(monkeypatch, capsys):
     assert "pass root=" in capsys.readouterr().err
 
 
-def test_cli_rejects_unknown_dataset():
-    with pytest.raises(SystemExit):
-        main(["dataset", "imagenet"])
+def test_cli_rejects_unknown_dataset(capsys):
+    assert main(["dataset", "imagenet"]) == 2
+    assert "error: `name` invalid choice: 'imagenet'" in capsys.readouterr().err

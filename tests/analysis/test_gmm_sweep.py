@@ -10,10 +10,11 @@ import pytest
 
 import gaussjax as gj
 from analysis.__main__ import main
+from analysis._common import command_key
 from analysis.output import read_csv
 from gaussjax.data import load_dataset
 from gaussjax.evaluation import noised_data
-from train.checkpoints import load_denoiser
+from gaussjax.runs import load_denoiser
 
 SIGMAS = (0.1, 1.0, 10.0)
 SEED, QUERIES = 3, 32
@@ -45,13 +46,13 @@ def test_grid_and_columns(sweep):
 def test_rows_equal_compare_scores(sweep, tiny_run, components, rank):
     rows, _, _ = sweep
     flat = np.asarray(load_dataset("digits").flat)
-    query_key, cluster_key = jax.random.split(jax.random.key(SEED))
-    gmm = gj.fit_gmm(flat, components, rank=rank, key=cluster_key)
+    query_key = command_key(SEED, "queries")
+    gmm = gj.fit_gmm(flat, components, rank=rank, key=jax.random.fold_in(jax.random.key(0), components))  # as gmm{K}
     expected = gj.compare_scores(load_denoiser(tiny_run), {"gmm": gmm}, noised_data(flat), SIGMAS, key=query_key,
                                  num_queries=QUERIES)
     got = sorted((float(r["sigma"]), r) for r in rows if int(r["components"]) == components and int(r["rank"]) == rank)
     assert [s for s, _ in got] == [e["sigma"] for e in expected]
-    for (_, row), ref in zip(got, expected):
+    for (_, row), ref in zip(got, expected, strict=True):
         for column in ("fuv_score", "fuv_denoiser", "r2_denoiser"):
             np.testing.assert_allclose(float(row[column]), ref[column], rtol=1e-5, atol=1e-7, err_msg=column)
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from analysis.__main__ import main
-from analysis.report import command_modules
+from analysis.report import report_commands
 
 
 @pytest.mark.slow
@@ -15,13 +15,13 @@ def test_report_writes_every_figure_it_lists(tiny_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     markdown = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
-    for module in command_modules():
-        assert f"## {module.NAME}" in markdown and f"<h2>{module.NAME}</h2>" in page
-        assert any(line.startswith(module.NAME) for line in printed.splitlines())
-        written = sorted((out / module.NAME).glob("*.png"))
-        assert written, f"{module.NAME} wrote no figure"
+    for command in report_commands():
+        assert f"## {command.name}" in markdown and f"<h2>{command.name}</h2>" in page
+        assert any(line.startswith(command.name) for line in printed.splitlines())
+        written = sorted((out / command.name).glob("*.png"))
+        assert written, f"{command.name} wrote no figure"
         for figure in written:
-            assert f"]({module.NAME}/{figure.name})" in markdown and f'src="{module.NAME}/{figure.name}"' in page
+            assert f"]({command.name}/{figure.name})" in markdown and f'src="{command.name}/{figure.name}"' in page
     listed = re.findall(r"\]\(([^)]+\.(?:png|csv))\)", markdown)
     assert listed and all((out / name).stat().st_size > 0 for name in listed)
 

@@ -81,7 +81,7 @@ def test_gaussian_samples_are_the_closed_form_final_state(cli_out):
 
 @pytest.mark.parametrize("extra, message", [
     (["--num-steps", "-1"], "`--num-steps` must be >= 1"),
-    (["--gmm-components", "0"], "`--gmm-components` must be in"),
+    (["--gmm-components", "0"], "`--gmm-components` must be an integer in"),
 ])
 def test_bad_options_are_named(tiny_run, tmp_path, capsys, extra, message):
     assert main(["samples", "--run", str(tiny_run), "--out", str(tmp_path), *extra]) == 2

@@ -13,7 +13,7 @@ from analysis.__main__ import main
 from analysis.output import read_csv
 from analysis.score_field import choose_anchors, plane_basis
 from gaussjax.data import load_dataset
-from train.checkpoints import load_denoiser
+from gaussjax.runs import load_denoiser
 
 SIGMAS = (0.2, 1.0)
 SEED, GRID, COMPONENTS = 5, (5, 4), 3
@@ -70,7 +70,7 @@ def test_basis_orthonormal_and_anchors_on_the_grid_plane(field, train, classes):
     np.testing.assert_allclose(basis, np.stack(numpy_basis(a, b, c), axis=1), atol=1e-12)
     np.testing.assert_allclose(uv, anchor_uv, atol=1e-12)
     e1, e2 = numpy_basis(a, b, c)
-    for (u, v), image in zip(anchor_uv, (a, b, c)):
+    for (u, v), image in zip(anchor_uv, (a, b, c), strict=True):
         np.testing.assert_allclose(a + u * e1 + v * e2, image, atol=1e-9)  # each anchor is a point of the plane
     grid = np.array([(float(r["u"]), float(r["v"])) for r in rows
                      if r["classes"] == classes and r["model"] == "network" and float(r["sigma"]) == SIGMAS[0]])
@@ -85,7 +85,7 @@ def reference_models(run_dir, flat):
         "network@0": load_denoiser(run_dir, step=0),
         "network@40": load_denoiser(run_dir, step=40),
         "gaussian": gj.fit_gaussian(flat),
-        f"gmm{COMPONENTS}": gj.fit_gmm(flat, COMPONENTS, key=jax.random.key(SEED)),
+        f"gmm{COMPONENTS}": gj.fit_gmm(flat, COMPONENTS, key=jax.random.fold_in(jax.random.key(0), COMPONENTS)),
         "delta": gj.DeltaMixture(flat),
     }
 

@@ -1,4 +1,7 @@
-"""`python -m analysis teleport` (Fig. 14) on the tiny run: NFE counts, the same-x_T baseline, FD from its own features."""
+"""`python -m analysis teleport` (Fig. 14) on the tiny run.
+
+NFE counts, the same-x_T baseline, FD from its own features.
+"""
 
 import contextlib
 import io
@@ -12,7 +15,7 @@ import gaussjax as gj
 from analysis import teleport as T
 from analysis.__main__ import main
 from analysis.output import read_csv
-from analysis.report import command_modules
+from analysis.report import report_commands
 from gaussjax.data import load_dataset
 
 STEPS, SAMPLES = 2, 20  # SAMPLES > the feature net's 16 features: full-rank covariances
@@ -48,12 +51,13 @@ def swept():
     def features(x):
         return np.float64(x) @ projection
 
-    quality = T.Quality(features(load_dataset("digits", split="test").flat[:60]), 0)
+    quality = T.Quality(features(load_dataset("digits", split="test").flat[:60]), jax.random.key(0))
+    setup = T.SweepSetup(network=network, gaussian=gaussian, x_T=x_T, x_T2=x_T2, sigmas=sigmas, quality=quality,
+                         features=features, auto_skip=0)
     results = {}
     for name in T.SAMPLERS:
-        saved = {}
-        rows, floor = T.sweep(name, network, gaussian, x_T, x_T2, sigmas, quality, features, 0, saved)
-        results[name] = rows, floor, saved
+        swept = T.sweep(name, setup)
+        results[name] = swept.rows, swept.floor, swept.features
     return results, network, gaussian, x_T, sigmas, features
 
 
@@ -140,6 +144,6 @@ def test_within_floor_skip_is_contiguous():
 
 
 def test_left_out_of_the_report_and_bad_options(tiny_run, tmp_path, capsys):
-    assert "teleport" not in {m.NAME for m in command_modules()}
+    assert "teleport" not in {c.name for c in report_commands()}
     assert main(["teleport", "--run", str(tiny_run), "--out", str(tmp_path), "--num-steps", "1"]) == 2
     assert "`--num-steps` must be >= 2" in capsys.readouterr().err

@@ -1,14 +1,16 @@
 """`python -m analysis trajectories` (Fig. 7): deviations against NumPy, the Heun error on a Gaussian network."""
 
+import jax
 import numpy as np
 import pytest
 
 import gaussjax as gj
 from analysis import trajectories as T
 from analysis.__main__ import main
+from analysis._common import command_key
 from analysis.output import read_csv
 from gaussjax.data import load_dataset
-from train.checkpoints import load_denoiser
+from gaussjax.runs import load_denoiser
 
 QUERIES, STEPS, SEED = 6, 5, 3
 
@@ -30,7 +32,7 @@ def test_gaussian_network_deviates_only_by_heun_error():
     flat = load_dataset("digits").flat[:300]
     gaussian = gj.fit_gaussian(flat)
     sigmas = gj.karras_sigmas(40)
-    x_T = T.initial_states(0, 16, flat.shape[1], float(sigmas[0]))
+    x_T = T.initial_states(jax.random.key(0), 16, flat.shape[1], float(sigmas[0]))
     network = T.heun_path(gaussian, x_T, sigmas)  # the "network" is the Gaussian itself
     deviations = T.path_deviations(network, T.reference_paths({"gaussian": gaussian}, x_T, sigmas))
     scale = np.median(_rms(network[0], 0.0), axis=1)  # RMS size of the state at each sigma
@@ -70,7 +72,7 @@ def test_cli_csv_matches_recomputed_trajectories(tiny_run, cli_out):
     # the Gaussian rows from an independent computation: same network, same x_T, NumPy deviations
     sigmas = gj.karras_sigmas(STEPS)
     flat = load_dataset("digits").flat
-    x_T = T.initial_states(SEED, QUERIES, flat.shape[1], 80.0)
+    x_T = T.initial_states(command_key(SEED, "initial-states"), QUERIES, flat.shape[1], 80.0)
     run = gj.heun_sampler(load_denoiser(tiny_run), x_T, sigmas, return_trajectory=True)
     gaussian = gj.fit_gaussian(flat)
     states = gj.gaussian_trajectory(gaussian, x_T, 80.0, sigmas)
@@ -82,8 +84,8 @@ def test_cli_csv_matches_recomputed_trajectories(tiny_run, cli_out):
 
 @pytest.mark.parametrize("extra, message", [
     (["--num-steps", "0"], "`--num-steps` must be >= 1"),
-    (["--gmm-components", "0"], "`--gmm-components` must be in"),
-    (["--gmm-components", "100000"], "`--gmm-components` must be in"),
+    (["--gmm-components", "0"], "`--gmm-components` must be an integer in"),
+    (["--gmm-components", "100000"], "`--gmm-components` must be an integer in"),
 ])
 def test_bad_options_are_named(tiny_run, tmp_path, capsys, extra, message):
     assert main(["trajectories", "--run", str(tiny_run), "--out", str(tmp_path), *extra]) == 2

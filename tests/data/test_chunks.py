@@ -22,7 +22,7 @@ def test_dataset_and_array_sources():
 
 
 def test_errors(tmp_path):
-    with pytest.raises(ValueError, match="`chunk_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive integer, got 0"):
         next(iter_chunks(np.zeros((2, 4, 4), np.uint8), 0))
     with pytest.raises(ValueError, match=".npy file"):
         next(iter_chunks(tmp_path / "x.npz"))

@@ -44,8 +44,8 @@ def write_dataset(root: Path, members: dict, *, as_zip: bool) -> Path:
 def tool_layout(pixels: np.ndarray, labels=None) -> dict:
     """dataset_tool.py's layout: `00000/img00000000.png`, ... and `dataset.json` (labels or null)."""
     names = [f"{i // 1000:05d}/img{i:08d}.png" for i in range(len(pixels))]
-    members = {name: png(image) for name, image in zip(names, pixels)}
-    listed = None if labels is None else [[name, int(label)] for name, label in zip(names, labels)]
+    members = {name: png(image) for name, image in zip(names, pixels, strict=True)}
+    listed = None if labels is None else [[name, int(label)] for name, label in zip(names, labels, strict=True)]
     members["dataset.json"] = json.dumps({"labels": listed})
     return members
 
@@ -126,7 +126,8 @@ def test_mixed_shapes_name_both_images(tmp_path, as_zip):
     members = tool_layout(np.zeros((2, 4, 4), dtype=np.uint8))
     members["00000/img00000002.png"] = png(np.zeros((4, 4, 3), dtype=np.uint8))  # RGB among grayscale
     del members["dataset.json"]
-    with pytest.raises(ValueError, match=r"differ in shape.*img00000000.png is \(4, 4, 1\).*img00000002.png is \(4, 4, 3\)"):
+    shapes = r"differ in shape.*img00000000.png is \(4, 4, 1\).*img00000002.png is \(4, 4, 3\)"
+    with pytest.raises(ValueError, match=shapes):
         load_dataset("edm-zip", root=write_dataset(tmp_path / "ds", members, as_zip=as_zip))
     members["00000/img00000002.png"] = png(np.zeros((8, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="differ in shape"):

@@ -111,13 +111,13 @@ def test_errors(key):
     for rank in (0, 4):
         with pytest.raises(ValueError, match=r"`rank` must be in \[1, D\] = \[1, 3\]"):
             fit_gmm(X, 2, rank, labels=labels)
-    with pytest.raises(ValueError, match="`eigval_floor` must be finite and >= 0"):
+    with pytest.raises(ValueError, match="`eigval_floor` must be a finite number >= 0"):
         fit_gmm(X, 2, labels=labels, eigval_floor=-1e-3)
-    with pytest.raises(TypeError, match="`eigval_floor` must be a number"):
+    with pytest.raises(TypeError, match="`eigval_floor` must be a finite number >= 0, got str '0'"):
         fit_gmm(X, 2, labels=labels, eigval_floor="0")
     with pytest.raises(ValueError, match=r"K > N"):
         fit_gmm(X, 9, key=key)
-    with pytest.raises(ValueError, match="`n_components` must be >= 1"):
+    with pytest.raises(ValueError, match="`n_components` must be a positive integer, got 0"):
         fit_gmm(X, 0, key=key)
     with pytest.raises(TypeError, match="`key` must be a PRNG key"):
         fit_gmm(X, 2, key=3)

@@ -29,7 +29,7 @@ def nearest_numpy(X, centers):
 
 def same_partition(a, b):
     """Whether label vectors `a` and `b` define the same partition (equal up to relabelling)."""
-    pairs = set(zip(np.asarray(a).tolist(), np.asarray(b).tolist()))
+    pairs = set(zip(np.asarray(a).tolist(), np.asarray(b).tolist(), strict=True))
     return len(pairs) == len(set(np.asarray(a).tolist())) == len(set(np.asarray(b).tolist()))
 
 
@@ -136,7 +136,7 @@ def test_errors(key):
     X = np.zeros((4, 2))
     with pytest.raises(ValueError, match=r"K > N"):
         kmeans(X, 5, key=key)
-    with pytest.raises(ValueError, match="`n_clusters` must be >= 1"):
+    with pytest.raises(ValueError, match="`n_clusters` must be a positive integer, got 0"):
         kmeans(X, 0, key=key)
     with pytest.raises(TypeError, match="`n_clusters` must be an integer"):
         kmeans(X, 2.0, key=key)
@@ -154,9 +154,9 @@ def test_errors(key):
         kmeans(np.zeros((0, 2)), 1, key=key)
     with pytest.raises(ValueError, match="`X` contains NaN"):
         kmeans(np.array([[np.nan, 0.0], [0.0, 0.0]]), 1, key=key)
-    with pytest.raises(ValueError, match="`max_iter` must be >= 1"):
+    with pytest.raises(ValueError, match="`max_iter` must be a positive integer, got 0"):
         kmeans(X, 2, key=key, max_iter=0)
-    with pytest.raises(ValueError, match="`tol` must be finite and >= 0"):
+    with pytest.raises(ValueError, match="`tol` must be a finite number >= 0"):
         kmeans(X, 2, key=key, tol=-1.0)
-    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer, got 0"):
         kmeans(X, 2, key=key, batch_size=0)

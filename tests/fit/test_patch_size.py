@@ -48,8 +48,8 @@ def test_recovers_the_window_per_sigma(images):
     sigma = jnp.asarray([0.1, 0.3, 1.0, 3.0])
     np.testing.assert_allclose(model.denoise(x, sigma), reference.denoise(x, sigma), rtol=1e-5, atol=1e-6)
     images_x = x.reshape(4, *images.shape[1:])
-    np.testing.assert_allclose(jax.jit(model.denoise)(images_x, sigma), reference.denoise(x, sigma).reshape(images_x.shape),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(model.denoise)(images_x, sigma),
+                               reference.denoise(x, sigma).reshape(images_x.shape), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_arguments(images):

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-TINY = {"img_resolution": 8, "in_channels": 1, "out_channels": 1, "model_channels": 8, "channel_mult": (1, 2), "num_blocks": 1,
-            "attn_resolutions": ()}
+TINY = {"img_resolution": 8, "in_channels": 1, "out_channels": 1, "model_channels": 8, "channel_mult": (1, 2),
+        "num_blocks": 1, "attn_resolutions": ()}
 B = 16  # batch size of every evaluation in the tests
 
 
@@ -44,7 +44,8 @@ def random_variables(module, key, *args, scale=0.1, **kwargs):
     def make(key):
         flat = scale * jax.random.normal(key, (int(offsets[-1]),))
         return treedef.unflatten(
-            [flat[o:o + n].reshape(leaf.shape).astype(leaf.dtype) for o, n, leaf in zip(offsets, sizes, leaves)])
+            [flat[o:o + n].reshape(leaf.shape).astype(leaf.dtype)
+             for o, n, leaf in zip(offsets[:-1], sizes, leaves, strict=True)])
 
     return make(key)
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gaussjax.nn._dhariwal import DhariwalUNet
 from gaussjax._torch import variables_from_state_dict
+from gaussjax.nn._dhariwal import DhariwalUNet
 from gaussjax.nn._rng import bit_generator_key
 
 REFERENCE = Path(__file__).parent / "data" / "edm_dhariwal_reference.npz"
@@ -165,7 +165,7 @@ def _apply(net, variables, x, noise, labels, key=None, *, train=False):
 def _random_variables(variables, key, scale=0.2):
     leaves, treedef = jax.tree_util.tree_flatten(variables)
     keys = jax.random.split(key, len(leaves))
-    return treedef.unflatten([scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
+    return treedef.unflatten([scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)])
 
 
 @pytest.mark.slow

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from nn_helpers import import_edm
 
+from gaussjax._torch import read_edm_pickle
 from gaussjax.nn import DhariwalUNet, EDMPrecond, SongUNet, VEPrecond, VPPrecond, iDDPMPrecond, load_edm_pickle
 from gaussjax.nn._edm_pickle import denoiser_from_record
-from gaussjax._torch import read_edm_pickle
 
 DATA = Path(__file__).parent / "data"
 KINDS = {"ema": (EDMPrecond, SongUNet), "vp": (VPPrecond, SongUNet), "ve": (VEPrecond, SongUNet),
@@ -76,7 +76,8 @@ def test_errors_name_what_cannot_be_mapped(zoo):
     record = read_edm_pickle(zoo)["vp"]
     model = record.modules["model"]
     with pytest.raises(ValueError, match="has no network 'MyUNet'"):
-        denoiser_from_record(dataclasses.replace(record, modules={"model": dataclasses.replace(model, class_name="MyUNet")}))
+        renamed = dataclasses.replace(model, class_name="MyUNet")
+        denoiser_from_record(dataclasses.replace(record, modules={"model": renamed}))
     with pytest.raises(ValueError, match=r"VPPrecond.model: SongUNet has no argument\(s\) 'flash_attention'"):
         model = dataclasses.replace(model, init_kwargs={**model.init_kwargs, "flash_attention": True})
         denoiser_from_record(dataclasses.replace(record, modules={"model": model}))

@@ -193,7 +193,8 @@ def test_stride_zero_parameters_do_not_count_as_stored(zoo, tmp_path):
 
 
 def test_parameters_sharing_one_storage_do_not_count_twice(zoo):
-    """`map_layer0.weight` (16, 4) as a view of `map_layer1.weight` (16, 16): the right shape, but no bytes of its own."""
+    """`map_layer0.weight` (16, 4) as a view of `map_layer1.weight` (16, 16): the right shape, but no bytes of its
+    own."""
     layers = zoo["vp"].modules["model"].modules
     shape = layers["map_layer0"].parameters["weight"].shape
     aliased = layers["map_layer1"].parameters["weight"][: shape[0], : shape[1]]

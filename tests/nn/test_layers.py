@@ -102,6 +102,6 @@ def test_matmul_convolution_equals_xla_convolution(k, padding):
         out, vjp = jax.vjp(lambda x, w: conv2d(x, w, padding, impl), x, w)
         return (out, *vjp(cot))
 
-    for a, b in zip(pullback("matmul"), pullback("xla")):
+    for a, b in zip(pullback("matmul"), pullback("xla"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert resolve_conv_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from nn_helpers import TINY, B, evaluate
 
-from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet, edm_preconditioning
 from gaussjax._torch import variables_from_state_dict
+from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet, edm_preconditioning
 from gaussjax.nn._precond import (
     VEPrecond,
     VPPrecond,
@@ -218,7 +218,7 @@ def test_scalings_match_edm_formulas(x64):
     expected["iddpm"] = (np.ones_like(sigma), -sigma, 1 / np.sqrt(sigma**2 + 1), 999.0 - nearest)
     got["iddpm"] = iddpm_preconditioning(jnp.asarray(sigma), u)
     for name, wanted in expected.items():
-        for c, want in zip(got[name], wanted):
+        for c, want in zip(got[name], wanted, strict=True):
             assert c.shape == sigma.shape and c.dtype == jnp.float64, name
             np.testing.assert_allclose(c, want, rtol=1e-12, err_msg=name)
 
@@ -255,7 +255,8 @@ def test_jit_vmap_grad_through_vp_denoiser(reference):
     model = NeuralDenoiser(precond, variables)
     x, sigma = jnp.asarray(ref["x"]).reshape(-1, 64), jnp.asarray(ref["sigma"])
     expected = ref["output"].reshape(-1, 64)
-    np.testing.assert_allclose(jax.jit(lambda m, x, s: m.denoise(x, s))(model, x, sigma), expected, atol=2e-5, rtol=1e-4)
+    jitted = jax.jit(lambda m, x, s: m.denoise(x, s))
+    np.testing.assert_allclose(jitted(model, x, sigma), expected, atol=2e-5, rtol=1e-4)
     np.testing.assert_allclose(jax.vmap(model.denoise)(x, sigma), expected, atol=2e-5, rtol=1e-4)
 
     def loss(x):
@@ -286,9 +287,10 @@ def test_bad_preconditioner_arguments():
 
 
 @pytest.mark.parametrize("value, error, match", [
-    ("0.5", TypeError, "`sigma_data` must be a number"), (None, TypeError, "`sigma_data` must be a number"),
-    (float("inf"), ValueError, "`sigma_data` must be finite"),
-    (float("nan"), ValueError, "`sigma_data` must be finite"),
+    ("0.5", TypeError, r"`sigma_data` must be a finite number >= 0, got str '0\.5'"),
+    (None, TypeError, "`sigma_data` must be a finite number >= 0, got NoneType None"),
+    (float("inf"), ValueError, "`sigma_data` must be a finite number >= 0, got inf"),
+    (float("nan"), ValueError, "`sigma_data` must be a finite number >= 0, got nan"),
     (1e30, ValueError, r"`sigma_data` must be in \[1.08e-19, 1.84e\+19\]"),
     (1e-20, ValueError, "`sigma_data` must be in"),
 ])

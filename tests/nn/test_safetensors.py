@@ -1,4 +1,5 @@
-"""save_safetensors / load_safetensors: the safetensors layout, read back by an independent parser and by huggingface's."""
+"""save_safetensors / load_safetensors: the safetensors layout, read back by an independent parser and by
+huggingface's."""
 
 import json
 import os
@@ -294,7 +295,7 @@ def test_parameter_budget_message(saved, tmp_path):
 def test_only_constructor_arguments_reach_flax(saved, tmp_path):
     """D7: Flax's `parent` and `name`, and unknown keys, are refused by an allow-list, not passed to the module."""
     for key, value in (("parent", None), ("name", "evil"), ("depth", 3)):
-        path = edited(saved, tmp_path / key, lambda h, c: c["net"]["kwargs"].update({key: value}))
+        path = edited(saved, tmp_path / key, lambda h, c, k=key, v=value: c["net"]["kwargs"].update({k: v}))
         refused(path, "net.kwargs", repr(key))
     path = edited(saved, tmp_path / "precond", lambda h, c: c["precond"]["kwargs"].update(parent=None))
     refused(path, "precond.kwargs", "'parent'")

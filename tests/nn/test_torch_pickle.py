@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from nn_helpers import import_edm
 from pickle_ops import LEGACY_HEADER, Op, call, glob, persistent, top, value
 
@@ -169,7 +168,8 @@ def test_refuses_non_data(tmp_path, payload, message):
 
 def test_refuses_storage_view_past_its_end(tmp_path):
     storage = b"\x80\x02" + _persistent_id("storage", glob("torch", "FloatStorage"), "0", "cpu", 2, None) + b"."
-    blob = LEGACY_HEADER + storage + pickle.dumps(["0"], protocol=2) + (2).to_bytes(8, "little") + np.ones(2, "f4").tobytes()
+    blob = (LEGACY_HEADER + storage + pickle.dumps(["0"], protocol=2)
+            + (2).to_bytes(8, "little") + np.ones(2, "f4").tobytes())
     loaded = call("torch.storage", "_load_from_bytes", blob)
     ok = _read(tmp_path, top({"x": call("torch._utils", "_rebuild_tensor_v2", loaded, 1, (1,), (1,), False, {})}))
     np.testing.assert_array_equal(ok["x"], [1.0])

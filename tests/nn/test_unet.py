@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from nn_helpers import TINY, B, evaluate, random_variables, train_apply
 
+from gaussjax._torch import variables_from_state_dict
 from gaussjax.nn import SongUNet
 from gaussjax.nn._rng import bit_generator_key
-from gaussjax._torch import variables_from_state_dict
 
 REFERENCE = Path(__file__).parent / "data" / "edm_songunet_reference.npz"
 
@@ -30,8 +30,8 @@ def _count(tree) -> int:
 
 CIFAR10 = {"img_resolution": 32, "in_channels": 3, "out_channels": 3, "model_channels": 128, "channel_mult": (2, 2, 2),
                "num_blocks": 4, "attn_resolutions": (16,)}
-MNIST_MINI = {"img_resolution": 32, "in_channels": 1, "out_channels": 1, "model_channels": 16, "channel_mult": (1, 2, 3, 4),
-                  "num_blocks": 1, "attn_resolutions": ()}
+MNIST_MINI = {"img_resolution": 32, "in_channels": 1, "out_channels": 1, "model_channels": 16,
+              "channel_mult": (1, 2, 3, 4), "num_blocks": 1, "attn_resolutions": ()}
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,8 @@ def test_label_dropout_zeroes_whole_label_vectors():
         ({"model_channels": 26}, "GroupNorm"),  # 26 channels do not split into min(32, 26 // 4) = 6 groups
         ({"conv_impl": "fft"}, "conv_impl"),
         ({"embedding_type": "fourier", "fourier_freqs": (1.0, 2.0, 3.0)}, "hold .* = 4 numbers; got 3"),
-        ({"embedding_type": "fourier", "fourier_freqs": (1.0, float("nan"), 3.0, 4.0)}, "`fourier_freqs` must be finite"),
+        ({"embedding_type": "fourier", "fourier_freqs": (1.0, float("nan"), 3.0, 4.0)},
+         "`fourier_freqs` must be finite"),
     ],
 )
 def test_bad_config(options, match):

@@ -1,7 +1,8 @@
 """`train_feature_net`: a small CNN classifier on digits whose penultimate features give the FD.
 
-The network is trained once per module (a few seconds on a CPU); every accuracy here is
-recomputed independently in NumPy from the logits or the features.
+The network is trained once per module; every accuracy here is recomputed independently in
+NumPy from the logits or the features, and the optimiser's learning rates from the formula the
+docstring states.
 """
 
 import jax
@@ -9,9 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax.data import load_dataset
 from gaussjax.data._dataset import Dataset
-from gaussjax.quality._feature_net import FeatureNet, load_feature_net, save_feature_net, train_feature_net
+from gaussjax.quality._feature_net import (
+    FeatureNet,
+    _optimizer,
+    default_widths,
+    load_feature_net,
+    save_feature_net,
+    train_feature_net,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +33,7 @@ def net(digits):
     # Under the same rank-promotion setting as the tests (conftest's autouse fixture is function-scoped),
     # so that the tests reuse the compiled programs (the setting is part of JAX's compilation cache key).
     with jax.numpy_rank_promotion("raise"):
-        return train_feature_net(digits[0], jax.random.key(0), progress=False)
+        return train_feature_net(digits[0], jax.random.key(0), test=digits[1], progress=False)
 
 
 @pytest.mark.slow
@@ -72,7 +81,7 @@ def test_save_load_round_trip_is_bitwise_and_silent(net, digits, tmp_path, capfd
     np.testing.assert_array_equal(features, np.asarray(net.features(images)))
     assert (loaded.accuracy, loaded.accuracy_split, loaded.classes, loaded.image_shape, loaded.dataset_name) == (
         net.accuracy, net.accuracy_split, net.classes, net.image_shape, net.dataset_name)
-    with pytest.raises(FileExistsError, match="path"):
+    with pytest.raises(ValueError, match="path"):
         save_feature_net(net, tmp_path / "net")
 
 
@@ -86,7 +95,7 @@ def test_same_key_same_params_and_labels_need_not_be_contiguous(digits):
     assert all(np.array_equal(x, y) for x, y in zip(leaves(a.params), leaves(b.params), strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(leaves(a.params), leaves(c.params), strict=True))
     assert a.classes == tuple(range(5, 15)) and a.logits(test.images).shape == (len(test), 10)
-    assert a.accuracy is None and a.accuracy_split is None  # "toy" has no test split
+    assert a.accuracy is None and a.accuracy_split is None  # no `test`: no accuracy
     held = Dataset("toy", test.images, test.labels + 5, "test")
     d = train_feature_net(shifted, jax.random.key(3), steps=5, test=held, progress=False)
     assert d.accuracy_split == "toy/test"
@@ -118,3 +127,56 @@ def test_errors_name_the_argument(net, digits):
         net.logits(np.zeros((8, 8, 1), np.float32))
     with pytest.raises(ValueError, match="`images`.*NaN"):
         net.features(np.full((1, 8, 8, 1), np.nan, np.float32))
+
+
+def test_more_errors_are_input_errors_naming_the_argument(digits):
+    train, test = digits
+    labels = train.labels[:20]
+    nan_images = np.array(train.images[:20])
+    nan_images[3, 2, 1, 0] = np.nan
+    cases = [
+        (dict(dataset=Dataset("nan", nan_images, labels)), InputValueError, "`dataset.images`.*NaN"),
+        (dict(test=Dataset("small", np.zeros((4, 4, 4, 1), np.float32), labels[:4])), InputValueError,
+         r"`test` images must have shape \(N, 8, 8, 1\)"),
+        (dict(test=test.images), InputTypeError, "`test` must be a gaussjax.data.Dataset"),
+        (dict(test=Dataset("unlabelled", test.images, None)), InputValueError, "(?s)`test`.*no labels"),
+        (dict(widths=()), InputValueError, "`widths` must hold at least one"),
+        (dict(widths="16"), InputTypeError, "`widths` must be a sequence"),
+        (dict(widths=(8, 0)), InputValueError, "`widths`"),
+        (dict(steps=0), InputValueError, "`steps`"),
+        (dict(batch_size=1.5), InputTypeError, "`batch_size`"),
+        (dict(learning_rate=float("nan")), InputValueError, "`learning_rate`"),
+    ]
+    for options, error, message in cases:
+        arguments = dict(dataset=train, key=jax.random.key(0), progress=False) | options
+        with pytest.raises(error, match=message):
+            train_feature_net(arguments.pop("dataset"), arguments.pop("key"), **arguments)
+
+
+def test_without_test_there_is_no_accuracy_and_nothing_is_looked_up(digits):
+    # digits has a test split, but the held-out set is the caller's to pass: none, no accuracy.
+    # (The architecture and steps of the 5-step trainings above: the compiled step is reused.)
+    net = train_feature_net(digits[0], jax.random.key(1), steps=5, progress=False)
+    assert net.accuracy is None and net.accuracy_split is None and net.dataset_name == "digits"
+
+
+def test_optimizer_is_adam_with_the_documented_cosine_decay():
+    # With a constant gradient g, Adam's bias-corrected moments are g and g^2, so step i moves a
+    # parameter by -rate_i g / (|g| + eps): the learning rate of step i, lr (1 + cos(pi i / steps)) / 2.
+    lr, steps, eps = 0.25, 7, 1e-8
+    optimizer = _optimizer(lr, steps)
+    assert _optimizer(lr, steps) is optimizer  # cached: one compilation of the training step per setting
+    state = optimizer.init({"w": jnp.zeros(())})
+    gradient = {"w": jnp.asarray(2.0)}
+    moves = []
+    for _ in range(steps + 1):
+        updates, state = optimizer.update(gradient, state)
+        moves.append(float(updates["w"]))
+    expected = [-lr * (1 + np.cos(np.pi * i / steps)) / 2 * 2.0 / (2.0 + eps) for i in range(steps + 1)]
+    np.testing.assert_allclose(moves, expected, rtol=3e-5, atol=1e-9)  # float32 bias corrections
+    assert moves[-1] == 0.0  # decayed to 0 at `steps`
+
+
+def test_default_widths():
+    assert [default_widths((s, s, 1)) for s in (4, 8, 12, 16, 28, 32)] == [
+        (16,), (16, 32), (32, 64), (32, 64, 128), (32, 64, 128), (32, 64, 128)]

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._torch import UnsafePickleError, read_torch_state_dict
 from gaussjax.quality._inception import (
     FEATURES,
@@ -230,7 +231,8 @@ def test_mapping_errors_name_the_entries(shapes):
     message = str(error.value)
     for name in ("'my.pth'", "Mixed_5b.branch_pool.bn.running_mean", "Mixed_7a.branch3x3_2.conv.weight",
                  "Mixed_5b.branch9x9.conv.weight", "AuxLogits.fc.weight",
-                 "Conv2d_2a_3x3.conv.weight (32, 32, 3, 1), expected (32, 32, 3, 3)", "Conv2d_2b_3x3.bn.weight (int64)"):
+                 "Conv2d_2a_3x3.conv.weight (32, 32, 3, 1), expected (32, 32, 3, 3)",
+                 "Conv2d_2b_3x3.bn.weight (int64)"):
         assert name in message, name
 
 
@@ -284,10 +286,11 @@ def test_check_images():
     rgb = np.asarray(check_images(gray))
     assert rgb.shape == (2, 5, 6, 3) and rgb.dtype == np.float32
     np.testing.assert_array_equal(rgb, np.repeat(gray.astype(np.float32), 3, axis=-1))
-    for bad in (np.zeros((5, 6, 3)), np.zeros((1, 5, 6, 4)), np.zeros((1, 3, 5, 6)), np.zeros((0, 5, 6, 3))):
-        with pytest.raises(ValueError, match="images must"):
+    for bad in (np.zeros((5, 6, 3)), np.zeros((1, 5, 6, 4)), np.zeros((1, 3, 5, 6)), np.zeros((0, 5, 6, 3)),
+                np.full((1, 5, 6, 3), np.nan)):
+        with pytest.raises(InputValueError, match="`images`"):
             check_images(bad)
-    with pytest.raises(TypeError, match="images must be a float array"):
+    with pytest.raises(InputTypeError, match="`images` must be a float array"):
         check_images(np.zeros((1, 5, 6, 3), np.uint8))
 
 

@@ -46,7 +46,7 @@ def test_subsets_average_of_formula(x64):
     # the module's own choice of subsets (the values are then computed independently, from the formula)
     indices = _subset_indices(key, sizes=(60, 50), num_subsets=3, subset_size=40)
     values = []
-    for index_a, index_b in zip(*map(np.asarray, indices)):
+    for index_a, index_b in zip(*map(np.asarray, indices), strict=True):
         assert len(set(index_a)) == len(set(index_b)) == 40  # without replacement
         assert 0 <= index_a.min() and index_a.max() < 60 and 0 <= index_b.min() and index_b.max() < 50
         values.append(mmd2_unbiased(a[index_a], b[index_b]))

@@ -89,7 +89,8 @@ def test_immutable():
     ("call", "error", "match"),
     [
         (lambda: FeatureStats.from_features(np.zeros((0, 3))), ValueError, "`features`"),
-        (lambda: FeatureStats.from_features(np.array([[1e200, 0], [-1e200, 0]])), ValueError, "`features`.*overflows float64"),
+        (lambda: FeatureStats.from_features(np.array([[1e200, 0], [-1e200, 0]])), ValueError,
+         "`features`.*overflows float64"),
         (lambda: FeatureStats.from_features(np.ones(3)), ValueError, "`features`.*shape"),
         (lambda: FeatureStats.from_features(np.array([[1.0, np.nan], [0, 1]])), ValueError, "`features`.*NaN"),
         (lambda: FeatureStats.from_features(np.ones((3, 2), complex)), TypeError, "`features`.*complex"),
@@ -192,7 +193,7 @@ def mpmath_frechet_distance(mean_a, A, mean_b, B, digits=40):
         root = vectors * mp.diag([mp.sqrt(max(v, 0)) for v in values]) * vectors.T
         inner = mp.eigsy(root * Bm * root, eigvals_only=True)
         trace_sqrt = mp.fsum(mp.sqrt(max(v, 0)) for v in inner)
-        diff = [mp.mpf(float(u)) - mp.mpf(float(v)) for u, v in zip(mean_a, mean_b)]
+        diff = [mp.mpf(float(u)) - mp.mpf(float(v)) for u, v in zip(mean_a, mean_b, strict=True)]
         traces = mp.fsum(Am[i, i] + Bm[i, i] for i in range(len(diff)))
         return float(mp.fsum(x * x for x in diff) + traces - 2 * trace_sqrt)
 

@@ -99,7 +99,7 @@ def test_errors(rng):
         DeltaMixture(np.zeros(3))
     with pytest.raises(ValueError, match="`points` contains NaN"):
         DeltaMixture(np.array([[0.0, np.nan]]))
-    with pytest.raises(ValueError, match="`chunk_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive integer, got 0"):
         DeltaMixture(np.zeros((3, 2)), chunk_size=0)
     with pytest.raises(ValueError, match="D = 2"):
         DeltaMixture(np.zeros((3, 2))).score(np.zeros(3), 1.0)

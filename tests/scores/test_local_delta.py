@@ -61,13 +61,15 @@ def test_chunk_sizes_and_query_blocks_agree(x64, data, chunk_size, monkeypatch):
 def test_layouts_jit_vmap_and_score(x64, data):
     images, x, gaussian = data
     model = LocalDeltaMixture(images, gaussian, threshold=0.2, chunk_size=3)
-    expected = direct_local_delta(images, np.asarray(gaussian.eigvals), np.asarray(gaussian.eigvecs), x, SIGMA, 0.2, 1.0)
+    eigvals, eigvecs = np.asarray(gaussian.eigvals), np.asarray(gaussian.eigvecs)
+    expected = direct_local_delta(images, eigvals, eigvecs, x, SIGMA, 0.2, 1.0)
     np.testing.assert_allclose(model.denoise(x.reshape(4, -1), SIGMA), expected.reshape(4, -1), rtol=1e-10, atol=1e-10)
     jitted = jax.jit(lambda m, x, s: m.denoise(x, s))(model, jnp.asarray(x), jnp.asarray(SIGMA))
     np.testing.assert_allclose(jitted, expected, rtol=1e-10, atol=1e-10)
     mapped = jax.vmap(lambda x, s: model.denoise(x[None], s[None])[0])(jnp.asarray(x), jnp.asarray(SIGMA))
     np.testing.assert_allclose(mapped, expected, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(model.score(x, SIGMA), (expected - x) / SIGMA[:, None, None, None] ** 2, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(model.score(x, SIGMA), (expected - x) / SIGMA[:, None, None, None] ** 2,
+                               rtol=1e-9, atol=1e-9)
 
 
 def test_errors(data):

@@ -160,7 +160,7 @@ def test_bad_inputs_raise_clear_errors(data):
         PatchMixture(images, 11)
     with pytest.raises(ValueError, match="`images` must be a 4-D array"):
         PatchMixture(images.reshape(N, -1), 3)
-    with pytest.raises(ValueError, match="`chunk_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive integer, got 0"):
         PatchMixture(images, 3, chunk_size=0)
     model = PatchMixture(images, 3)
     with pytest.raises(ValueError, match="`x` must have shape"):

@@ -41,7 +41,8 @@ def data(rng):
 def test_matches_direct_loops(x64, data, p, stride):
     images, x = data
     model = PatchPosteriorMean(images, p, stride, chunk_size=2)
-    np.testing.assert_allclose(model.denoise(x, SIGMA), direct_pspc(images, x, SIGMA, p, stride), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(model.denoise(x, SIGMA), direct_pspc(images, x, SIGMA, p, stride),
+                               rtol=1e-10, atol=1e-10)
 
 
 def test_one_crop_is_the_delta_mixture(x64, rng):
@@ -98,15 +99,15 @@ def test_errors(data):
     images, _ = data
     with pytest.raises(ValueError, match="`patch_size` = 5 exceeds the image size 4 x 5"):
         PatchPosteriorMean(images, 5, 1)
-    with pytest.raises(ValueError, match="`stride` must be >= 1"):
+    with pytest.raises(ValueError, match="`stride` must be a positive integer, got 0"):
         PatchPosteriorMean(images, 2, 0)
     with pytest.raises(ValueError, match="`stride` = 3 exceeds `patch_size` = 2"):
         PatchPosteriorMean(images, 2, 3)
-    with pytest.raises(ValueError, match="`patch_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`patch_size` must be a positive integer, got 0"):
         PatchPosteriorMean(images, 0, 1)
     with pytest.raises(ValueError, match=r"`images` must be a 4-D array"):
         PatchPosteriorMean(images.reshape(5, -1), 2, 1)
-    with pytest.raises(ValueError, match="`chunk_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive integer, got 0"):
         PatchPosteriorMean(images, 2, 1, chunk_size=0)
     with pytest.raises(ValueError, match="D = 40"):
         PatchPosteriorMean(images, 2, 1).denoise(np.zeros((2, 3)), 1.0)

@@ -12,7 +12,8 @@ def test_streamed_and_merged_equal_one_shot_softmax(x64, rng):
     for start in range(0, 12, 5):  # blocks 0-4, 5-9, 10-11
         block = slice(start, min(start + 5, 12))
         state = _softmax.accumulate(state, jnp.asarray(logits[:, block]), lambda p, b=block: p @ values[b])
-    rest = _softmax.accumulate(_softmax.empty(3, 4, jnp.float64), jnp.asarray(logits[:, 12:]), lambda p: p @ values[12:])
+    rest = _softmax.accumulate(_softmax.empty(3, 4, jnp.float64), jnp.asarray(logits[:, 12:]),
+                               lambda p: p @ values[12:])
     merged = _softmax.merge(state, rest)
     np.testing.assert_allclose(_softmax.weighted_mean(merged), softmax(logits, axis=1) @ values, rtol=1e-12)
     np.testing.assert_allclose(_softmax.log_normalizer(merged), logsumexp(logits, axis=1), rtol=1e-12)

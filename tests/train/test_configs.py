@@ -3,9 +3,10 @@ import re
 
 import pytest
 
+from gaussjax.runs import NetworkConfig, TrainConfig, load_denoiser
 from train.__main__ import main
-from train.checkpoints import checkpoint_steps, load_denoiser
-from train.configs import CONFIGS, NetworkConfig, TrainConfig, get_config
+from train.checkpoints import checkpoint_steps
+from train.configs import CONFIGS, get_config
 from train.run import check_run_dir, train
 
 # What runs written before `NetworkConfig` hold (digits-tiny): network.json, and config.json's `network`.
@@ -90,7 +91,7 @@ def test_dry_run_prints_the_resolved_config(capsys):
 def test_checkpoint_schedule_is_dense_early_sparse_late():
     steps = checkpoint_steps(get_config("digits"))
     assert steps[0] == 0 and steps[-1] == get_config("digits").steps
-    gaps = [b - a for a, b in zip(steps[1:], steps[2:])]
+    gaps = [b - a for a, b in zip(steps[1:], steps[2:], strict=False)]
     assert gaps == sorted(gaps) and gaps[0] < gaps[-1] / 10
     assert checkpoint_steps(get_config("digits").replace(steps=100, checkpoint_every=30)) == [0, 30, 60, 90, 100]
     mnist = checkpoint_steps(get_config("mnist"))
@@ -101,7 +102,9 @@ def test_checkpoint_schedule_is_dense_early_sparse_late():
     "fields, error, message",
     [
         ({"dropout": 1.5}, ValueError, "`NetworkConfig.dropout` must be a probability"),
-        ({"channel_mult": (1, 0)}, ValueError, "`NetworkConfig.channel_mult` must be a positive integer"),
+        ({"channel_mult": (1, 0)}, ValueError, r"`NetworkConfig.channel_mult\[1\]` must be a positive integer"),
+        ({"channel_mult": (1, 2), "img_resolution": 7}, ValueError, r"`NetworkConfig.img_resolution` \(7\) must be "
+         "divisible"),
         ({"channel_mult": ()}, TypeError, "`NetworkConfig.channel_mult` must be a non-empty tuple"),
         ({"model_channels": 2.5}, TypeError, "`NetworkConfig.model_channels` must be an integer"),
         ({"num_blocks": -1}, ValueError, "`NetworkConfig.num_blocks` must be >= 0"),
@@ -152,11 +155,13 @@ def test_every_config_builds_its_network():
         ("config.json", {"sigma_data": -0.5}, ValueError, r"`sigma_data` must be a finite number > 0, got -0\.5"),
         ("config.json", {"lr": float("nan")}, ValueError, r"`lr` must be a finite number > 0, got nan"),
         ("config.json", {"depth": 3}, ValueError, r"unknown TrainConfig field\(s\): depth"),
-        ("config.json", {"probe_local": ["els4"]}, ValueError, r"`probe_local`: local model 'els4': the window size k must be odd"),
+        ("config.json", {"probe_local": ["els4"]}, ValueError,
+         r"`probe_local`: local model 'els4': the window size k must be odd"),
         ("config.json", "{\"steps\": 60,", ValueError, r" is not valid JSON: "),
         ("network.json", {"model_channels": "8"}, TypeError, r"`NetworkConfig.model_channels` must be an integer"),
         ("network.json", {"img_resolution": None}, ValueError, r"missing field\(s\): img_resolution"),
-        ("network.json", {"model_channels": 16}, ValueError, r"differs from the network of .*config\.json in: model_channels"),
+        ("network.json", {"model_channels": 16}, ValueError,
+         r"differs from the network of .*config\.json in: model_channels"),
         ("network.json", "[]", TypeError, r"it must hold a JSON object, got list"),
     ],
 )
@@ -176,3 +181,11 @@ def test_a_tampered_run_file_is_refused_naming_file_and_field(file, edit, error,
         with pytest.raises(error, match=pattern):
             train(config, run_dir, progress=False, log=lambda *a: None)
         assert (run_dir / file).read_text() == texts[file]  # refused, not overwritten
+
+
+def test_a_bug_is_not_reported_as_a_usage_error(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise KeyError("internal")
+    monkeypatch.setattr("train.run.train", broken)
+    with pytest.raises(KeyError, match="internal"):
+        main(["--config", "digits-tiny", "--out", str(tmp_path / "run"), "--no-progress"])

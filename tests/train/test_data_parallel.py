@@ -12,7 +12,7 @@ DATA_PARALLEL = """
 import jax, numpy as np, sys
 from train.configs import get_config
 from train.run import train
-from train.checkpoints import Checkpointer
+from gaussjax.runs import Checkpointer
 assert jax.local_device_count() == int(sys.argv[2])
 config = get_config("digits-tiny").replace(steps=20, probe_queries=8, probe_delta=False)
 train(config, sys.argv[1], progress=False, log=lambda *a: None)

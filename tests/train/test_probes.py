@@ -61,7 +61,7 @@ def test_probe_rows_hold_both_query_sets_with_the_denoiser_statistics(splits):
                                  num_queries=round(probes.HELD_OUT_QUERY_FRACTION * CONFIG.probe_queries))
     test_rows = [r for r in rows if r["queries"] == "test"]
     assert [(r["sigma"], r["reference"]) for r in test_rows] == [(e["sigma"], e["candidate"]) for e in expected]
-    for row, want in zip(test_rows, expected):
+    for row, want in zip(test_rows, expected, strict=True):
         for column in ("fuv_score", "fuv_denoiser", "r2_denoiser", "mse_denoiser"):
             assert row[column] == want[column]
     # R^2 and MSE of the denoiser against NumPy, on the probe's own queries
@@ -77,7 +77,8 @@ def test_probe_rows_hold_both_query_sets_with_the_denoiser_statistics(splits):
 def test_truncation_keeps_finished_rows_and_refuses_another_layout(tmp_path):
     path = tmp_path / "probes.csv"
     rows = [{"step": step, "sigma": 0.5, "reference": "gaussian", "weights": "ema", "queries": "train",
-             "fuv_score": 0.5, "fuv_denoiser": 0.25, "r2_denoiser": 0.75, "mse_denoiser": 0.125} for step in (0, 20, 40)]
+             "fuv_score": 0.5, "fuv_denoiser": 0.25, "r2_denoiser": 0.75, "mse_denoiser": 0.125}
+            for step in (0, 20, 40)]
     probes.append_rows(path, rows, probes.PROBE_COLUMNS)
     with open(path, "a") as file:
         file.write("60,0.5,gauss")  # a line cut short by a crash
@@ -96,8 +97,8 @@ def test_truncation_keeps_finished_rows_and_refuses_another_layout(tmp_path):
 
 def test_the_summary_table_uses_the_train_queries(tmp_path):
     path = tmp_path / "probes.csv"
-    rows = [{"step": 20, "sigma": 0.5, "reference": "gaussian", "weights": "ema", "queries": queries, "fuv_score": value,
-             "fuv_denoiser": value, "r2_denoiser": 1 - value, "mse_denoiser": value}
+    rows = [{"step": 20, "sigma": 0.5, "reference": "gaussian", "weights": "ema", "queries": queries,
+             "fuv_score": value, "fuv_denoiser": value, "r2_denoiser": 1 - value, "mse_denoiser": value}
             for queries, value in (("train", 0.125), ("test", 0.375))]
     probes.append_rows(path, rows, probes.PROBE_COLUMNS)
     table = probes.summary_table(path)

@@ -14,9 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from train.checkpoints import Checkpointer, load_checkpoint, load_denoiser
+from gaussjax.runs import Checkpointer, NonFiniteError, UnreadableCheckpointError, load_checkpoint, load_denoiser
 from train.configs import get_config
-from train.errors import NonFiniteError, UnreadableCheckpointError
 from train.run import train
 from train.step import TrainState
 
@@ -170,13 +169,11 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss(tmp_path):
 @pytest.mark.slow
 def test_load_denoiser_recovers_the_probed_network(tiny_run, caplog):
     """The loaded networks (EMA and raw) reproduce the probe values written during training, and sample."""
-    import train.run
     from gaussjax.data import load_dataset
     from gaussjax.samplers import heun_sampler
     from gaussjax.schedules import karras_sigmas
     from train import probes
 
-    assert train.run.load_denoiser is load_denoiser  # the old import path keeps working
     config = get_config("digits-tiny")
     flat = np.asarray(load_dataset("digits").flat)
     models = probes.fit_analytic_models(config, flat, None, tiny_run)  # cached in the run directory
@@ -235,7 +232,7 @@ def test_the_command_line_caches_compiled_programs_in_the_run_directory(tmp_path
 @pytest.mark.slow
 def test_load_denoiser_prints_nothing(tiny_run):
     """A user's `load_denoiser` call prints no Orbax warning (read-only notice, partial-restore notice)."""
-    code = f"from train.checkpoints import load_denoiser; load_denoiser({str(tiny_run)!r}); " \
+    code = f"from gaussjax.runs import load_denoiser; load_denoiser({str(tiny_run)!r}); " \
            f"load_denoiser({str(tiny_run)!r}, step=20, weights='raw')"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, check=True)
     printed = result.stdout + result.stderr

@@ -33,10 +33,10 @@ def test_bf16_step_keeps_float32_state_and_the_float32_loss():
     assert mixed_loss == pytest.approx(loss, rel=2e-2)
     # One Adam step moves each parameter by about lr in the gradient's sign: the same sign in both precisions.
     moved = [np.sign(np.asarray(b) - np.asarray(a)) for a, b in
-             zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(full.params))]
+             zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(full.params), strict=True)]
     moved_mixed = [np.sign(np.asarray(b) - np.asarray(a)) for a, b in
-                   zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(mixed.params))]
-    agree = np.mean(np.concatenate([(a == b).ravel() for a, b in zip(moved, moved_mixed)]))
+                   zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(mixed.params), strict=True)]
+    agree = np.mean(np.concatenate([(a == b).ravel() for a, b in zip(moved, moved_mixed, strict=True)]))
     assert agree > 0.9
 
 

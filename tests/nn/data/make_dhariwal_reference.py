@@ -65,7 +65,8 @@ def _reference(config: dict, seed: int) -> dict:
         noise_labels = torch.randn(BATCH, generator=gen)
         labels = {}
         if config.get("label_dim"):
-            labels["class_labels"] = torch.eye(config["label_dim"])[torch.randint(0, config["label_dim"], (BATCH,), generator=gen)]
+            classes = torch.randint(0, config["label_dim"], (BATCH,), generator=gen)
+            labels["class_labels"] = torch.eye(config["label_dim"])[classes]
         if config.get("augment_dim"):
             labels["augment_labels"] = torch.randn(BATCH, config["augment_dim"], generator=gen)
         out = net(x, noise_labels, labels.get("class_labels"), labels.get("augment_labels"))

@@ -12,8 +12,8 @@ format instead), and ``edm_pickle_<name>_state.npz`` (the network's
 ``state_dict()`` as torch computes it, plus its constructor kwargs as JSON under ``__init_kwargs__``).
 To add a network kind, add a name -> (class, kwargs, seed, formats) entry to ``CONFIGS``.
 
-It also writes ``edm_pickle_zoo.pkl.gz`` (gzip-compressed): one snapshot holding a tiny network of every kind gaussjax imports
-(``ZOO``: EDM / VP / VE / iDDPM preconditioning around DDPM++, NCSN++ and ADM), pickled together as
+It also writes ``edm_pickle_zoo.pkl.gz`` (gzip-compressed): one snapshot holding a tiny network of every kind gaussjax
+imports (``ZOO``: EDM / VP / VE / iDDPM preconditioning around DDPM++, NCSN++ and ADM), pickled together as
 ``training_loop.py`` pickles its snapshot (so EDM's embedded source is stored once), and
 ``edm_pickle_zoo_outputs.npz`` with, per network, inputs ``x`` (NHWC), ``sigma``, ``class_labels`` and EDM's
 ``D(x; sigma)`` (NHWC) in eval mode, for tests/nn/test_edm_pickle.py.
@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 SONGUNET_KWARGS = {
-    "img_resolution": 8, "img_channels": 1, "label_dim": 0, "model_type": "SongUNet", "model_channels": 4, "channel_mult": [1, 2],
-    "channel_mult_emb": 2, "num_blocks": 1, "attn_resolutions": [4], "embedding_type": "positional", "channel_mult_noise": 1,
+    "img_resolution": 8, "img_channels": 1, "label_dim": 0, "model_type": "SongUNet", "model_channels": 4,
+    "channel_mult": [1, 2], "channel_mult_emb": 2, "num_blocks": 1, "attn_resolutions": [4],
+    "embedding_type": "positional", "channel_mult_noise": 1,
     "encoder_type": "standard", "decoder_type": "standard", "resample_filter": [1, 1],
 }
 
@@ -157,7 +158,7 @@ def zip_storages():
             cls.__reduce__ = reduce
         yield
     finally:
-        for cls, original in zip(classes, saved):
+        for cls, original in zip(classes, saved, strict=True):
             cls.__reduce__ = original
 
 

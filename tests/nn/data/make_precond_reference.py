@@ -63,7 +63,7 @@ def _case(tag, cls, img_channels, label_dim, seed, **precond_kwargs):
     config = {"precond": cls.__name__, "precond_kwargs": precond_kwargs,
               "net": dict(UNET, in_channels=img_channels, label_dim=label_dim,
                           out_channels=2 * img_channels if cls is networks.iDDPMPrecond else img_channels)}
-    record = {"config": json.dumps(config), "index": json.dumps([list(e) for e in zip(names, shapes)]),
+    record = {"config": json.dumps(config), "index": json.dumps([list(e) for e in zip(names, shapes, strict=True)]),
               "params": np.concatenate(values).astype(np.float16), "x": nhwc(x), "sigma": sigma.numpy(),
               "output": nhwc(out), "sigma_min": np.float64(precond.sigma_min),
               "sigma_max": np.float64(precond.sigma_max), "round_sigma": precond.round_sigma(sigma).numpy()}

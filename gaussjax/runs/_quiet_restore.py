@@ -33,7 +33,7 @@ def install() -> None:
         if not is_closed_loop_callback(unraisable):
             previous(unraisable)
 
-    hook.quiets_failed_restores = True
+    hook.quiets_failed_restores = True  # type: ignore[attr-defined]  # a marker on the function
     sys.unraisablehook = hook
     logging.getLogger("asyncio").addFilter(_drop_never_retrieved_reads)
 
