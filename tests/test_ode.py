@@ -93,8 +93,8 @@ def test_step_counts_are_positive_and_grow_with_tighter_tolerance(x64):
 @pytest.mark.parametrize(
     ("solver", "tol", "agree"),
     [
-        ("dopri5", 1e-9, 1e-7),
-        ("rk4", 1e-9, 1e-7),
+        pytest.param("dopri5", 1e-9, 1e-7, marks=pytest.mark.slow),
+        pytest.param("rk4", 1e-9, 1e-7, marks=pytest.mark.slow),
         ("heun", 1e-6, 2e-4),
         (diffrax.Tsit5(), 1e-9, 1e-7),  # an instance (the compiled tsit5 solve is reused)
     ],

@@ -63,6 +63,7 @@ def test_bad_network_options(tmp_path, capsys, argv, message):
     assert message in error, error
 
 
+@pytest.mark.slow  # a whole report
 def test_report_on_a_network_file_leaves_out_learning_dynamics(tmp_path, capsys):
     others = "score-agreement,trajectories,samples,gmm-sweep,score-field"
     argv = ["report", "--network", str(PICKLE), "--dataset", "digits", "--out", str(tmp_path), "--skip", others]

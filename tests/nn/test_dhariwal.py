@@ -146,6 +146,7 @@ def test_initialization(tiny_init):
         np.testing.assert_array_equal(block[norm]["bias"], 0)
 
 
+@pytest.mark.slow  # builds an ADM network
 def test_attention_initialization():
     """qkv like the other layers, the attention output projection at zero (EDM's init_zero)."""
     net = DhariwalUNet(img_resolution=4, in_channels=1, out_channels=1, model_channels=64, channel_mult=(1,),

@@ -62,6 +62,7 @@ def test_constructor_arguments_are_edms(zoo):
     assert load_edm_pickle(zoo, network="iddpm").module.net.out_channels == 2  # learned variance channels
 
 
+@pytest.mark.slow  # every network of the zoo
 def test_score_is_the_denoiser_identity(zoo):
     denoiser = load_edm_pickle(zoo, network="vp")
     x = jax.random.normal(jax.random.key(0), (3, denoiser.dim))

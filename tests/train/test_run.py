@@ -120,6 +120,7 @@ def test_resume_after_a_damaged_checkpoint_falls_back_with_one_warning(tmp_path,
     np.testing.assert_array_equal(params, expected)
 
 
+@pytest.mark.slow  # restores a copy of the tiny run checkpoint by checkpoint
 def test_load_denoiser_skips_damaged_checkpoints_and_names_a_requested_one(tmp_path, tiny_run):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -149,6 +150,7 @@ def test_load_denoiser_skips_damaged_checkpoints_and_names_a_requested_one(tmp_p
             load_denoiser(run_dir, step=step)
 
 
+@pytest.mark.slow  # a training of its own
 def test_a_diverging_run_stops_at_its_first_non_finite_loss(tmp_path):
     run_dir = tmp_path / "run"
     config = get_config("digits-tiny").replace(lr=1e30, steps=20)  # finite, but the first steps overflow
