@@ -7,14 +7,16 @@ silently producing NaN deep inside a jitted computation.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from gaussjax._errors import InputTypeError, InputValueError
 
@@ -100,9 +102,68 @@ def is_concrete(*arrays) -> bool:
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
+def spans_processes(array) -> bool:
+    """Whether `array` is a concrete `jax.Array` with values on other processes' devices (not fully addressable).
+
+    Such a global array (e.g. built by `jax.make_array_from_process_local_data` over a mesh of every
+    process's devices) cannot be fetched to this host: its values are checked where they lie
+    (`summarize`). The answer is a property of the sharding, the same on every process.
+    """
+    return (isinstance(array, jax.Array) and not isinstance(array, jax.core.Tracer)
+            and not array.is_fully_addressable)
+
+
+def summarize(fn: Callable, *arrays):
+    """`fn(xp, *arrays)` as NumPy values: a few numbers (verdicts, extremes) that a check needs.
+
+    `fn` is written once against an array namespace `xp` (`numpy` or `jax.numpy`) and returns a
+    pytree of small arrays. For ordinary arrays it runs in NumPy on this host's copy (the fast path;
+    overflow and invalid-value warnings silenced: the checks look at the result). When an array
+    spans processes (`spans_processes`), it runs in `jax.numpy` as one jitted program over the
+    arrays' devices whose outputs are replicated on every device, so each process fetches the same
+    numbers from its own devices and raises the same error; every process must then call it, as
+    every process builds the same model (a collective).
+    """
+    spanning = [a for a in arrays if spans_processes(a)]
+    if not spanning:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(np, *(np.asarray(a) for a in arrays))
+    sharding = spanning[0].sharding
+    replicated = NamedSharding(sharding.mesh, PartitionSpec()) if isinstance(sharding, NamedSharding) else None
+    out = _replicating_jit(fn, replicated)(*arrays)
+    return jax.tree_util.tree_map(np.asarray, out)
+
+
+@functools.lru_cache(maxsize=64)
+def _replicating_jit(fn: Callable, replicated: NamedSharding | None):
+    """`jax.jit` of `fn(jax.numpy, ...)` with every output replicated (`None`: left to XLA, which
+    replicates the full reductions that checks compute)."""
+    compute = functools.partial(fn, jnp)
+    return jax.jit(compute) if replicated is None else jax.jit(compute, out_shardings=replicated)
+
+
+def _all_finite(xp, array):
+    return xp.all(xp.isfinite(array))
+
+
+def _identity(xp, array):
+    return array
+
+
+def host_copy(array) -> np.ndarray:
+    """A NumPy copy of a concrete array that is small (a noise grid, eigenvalues); one that spans
+    processes is first replicated on its devices (an all-gather), then fetched."""
+    return np.asarray(summarize(_identity, array))
+
+
+def all_finite(array) -> bool:
+    """Whether a concrete `array` holds only finite values (computed on its devices if it spans processes)."""
+    return bool(summarize(_all_finite, array))
+
+
 def check_finite(name: str, array) -> None:
-    """Raise if a concrete `array` holds NaN or infinite values."""
-    if is_concrete(array) and not np.all(np.isfinite(np.asarray(array))):
+    """Raise if a concrete `array` holds NaN or infinite values (the same error on every process)."""
+    if is_concrete(array) and not all_finite(array):
         raise InputValueError(f"`{name}` contains NaN or infinite values")
 
 
@@ -134,25 +195,36 @@ def check_float_array(name: str, value, *, ndim: int | None = None):
     return array
 
 
-def check_data_matrix(name: str, X, *, host: bool = False):
+def check_data_matrix(name: str, X, *, host: bool = False, spanning: bool = False):
     """Return `X` as a float array `(N, D)` with N, D >= 1, or raise naming `name`.
 
-    By default a finite JAX array (checked when concrete). With `host=True` (the fitting
-    code, which runs in NumPy on data that may not fit in memory twice) a NumPy array:
-    floating dtypes are kept, integers become float64, tracers are refused, and
-    finiteness is left to the caller, block by block.
+    By default a finite JAX array (checked when concrete; one that spans processes is checked
+    on its devices). With `host=True` (the fitting code, which runs in NumPy on data that may
+    not fit in memory twice) a NumPy array: floating dtypes are kept, integers become float64,
+    tracers are refused, and finiteness is left to the caller, block by block; an array
+    spanning processes (`spans_processes`) is refused too, unless `spanning` (a caller that
+    computes on its devices): it is then returned as a floating `jax.Array`, as it is.
     """
     if host:
         if isinstance(X, jax.core.Tracer):
             raise InputTypeError(f"`{name}` must be a concrete array: "
                                  "fitting runs in NumPy and cannot be traced by jit")
-        X = np.asarray(X)
-        if np.issubdtype(X.dtype, np.complexfloating):
-            raise InputTypeError(f"`{name}` must be real, got a complex array ({X.dtype})")
-        if not np.issubdtype(X.dtype, np.floating):
-            if not (np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
-                raise InputTypeError(f"`{name}` must be a numeric array, got dtype {X.dtype}")
-            X = X.astype(np.float64)
+        if spans_processes(X) and spanning:
+            X = as_float(name, X)
+        elif spans_processes(X):
+            raise InputTypeError(
+                f"`{name}` is a jax.Array spanning several processes: this function reads its data on the host, "
+                "so it needs the whole array on this process (fit_gaussian, DeltaMixture, GaussianMixture and "
+                "the local models accept arrays that span processes)"
+            )
+        else:
+            X = np.asarray(X)
+            if np.issubdtype(X.dtype, np.complexfloating):
+                raise InputTypeError(f"`{name}` must be real, got a complex array ({X.dtype})")
+            if not np.issubdtype(X.dtype, np.floating):
+                if not (np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
+                    raise InputTypeError(f"`{name}` must be a numeric array, got dtype {X.dtype}")
+                X = X.astype(np.float64)
     else:
         X = as_float(name, X)
     if X.ndim != 2:
@@ -184,7 +256,7 @@ def check_noise_levels(
         raise InputValueError(f"`{name}` must hold at least {min_size} noise levels, got shape {levels.shape}")
     concrete = is_concrete(levels)
     if concrete:  # (checked on the host, before any array operation: under a trace those are staged)
-        values = np.atleast_1d(np.asarray(levels).astype(dtype or levels.dtype))
+        values = np.atleast_1d(host_copy(levels).astype(dtype or levels.dtype))
     if dtype is not None:
         levels = levels.astype(dtype)
     if not concrete:
@@ -227,39 +299,49 @@ def check_query(x, sigma, dim: int):
             f"`sigma` must be a scalar or broadcast against x.shape[:-1] = {x.shape[:-1]}, got shape {sigma.shape}"
         ) from None
     check_finite_norms("x", x)
-    if is_concrete(sigma):
-        values = np.asarray(sigma)
-        if not np.all(np.isfinite(values)) or np.any(values <= 0):
-            raise InputValueError(f"`sigma` must be finite and > 0, got min {values.min() if values.size else None}")
-        low = np.sqrt(np.finfo(values.dtype).smallest_normal)
+    if is_concrete(sigma) and sigma.size:
+        finite_positive, smallest, largest = summarize(_sigma_summary, sigma)
+        if not finite_positive:
+            raise InputValueError(f"`sigma` must be finite and > 0, got min {smallest}")
+        low = np.sqrt(np.finfo(sigma.dtype).smallest_normal)
         high = 1 / low
-        if values.size and (values.min() < low or values.max() > high):
+        if smallest < low or largest > high:
             raise InputValueError(
-                f"`sigma` must be in [{low:.2g}, {high:.2g}] in {values.dtype} (sigma^2 and 1 / sigma^2 must be "
+                f"`sigma` must be in [{low:.2g}, {high:.2g}] in {sigma.dtype} (sigma^2 and 1 / sigma^2 must be "
                 f"normal numbers), got "
-                f"range [{values.min():.3g}, {values.max():.3g}]; enable jax_enable_x64 for a wider range"
+                f"range [{smallest:.3g}, {largest:.3g}]; enable jax_enable_x64 for a wider range"
             )
     return x, sigma
+
+
+def _sigma_summary(xp, sigma):
+    """(all finite and > 0, min, max) of a non-empty `sigma`."""
+    return xp.all(xp.isfinite(sigma) & (sigma > 0)), xp.min(sigma), xp.max(sigma)
 
 
 def check_finite_norms(name: str, x) -> None:
     """Raise if a concrete `x (..., D)` is not finite or its squared norms overflow its dtype.
 
     Scores square distances: in float32 a vector of entries ~1e20 is finite but its
-    squared norm is not, and the results would be NaN.
+    squared norm is not, and the results would be NaN. An `x` that spans processes is
+    checked on its devices (`summarize`): the same error on every process.
     """
     if not is_concrete(x):
         return
-    values = np.asarray(x)
-    if not np.all(np.isfinite(values)):
+    finite, norms_finite, largest = summarize(_norms_summary, x)
+    if not finite:
         raise InputValueError(f"`{name}` contains NaN or infinite values")
-    with np.errstate(over="ignore"):
-        norms = np.sum(np.square(values), axis=-1)
-    if not np.all(np.isfinite(norms)):
+    if not norms_finite:
         raise InputValueError(
-            f"`{name}` is too large for {values.dtype}: its squared norm overflows (max |{name}| = "
-            f"{np.abs(values).max():.3g}); rescale it or enable jax_enable_x64"
+            f"`{name}` is too large for {x.dtype}: its squared norm overflows (max |{name}| = "
+            f"{largest:.3g}); rescale it or enable jax_enable_x64"
         )
+
+
+def _norms_summary(xp, x):
+    """(all finite, all squared norms over the last axis finite, max |x|) of `x (..., D)`."""
+    norms = xp.sum(xp.square(x), axis=-1)
+    return xp.all(xp.isfinite(x)), xp.all(xp.isfinite(norms)), xp.max(xp.abs(x), initial=0)
 
 
 def check_nonnegative_real(name: str, value: Any) -> float:

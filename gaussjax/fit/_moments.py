@@ -4,6 +4,9 @@ The Gaussian score model (paper Eq. 30-34) needs only the data mean `mu` and the
 eigenpairs of its covariance `Sigma = U diag(lambda) U^T`. This module computes
 them in float64 NumPy from an array or from a stream of chunks, never holding more
 than one chunk (or one bounded block of rows of an array) in float64 at a time.
+Data split by rows over the devices of several processes (a global `jax.Array`) is
+reduced on its devices instead (`device_moments`), and only the `(D,)` mean and the
+`(D, D)` scatter come to the host.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import numpy as np
 from jaxtyping import ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
-from gaussjax._checks import check_data_matrix, check_finite
+from gaussjax._checks import check_data_matrix, check_finite, spans_processes
 from gaussjax._errors import InputTypeError, InputValueError
+from gaussjax.scores import _sharded
 from gaussjax.scores.gaussian import Gaussian
 
 
@@ -146,9 +150,14 @@ def moments(
     combined with the pairwise update of Chan, Golub & LeVeque (1979), so a large
     common offset in the data does not cancel the covariance away.
 
+    A `jax.Array` whose rows are split over the devices of several processes is reduced
+    on its devices (`device_moments`); every process must then call this function.
+
     Raises ValueError if `X` is empty, contains NaN/inf, or chunks disagree on D;
     TypeError if `X` is neither an array nor an iterable.
     """
+    if isinstance(X, jax.Array) and spans_processes(X):
+        return device_moments(X)
     count = 0
     mean = scatter = None
     for block in _blocks(X):
@@ -164,6 +173,78 @@ def moments(
     cov = scatter / count
     cov = 0.5 * (cov + cov.T)
     return mean, cov, count
+
+
+def device_moments(X: jax.Array) -> tuple[Float[np.ndarray, " D"], Float[np.ndarray, "D D"], int]:
+    """`moments` of a `jax.Array` `X (N, D)` spanning processes, reduced where its rows lie.
+
+    Each device reads its own rows in blocks of at most `BLOCK_ELEMENTS` numbers, twice:
+    the sum (then `psum` over the devices: the mean `mu`), then the scatter
+    `sum_n (x_n - mu)(x_n - mu)^T` of its rows about that global mean (then `psum`).
+    Centring on the global mean before any product keeps a large common offset from
+    cancelling the covariance away, and the per-device sums add up exactly to the scatter of
+    all rows (no merge correction is needed). The sums run in float64 under
+    `jax_enable_x64`, else in float32; the products at full precision.
+    Only the mean `(D,)` and scatter `(D, D)`, replicated on every device, come to the host;
+    every process gets the same values. An `X` replicated on every device is read from this
+    process's copy, in float64 NumPy.
+
+    Raises ValueError (the same on every process) if `X` is not `(N, D)`, is empty, is split
+    along D, holds NaN or infinite values, or if its scatter overflows float32.
+    """
+    X = check_data_matrix("X", X, host=True, spanning=True)
+    if X.is_fully_replicated:
+        return moments(_sharded.local_copy(X))
+    rows = _sharded.row_sharding("X", X)
+    if rows is None:
+        raise InputValueError(f"`X` must be split by rows over a mesh (a NamedSharding), got {X.sharding}")
+    count, dim = X.shape
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)  # float64 under jax_enable_x64, else float32
+    block = max(1, BLOCK_ELEMENTS // dim)
+
+    def local(X):  # this device's rows (n, D)
+        total, finite = _block_sums(X, block, lambda rows: (jnp.sum(rows, axis=0), jnp.all(jnp.isfinite(rows))),
+                                    (jnp.zeros(dim, dtype), jnp.asarray(True)), dtype)
+        mean = jax.lax.psum(total, rows.axes) / count
+        finite = jax.lax.pmin(finite.astype(jnp.int32), rows.axes)
+
+        def scatter(block_rows):
+            centred = block_rows - mean[None, :]
+            return (jnp.matmul(centred.T, centred, precision=jax.lax.Precision.HIGHEST),)
+
+        (local_scatter,) = _block_sums(X, block, scatter, (jnp.zeros((dim, dim), dtype),), dtype)
+        return mean, jax.lax.psum(local_scatter, rows.axes), finite
+
+    replicated = jax.sharding.NamedSharding(rows.mesh, jax.sharding.PartitionSpec())
+    program = jax.shard_map(local, mesh=rows.mesh, in_specs=rows.spec, out_specs=jax.sharding.PartitionSpec(),
+                            check_vma=False)
+    mean, scatter, finite = (np.asarray(a) for a in jax.jit(program, out_shardings=replicated)(X))
+    if not finite:
+        raise InputValueError("`X` contains NaN or infinite values")
+    if not np.all(np.isfinite(scatter)):
+        raise InputValueError(f"`X` is too large for {np.dtype(dtype).name}: its scatter overflows; "
+                              "rescale it or enable jax_enable_x64")
+    cov = np.asarray(scatter, np.float64) / count
+    return np.asarray(mean, np.float64), 0.5 * (cov + cov.T), count
+
+
+def _block_sums(X, block: int, fn, init: tuple, dtype) -> tuple:
+    """The sum over blocks of `block` rows of `X (n, D)` (cast to `dtype`) of the tuple `fn(rows)`, combined
+    with `+` (and `&` for booleans), starting from `init`; no copy of `X` is made."""
+
+    def combine(a, b):
+        return tuple(x & y if x.dtype == bool else x + y for x, y in zip(a, b, strict=True))
+
+    block = min(block, X.shape[0])
+    full = X.shape[0] // block
+
+    def body(i, acc):
+        return combine(acc, fn(jax.lax.dynamic_slice_in_dim(X, i * block, block).astype(dtype)))
+
+    acc = jax.lax.fori_loop(0, full, body, init)
+    if X.shape[0] > full * block:
+        acc = combine(acc, fn(X[full * block :].astype(dtype)))
+    return acc
 
 
 def covariance_eigenpairs(
@@ -191,7 +272,8 @@ def fit_gaussian(X: Float[ArrayLike, "N D"] | Iterable[Float[ArrayLike, "n D"]],
 
     Args:
         X: data `(N, D)` as one array, or an iterable of `(n, D)` chunks (e.g.
-            `gaussjax.data.iter_chunks(...)`), streamed with bounded memory.
+            `gaussjax.data.iter_chunks(...)`), streamed with bounded memory. A `jax.Array`
+            split by rows over several processes' devices is reduced on them (`device_moments`).
         rank: number `r` of leading eigenpairs of the covariance to keep, an integer
             in `[1, D]`; default `D` (the full covariance).
 
@@ -206,7 +288,7 @@ def fit_gaussian(X: Float[ArrayLike, "N D"] | Iterable[Float[ArrayLike, "n D"]],
     for bad data.
     """
     if is_array(X):
-        X = check_data_matrix("X", X, host=True)
+        X = check_data_matrix("X", X, host=True, spanning=True)
     resolve_rank(rank, X.shape[1] if is_array(X) else None)  # fail before streaming
     mean, cov, _ = moments(X)
     rank = resolve_rank(rank, mean.shape[0])

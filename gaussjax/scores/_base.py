@@ -8,7 +8,7 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import as_float, check_query, is_concrete
+from gaussjax._checks import all_finite, as_float, check_query, is_concrete, summarize
 from gaussjax._errors import InputValueError
 from gaussjax._pytree import Module, jit_call
 from gaussjax.conventions import score_from_denoiser
@@ -63,6 +63,10 @@ class Denoiser(Module):
         flat, sigma, restore = self._query(x, sigma)
         out = jit_call(self, method, flat.reshape(-1, self.dim), sigma.reshape(-1))
         return restore(out.reshape(flat.shape)) if vector else out.reshape(flat.shape[:-1])
+
+
+def _extremes(xp, values):
+    return xp.min(values), xp.max(values)
 
 
 def _same_layout(out):
@@ -124,13 +128,12 @@ class AnalyticModel(Denoiser):
     def _evaluate(self, method: str, x, sigma, *, vector: bool = True):
         """`Denoiser._evaluate`, refusing a non-finite output at concrete inputs (finite inputs, so an overflow)."""
         out = super()._evaluate(method, x, sigma, vector=vector)
-        if is_concrete(out) and not bool(jnp.all(jnp.isfinite(out))):
+        if is_concrete(out) and not all_finite(out):
             what = {"_denoise": "denoiser", "_score": "score", "_log_density": "log density"}[method]
-            sigma = jnp.asarray(sigma)
+            low, high = summarize(_extremes, as_float("sigma", sigma))
             raise InputValueError(
                 f"the {what} of {type(self).__name__} is not representable in {out.dtype} at these inputs "
-                f"(sigma in [{float(jnp.min(sigma)):.3g}, {float(jnp.max(sigma)):.3g}]): it overflows; "
-                "use a larger sigma or enable jax_enable_x64"
+                f"(sigma in [{low:.3g}, {high:.3g}]): it overflows; use a larger sigma or enable jax_enable_x64"
             )
         return out
 

@@ -6,15 +6,16 @@ of components the way flash attention does: it keeps the running maximum logit
 `max`, the rescaled normalizer `total = sum_i exp(logit_i - max)` and the rescaled
 weighted sum, so that no exponential overflows at any sigma and no logits for all
 components need to exist at once. `GaussianMixture` accumulates its K components in
-one block; `DeltaMixture` streams N training points chunk by chunk and merges
-partial sums across devices with `merge`.
+one block; `DeltaMixture` streams N training points chunk by chunk, and the partial
+sums of devices holding different points are merged with `merge_across`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -67,10 +68,15 @@ def accumulate(
 
 def _exp_scaled(differences: Array, scale: Array | None) -> Array:
     """`exp(scale * differences)` for `differences <= 0` (-inf allowed) and `0 < scale < inf`, at most 1."""
-    if scale is not None:  # -inf stays -inf whatever the (finite, > 0) scale, with finite gradients
-        infinite = jnp.isneginf(differences)
-        differences = jnp.where(infinite, -jnp.inf, jnp.where(infinite, 0.0, differences) * scale)
-    return jnp.exp(jnp.minimum(differences, 0))
+    return jnp.exp(jnp.minimum(_scaled(differences, scale), 0))
+
+
+def _scaled(differences: Array, scale: Array | None) -> Array:
+    """`scale * differences`; -inf stays -inf whatever the (finite, > 0) scale, with finite gradients."""
+    if scale is None:
+        return differences
+    infinite = jnp.isneginf(differences)
+    return jnp.where(infinite, -jnp.inf, jnp.where(infinite, 0.0, differences) * scale)
 
 
 def merge(a: SoftmaxSum, b: SoftmaxSum, scale: Float[Array, " B"] | None = None) -> SoftmaxSum:
@@ -79,6 +85,24 @@ def merge(a: SoftmaxSum, b: SoftmaxSum, scale: Float[Array, " B"] | None = None)
     shift = _finite_or_zero(new_max)
     ra, rb = _exp_scaled(a.max - shift, scale), _exp_scaled(b.max - shift, scale)
     return SoftmaxSum(new_max, a.total * ra + b.total * rb, a.weighted * ra[:, None] + b.weighted * rb[:, None])
+
+
+def merge_across(
+    state: SoftmaxSum, axis_name: Hashable | tuple[Hashable, ...], scale: Float[Array, " B"] | None = None
+) -> SoftmaxSum:
+    """`merge` of the partial sums that the devices along mesh axis (or axes) `axis_name` hold (inside `shard_map`).
+
+    The n-ary form of `merge`: with `m` the largest `max` over the devices (`pmax`), each device
+    rescales its `total` and `weighted` by `exp(scale (max - m))` and the rescaled sums are added
+    (`psum`), so every device gets the sum over the union of their (disjoint) components. `m` is
+    a constant for differentiation (`stop_gradient`): the result depends on it only through
+    rounding, so no derivative of `pmax` is needed, and the derivatives are those of one softmax.
+    """
+    new_max = jax.lax.pmax(jax.lax.stop_gradient(state.max), axis_name)
+    # no clamp at 0 (`_exp_scaled`'s): max <= new_max exactly, and a clamp would halve the derivative where equal
+    rescale = jnp.exp(_scaled(state.max - _finite_or_zero(new_max), scale))
+    total, weighted = jax.lax.psum((state.total * rescale, state.weighted * rescale[:, None]), axis_name)
+    return SoftmaxSum(new_max, total, weighted)
 
 
 def weighted_mean(state: SoftmaxSum) -> Float[Array, "B F"]:

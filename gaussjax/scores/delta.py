@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_positive_int
-from gaussjax._errors import InputValueError
 from gaussjax._precision import matmul
-from gaussjax.scores import _softmax
+from gaussjax.scores import _sharded, _softmax
 from gaussjax.scores._base import Density, gaussian_log_normalizer
 
 MIN_CHUNK, MAX_CHUNK = 256, 16384
@@ -30,22 +28,6 @@ def auto_chunk_size(num_points: int, dim: int) -> int:
     return min(-(-per_chunk // 8) * 8, num_points)
 
 
-def _sharded_axis(points) -> tuple | None:
-    """`(mesh, axis_name)` if `points` is split by rows over a mesh axis of several devices."""
-    sharding = getattr(points, "sharding", None)
-    if not isinstance(sharding, NamedSharding) or len(sharding.device_set) < 2:
-        return None
-    spec = tuple(sharding.spec) + (None,) * 2
-    if spec[1] is not None:
-        raise InputValueError(
-            f"`points` is sharded as {sharding.spec}; shard its rows only, e.g. PartitionSpec('data', None)"
-        )
-    if spec[0] is None:  # replicated: every device holds all points
-        return None
-    axis = spec[0] if isinstance(spec[0], str) else spec[0][0]
-    return sharding.mesh, axis
-
-
 class DeltaMixture(Density):
     """(1/N) sum_i delta(y - y_i): the exact score of the training set {y_i} (Eq. 9-11).
 
@@ -56,42 +38,51 @@ class DeltaMixture(Density):
     two matmuls per chunk (at full float32 precision on every backend, see
     `gaussjax._precision`), so no (queries x N) array exists and peak memory stays
     bounded for any N. The chunked layout (and the norms `||y_i||^2 / 2`) is prepared
-    once here. If `points` is a `jax.Array` sharded by rows over a mesh, each device
-    streams its own rows and the partial sums are merged across devices.
+    once here.
+
+    `points` may be a `jax.Array` whose rows are split over a mesh, of this process's
+    devices or of every process's (a global array, e.g. from
+    `jax.make_array_from_process_local_data`): each device then lays out and streams its
+    own rows, the queries are replicated on every device, and the partial sums are merged
+    across devices exactly (`_softmax.merge_across`); the validation runs on the devices
+    too, with the same verdict on every process. An array replicated over a mesh is used
+    as an ordinary array on this process. Pass such a model to `jax.jit` as an argument:
+    JAX refuses to close over an array that spans processes (docs/scaling.md).
 
     Args:
         points: `(N, D)` training points.
-        chunk_size: points per chunk (static; default: about 4M elements per chunk).
+        chunk_size: points per chunk, at most the rows of one device (static; default: about
+            4M elements per chunk).
+
+    Raises:
+        ValueError: `points` is not `(N, D)`, is empty, holds NaN or infinite values or
+            values whose squared norms overflow; it is sharded along D; `chunk_size < 1`.
     """
 
-    chunks: Float[Array, "C S D"]  # rows past N are zero padding
+    chunks: Float[Array, "C S D"]  # each shard's rows, then zero padding to whole chunks
     half_sq_norms: Float[Array, "C S"]  # ||y_i||^2 / 2, +inf on padding (weight exactly 0)
     num_points: int = eqx.field(static=True)
-    mesh: object = eqx.field(static=True, default=None)
-    axis: str | None = eqx.field(static=True, default=None)
+    rows: _sharded.RowSharding | None = eqx.field(static=True, default=None)  # how the points are split
 
     def __init__(self, points: Float[ArrayLike, "N D"], chunk_size: int | None = None):
-        sharded, sharding = _sharded_axis(points), getattr(points, "sharding", None)
-        if sharded is None and isinstance(sharding, NamedSharding):
-            # replicated, or a one-device mesh: an ordinary array on one of its devices
-            device = min(sharding.device_set, key=operator.attrgetter("id"))
-            points = jax.device_put(points, SingleDeviceSharding(device))
+        rows = _sharded.row_sharding("points", points)
+        if rows is None:  # replicated, or a one-device mesh: an ordinary array on one of this process's devices
+            points = _sharded.local_copy(points)
         points = check_data_matrix("points", points)
         num_points, dim = points.shape
+        per_shard = num_points // _sharded.num_shards(rows)  # (JAX splits an axis only into equal blocks)
         if chunk_size is None:
-            chunk_size = auto_chunk_size(num_points, dim)
-        chunk_size = min(check_positive_int("chunk_size", chunk_size), num_points)  # no chunk past N
-        groups = 1 if sharded is None else sharded[0].shape[sharded[1]]
-        num_chunks = groups * -(-num_points // (groups * chunk_size))
-        layout = functools.partial(_layout, num_chunks=num_chunks, chunk_size=chunk_size)
-        if sharded is not None:
-            layout = jax.jit(layout, out_shardings=NamedSharding(sharded[0], PartitionSpec(sharded[1])))
-        chunks, half_sq_norms = layout(points)
-        self.chunks = chunks
-        self.half_sq_norms = half_sq_norms
+            chunk_size = auto_chunk_size(per_shard, dim)
+        chunk_size = min(check_positive_int("chunk_size", chunk_size), per_shard)  # no chunk past a shard's rows
+        layout = functools.partial(_layout, num_chunks=-(-per_shard // chunk_size), chunk_size=chunk_size)
+        self.chunks, self.half_sq_norms = _sharded.layout(layout, rows, points)
         self.num_points = num_points
-        self.mesh = None if sharded is None else sharded[0]
-        self.axis = None if sharded is None else sharded[1]
+        self.rows = rows
+
+    @property
+    def mesh(self) -> Mesh | None:
+        """The mesh whose devices hold the points, if they are split over several (else None)."""
+        return None if self.rows is None else self.rows.mesh
 
     @property
     def dim(self) -> int:
@@ -103,22 +94,27 @@ class DeltaMixture(Density):
 
     @property
     def points(self) -> Float[Array, "N D"]:
-        """The training points `(N, D)`."""
-        return self.chunks.reshape(-1, self.dim)[: self.num_points]
+        """The training points `(N, D)` (sharded as given)."""
+        per_shard = self.num_points // _sharded.num_shards(self.rows)
+        return _sharded.layout(lambda chunks: chunks.reshape(-1, self.dim)[:per_shard], self.rows, self.chunks)
 
     def _softmax_sum(self, x, inv_variance) -> _softmax.SoftmaxSum:
-        """Stream all points for queries `x (B, D)` at `1 / sigma^2` `(B,)`, in blocks of queries."""
+        """Stream all points for queries `x (B, D)` at `1 / sigma^2` `(B,)`, in blocks of queries.
+
+        A block holds at most `BLOCK_ELEMENTS / S` queries (its logits, `(block, S)`) and at most
+        `BLOCK_ELEMENTS / D` (its queries and sums, `(block, D)`).
+        """
         batch = x.shape[0]
-        block = max(1, min(batch, BLOCK_ELEMENTS // self.chunk_size))
+        block = max(1, min(batch, BLOCK_ELEMENTS // self.chunk_size, BLOCK_ELEMENTS // self.dim))
         num_blocks = -(-batch // block)
         pad = num_blocks * block - batch
         x_blocks = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_blocks, block, self.dim)
         inv_blocks = jnp.pad(inv_variance, (0, pad), constant_values=1.0).reshape(num_blocks, block)
-        if self.mesh is None:
-            sums = jax.lax.map(lambda q: _stream(self.chunks, self.half_sq_norms, *q), (x_blocks, inv_blocks))
-        else:
-            stream = functools.partial(_stream_sharded, mesh=self.mesh, axis=self.axis)
-            sums = jax.lax.map(lambda q: stream(self.chunks, self.half_sq_norms, *q), (x_blocks, inv_blocks))
+
+        def block_sum(queries):  # queries: (x (block, D), 1 / sigma^2 (block,)), the latter also the scale
+            return _sharded.stream(_stream, self.rows, (self.chunks, self.half_sq_norms), queries, queries[1])
+
+        sums = jax.lax.map(block_sum, (x_blocks, inv_blocks))
         return jax.tree_util.tree_map(lambda a: a.reshape(num_blocks * block, *a.shape[2:])[:batch], sums)
 
     def _denoise(self, x, sigma):
@@ -154,20 +150,3 @@ def _stream(chunks, half_sq_norms, x, inv_variance) -> _softmax.SoftmaxSum:
     empty = _softmax.empty(x.shape[0], x.shape[1], jnp.result_type(x, chunks))
     total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
     return total
-
-
-def _stream_sharded(chunks, half_sq_norms, x, inv_variance, *, mesh, axis) -> _softmax.SoftmaxSum:
-    """`_stream` on each device's own chunks, then partial sums merged across the mesh axis."""
-    spec, replicated = PartitionSpec(axis), PartitionSpec()
-
-    def local(chunks, half_sq_norms, x, inv_variance):
-        partial = _stream(chunks, half_sq_norms, x, inv_variance)
-        gathered = jax.lax.all_gather(partial, axis)  # (devices, ...) per field
-        total = jax.tree_util.tree_map(lambda a: a[0], gathered)
-        for i in range(1, mesh.shape[axis]):
-            total = _softmax.merge(total, jax.tree_util.tree_map(operator.itemgetter(i), gathered), inv_variance)
-        return total
-
-    return jax.shard_map(
-        local, mesh=mesh, in_specs=(spec, spec, replicated, replicated), out_specs=replicated, check_vma=False
-    )(chunks, half_sq_norms, x, inv_variance)

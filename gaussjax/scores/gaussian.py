@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import check_float_array, is_concrete
+from gaussjax._checks import check_float_array, is_concrete, summarize
 from gaussjax._errors import InputValueError
 from gaussjax._precision import matmul
 from gaussjax.scores._base import Density
@@ -38,16 +39,27 @@ def check_eigenbasis(
     if r > D:
         raise InputValueError(f"rank r = {r} exceeds the dimension D = {D}: `eigvecs` must be (D, r) with r <= D")
     if is_concrete(eigvals, eigvecs):
-        if np.any(np.asarray(eigvals) < 0):
+        negative, error = summarize(_eigenbasis_summary, eigvals, eigvecs)
+        if negative:
             raise InputValueError("`eigvals` must be >= 0 (covariance eigenvalues)")
-        vecs = np.asarray(eigvecs, dtype=np.float64)
-        gram = np.swapaxes(vecs, -1, -2) @ vecs
-        error = float(np.max(np.abs(gram - np.eye(r)))) if r else 0.0
         tolerance = 1e-3 if eigvecs.dtype == jnp.float32 else 1e-8
         if error > tolerance:
             raise InputValueError("`eigvecs` columns must be orthonormal "
                                   f"(max |U^T U - I| = {error:.2e} > {tolerance:g})")
     return eigvals, eigvecs
+
+
+def _eigenbasis_summary(xp, eigvals, eigvecs):
+    """(any eigenvalue < 0, max |U^T U - I|) with the Gram matrices in float64 (on the host) or the widest
+    float JAX has (float64 under `jax_enable_x64`), products at full precision."""
+    wide = np.float64 if xp is np else jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 without x64
+    vecs = eigvecs.astype(wide)
+    if xp is np:
+        gram = np.swapaxes(vecs, -1, -2) @ vecs
+    else:
+        gram = jnp.einsum("...dr,...ds->...rs", vecs, vecs, precision=jax.lax.Precision.HIGHEST)
+    rank = eigvecs.shape[-1]
+    return xp.any(eigvals < 0), xp.max(xp.abs(gram - xp.eye(rank, dtype=wide)), initial=0.0)
 
 
 class Gaussian(Density):

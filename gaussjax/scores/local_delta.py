@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 
 import equinox as eqx
@@ -13,7 +15,7 @@ from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_images, check_positive_int
 from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._precision import einsum
-from gaussjax.scores import _softmax
+from gaussjax.scores import _sharded, _softmax
 from gaussjax.scores._images import chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
 from gaussjax.scores.delta import auto_chunk_size
@@ -63,6 +65,10 @@ class LocalDeltaMixture(LocalModel):
     chunks with the online log-sum-exp of `_softmax` over (query, pixel) rows, at scale
     `1 / (sigma^2 tau)`, exact at any sigma.
 
+    `images` may be a `jax.Array` split by rows over a mesh, of this process's devices or of
+    every process's: each device lays out and streams its own images and the partial sums are
+    merged across devices, as for `DeltaMixture` (docs/scaling.md).
+
     Args:
         images: `(N, H, W, C)` training images.
         gaussian: a `Gaussian` of dimension `H W C` fitted to them (e.g.
@@ -72,12 +78,13 @@ class LocalDeltaMixture(LocalModel):
         chunk_size: images per chunk (static; default about `BLOCK_ELEMENTS / D`).
     """
 
-    chunks: Float[Array, "K S D"]  # training images, flat; rows past N are zero
+    chunks: Float[Array, "K S D"]  # each shard's training images, flat, then zero padding to whole chunks
     padding: Float[Array, "K S"]  # 0 on images, -inf on padding rows (weight 0)
     gaussian: Gaussian
     image_shape: tuple = eqx.field(static=True)
     threshold: float = eqx.field(static=True)
     temperature: float = eqx.field(static=True)
+    rows: _sharded.RowSharding | None = eqx.field(static=True, default=None)  # how the images are split
 
     def __init__(
         self,
@@ -88,31 +95,30 @@ class LocalDeltaMixture(LocalModel):
         temperature: float = 1.0,
         chunk_size: int | None = None,
     ):
-        images = check_images("images", images)
+        rows = _sharded.row_sharding("images", images)
+        images = check_images("images", images if rows is not None else _sharded.local_copy(images))
         num_images, *image_shape = images.shape
-        flat = images.reshape(num_images, -1)
+        dim = math.prod(image_shape)
         if not isinstance(gaussian, Gaussian):
             raise InputTypeError(f"`gaussian` must be a gaussjax.Gaussian, got {type(gaussian).__name__}")
-        if gaussian.dim != flat.shape[1]:
-            raise InputValueError(
-                f"`gaussian` has dimension {gaussian.dim}, but the images have H W C = {flat.shape[1]}"
-            )
+        if gaussian.dim != dim:
+            raise InputValueError(f"`gaussian` has dimension {gaussian.dim}, but the images have H W C = {dim}")
         threshold = _check_real("threshold", threshold)
         if not 0 <= threshold <= 1:
             raise InputValueError(f"`threshold` must be in [0, 1], got {threshold}")
         temperature = _check_real("temperature", temperature)
         if not 0 < temperature < float("inf"):
             raise InputValueError(f"`temperature` must be finite and > 0, got {temperature}")
+        per_shard = num_images // _sharded.num_shards(rows)
         if chunk_size is None:
-            chunk_size = auto_chunk_size(num_images, flat.shape[1])
-        chunk_size = min(check_positive_int("chunk_size", chunk_size), num_images)
-        is_row = chunk_rows(jnp.ones((num_images,), bool), chunk_size)
-        self.chunks = chunk_rows(flat, chunk_size)
-        self.padding = jnp.where(is_row, 0.0, -jnp.inf).astype(flat.dtype)
+            chunk_size = auto_chunk_size(per_shard, dim)
+        chunk_size = min(check_positive_int("chunk_size", chunk_size), per_shard)
+        self.chunks, self.padding = _sharded.layout(functools.partial(_layout, chunk_size=chunk_size), rows, images)
         self.gaussian = gaussian
         self.image_shape = tuple(image_shape)
         self.threshold = threshold
         self.temperature = temperature
+        self.rows = rows
 
     def _denoise(self, x, sigma):
         block = BLOCK_ELEMENTS // (self.dim * max(self.dim, self.chunks.shape[1]))
@@ -124,20 +130,39 @@ class LocalDeltaMixture(LocalModel):
         masks = receptive_fields(self.gaussian, sigma, self.threshold).astype(x.dtype)  # (B, n, m)
         masked_x = x[:, :, None] * masks
         scale = jnp.repeat(1.0 / (jnp.square(sigma) * self.temperature), dim)  # rows (query, pixel)
-
-        def step(total, chunk):
-            images, padding = chunk
-            # -sum_n M[n, m] (x_n - y_n)^2 / 2 + sum_n M[n, m] x_n^2 / 2, shape (B, m, S)
-            scores = einsum("sn,bnm->bms", images, masked_x) - einsum("sn,bnm->bms", 0.5 * jnp.square(images), masks)
-            scores = (scores + padding[None, None, :]).reshape(batch * dim, -1)
-            def weigh(p):
-                return einsum("bms,sm->bm", p.reshape(batch, dim, -1), images).reshape(-1, 1)
-
-            return _softmax.accumulate(total, scores, weigh, scale), None
-
-        empty = _softmax.empty(batch * dim, 1, jnp.result_type(x, self.chunks))
-        total, _ = jax.lax.scan(step, empty, (self.chunks, self.padding))
+        data = (self.chunks, self.padding)
+        total = _sharded.stream(_masked_sum, self.rows, data, (masked_x, masks, scale), scale)
         return _softmax.weighted_mean(total).reshape(batch, dim)
+
+
+def _layout(images, *, chunk_size: int):
+    """`images (n, H, W, C)` flat and zero-padded into chunks `(K, S, D)`, and the padding mask `(K, S)`
+    (0 on images, -inf on padding)."""
+    num_images = images.shape[0]
+    is_row = chunk_rows(jnp.ones((num_images,), bool), chunk_size)
+    padding = jnp.where(is_row, 0.0, -jnp.inf).astype(images.dtype)
+    return chunk_rows(images.reshape(num_images, -1), chunk_size), padding
+
+
+def _masked_sum(chunks, padding, masked_x, masks, scale) -> _softmax.SoftmaxSum:
+    """The softmax sums over the image chunks, rows (query b, pixel m), of `masked_x = x[:, :, None] * masks`
+    and the receptive fields `masks (B, n, m)`."""
+    batch, dim, _ = masks.shape
+
+    def step(total, chunk):
+        images, padding = chunk
+        # -sum_n M[n, m] (x_n - y_n)^2 / 2 + sum_n M[n, m] x_n^2 / 2, shape (B, m, S)
+        scores = einsum("sn,bnm->bms", images, masked_x) - einsum("sn,bnm->bms", 0.5 * jnp.square(images), masks)
+        scores = (scores + padding[None, None, :]).reshape(batch * dim, -1)
+
+        def weigh(p):
+            return einsum("bms,sm->bm", p.reshape(batch, dim, -1), images).reshape(-1, 1)
+
+        return _softmax.accumulate(total, scores, weigh, scale), None
+
+    empty = _softmax.empty(batch * dim, 1, jnp.result_type(masked_x, chunks))
+    total, _ = jax.lax.scan(step, empty, (chunks, padding))
+    return total
 
 
 def _check_real(name: str, value) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import jax
 import numpy as np
 
 from gaussjax._errors import InputValueError
@@ -54,5 +55,9 @@ def make_local_model(spec: str, images: np.ndarray, *, gaussian=None):
     if gaussian is None:
         from gaussjax.fit import fit_gaussian
 
-        gaussian = fit_gaussian(np.asarray(images).reshape(len(images), -1))
+        # a jax.Array (perhaps spanning processes) is reshaped where it lies, other arrays on the host
+        if isinstance(images, jax.Array):
+            gaussian = fit_gaussian(images.reshape(images.shape[0], -1))
+        else:
+            gaussian = fit_gaussian(np.reshape(images, (len(images), -1)))
     return LocalDeltaMixture(images, gaussian)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -13,7 +14,7 @@ from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_images, check_positive_int
 from gaussjax._errors import InputValueError
 from gaussjax._precision import einsum, matmul
-from gaussjax.scores import _softmax
+from gaussjax.scores import _sharded, _softmax
 from gaussjax.scores._images import chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
 
@@ -52,6 +53,10 @@ class PatchMixture(LocalModel):
     pixels, K = k^2 C: LS `2 B N P (K + C)` FLOPs and `B N P` exponentials; ELS
     `2 B P N Q (K + C)` FLOPs and `B P N Q` exponentials.
 
+    `images` may be a `jax.Array` split by rows over a mesh, of this process's devices or of
+    every process's: each device lays out and streams its own images and the partial sums are
+    merged across devices, as for `DeltaMixture` (docs/scaling.md).
+
     Args:
         images: `(N, H, W, C)` training images.
         patch_size: k, odd, at most `2 max(H, W) - 1`.
@@ -61,12 +66,13 @@ class PatchMixture(LocalModel):
             images).
     """
 
-    chunks: Float[Array, "M S H W C"]  # images past N are zero padding
+    chunks: Float[Array, "M S H W C"]  # each shard's images, then zero padding to whole chunks
     half_sq_norms: Float[Array, "M S P"]  # ||P_q y_i||^2 / 2, +inf on padding (weight exactly 0)
     image_shape: tuple = eqx.field(static=True)
     patch_size: int = eqx.field(static=True)
     equivariant: bool = eqx.field(static=True)
     num_images: int = eqx.field(static=True)
+    rows: _sharded.RowSharding | None = eqx.field(static=True, default=None)  # how the images are split
 
     def __init__(
         self,
@@ -76,23 +82,23 @@ class PatchMixture(LocalModel):
         equivariant: bool = False,
         chunk_size: int | None = None,
     ):
-        images = check_images("images", images)
+        rows = _sharded.row_sharding("images", images)
+        images = check_images("images", images if rows is not None else _sharded.local_copy(images))
         num_images, height, width, channels = images.shape
         patch_size = _check_patch_size(patch_size, height, width)
         pixels, patch_dim = height * width, patch_size**2 * channels
+        per_shard = num_images // _sharded.num_shards(rows)
         if chunk_size is None:
             chunk_size = max(1, ELS_CHUNK_COMPONENTS // pixels if equivariant
                              else BLOCK_ELEMENTS // (pixels * patch_dim))
-        chunk_size = min(check_positive_int("chunk_size", chunk_size), num_images)
-        half_sq = 0.5 * jnp.sum(jnp.square(patches(images, patch_size)), axis=-1)  # (N, P)
-        padding = jnp.arange(-(-num_images // chunk_size) * chunk_size) >= num_images
-        half_sq = jnp.where(padding.reshape(-1, chunk_size)[..., None], jnp.inf, chunk_rows(half_sq, chunk_size))
-        self.chunks = chunk_rows(images, chunk_size)
-        self.half_sq_norms = half_sq
+        chunk_size = min(check_positive_int("chunk_size", chunk_size), per_shard)
+        layout = functools.partial(_layout, patch_size=patch_size, chunk_size=chunk_size)
+        self.chunks, self.half_sq_norms = _sharded.layout(layout, rows, images)
         self.image_shape = (height, width, channels)
         self.patch_size = patch_size
         self.equivariant = bool(equivariant)
         self.num_images = num_images
+        self.rows = rows
 
     @property
     def chunk_size(self) -> int:
@@ -100,20 +106,32 @@ class PatchMixture(LocalModel):
 
     @property
     def images(self) -> Float[Array, "N H W C"]:
-        """The training images `(N, H, W, C)`."""
-        return self.chunks.reshape(-1, *self.image_shape)[: self.num_images]
+        """The training images `(N, H, W, C)` (sharded as given)."""
+        per_shard = self.num_images // _sharded.num_shards(self.rows)
+        return _sharded.layout(lambda c: c.reshape(-1, *self.image_shape)[:per_shard], self.rows, self.chunks)
 
     def _denoise(self, x, sigma):
         batch = x.shape[0]
         pixels, channels = self.half_sq_norms.shape[-1], self.image_shape[-1]
         query = patches(x.reshape(batch, *self.image_shape), self.patch_size)  # (B, P, K)
         inv_variance = jnp.repeat(1.0 / jnp.square(sigma), pixels)  # (B P,)
+        data = (self.chunks, self.half_sq_norms)
         if self.equivariant:
+            els = functools.partial(_els_sum, patch_size=self.patch_size, channels=channels)
+
+            def stream(q, s):
+                return _softmax.weighted_mean(_sharded.stream(els, self.rows, data, (q, s), s))
+
             rows = query.reshape(batch * pixels, query.shape[-1])  # no -1: batch may be 0
-            out = _blocked(lambda q, s: _stream_els(self, q, s), rows, inv_variance, self.chunk_size * pixels)
+            out = _blocked(stream, rows, inv_variance, self.chunk_size * pixels)
         else:
-            rows = inv_variance.reshape(batch, pixels)
-            out = _blocked(lambda q, s: _stream_ls(self, q, s.reshape(-1)), query, rows, self.chunk_size)
+            ls = functools.partial(_ls_sum, patch_size=self.patch_size, channels=channels)
+
+            def stream(q, s):
+                total = _sharded.stream(ls, self.rows, data, (q, s.reshape(-1)), s.reshape(-1))
+                return _softmax.weighted_mean(total).reshape(q.shape[0], pixels * channels)
+
+            out = _blocked(stream, query, inv_variance.reshape(batch, pixels), self.chunk_size)
         return out.reshape(batch, pixels * channels)
 
 
@@ -154,14 +172,23 @@ def _blocked(stream, queries, inv_variance, components: int):
     return map_query_blocks(stream, BLOCK_ELEMENTS // 4 // per_row, queries, inv_variance)
 
 
-def _stream_ls(model: PatchMixture, query, inv_variance) -> Float[Array, "B P C"]:
+def _layout(images, *, patch_size: int, chunk_size: int):
+    """`images (n, H, W, C)` zero-padded into chunks `(M, S, H, W, C)`, and their patch norms `(M, S, P)`
+    (+inf on padding)."""
+    num_images = images.shape[0]
+    half_sq = 0.5 * jnp.sum(jnp.square(patches(images, patch_size)), axis=-1)  # (n, P)
+    padding = jnp.arange(-(-num_images // chunk_size) * chunk_size) >= num_images
+    half_sq = jnp.where(padding.reshape(-1, chunk_size)[..., None], jnp.inf, chunk_rows(half_sq, chunk_size))
+    return chunk_rows(images, chunk_size), half_sq
+
+
+def _ls_sum(chunks, half_sq_norms, query, inv_variance, *, patch_size: int, channels: int) -> _softmax.SoftmaxSum:
     """LS: online softmax over images i, separately per (query b, pixel p) row; `query (B, P, K)`."""
     batch, pixels, _ = query.shape
-    r = model.patch_size
 
     def step(total, chunk):
         images, half_sq = chunk  # (S, H, W, C), (S, P)
-        train = patches(images, r)  # (S, P, K)
+        train = patches(images, patch_size)  # (S, P, K)
         scores = einsum("bpk,spk->bps", query, train) - half_sq.T[None]  # (B, P, S)
         centres = images.reshape(images.shape[0], pixels, -1)  # (S, P, C)
 
@@ -170,23 +197,21 @@ def _stream_ls(model: PatchMixture, query, inv_variance) -> Float[Array, "B P C"
 
         return _softmax.accumulate(total, scores.reshape(batch * pixels, -1), weigh, inv_variance), None
 
-    channels = model.image_shape[-1]
-    empty = _softmax.empty(batch * pixels, channels, jnp.result_type(query, model.chunks))
-    total, _ = jax.lax.scan(step, empty, (model.chunks, model.half_sq_norms))
-    return _softmax.weighted_mean(total).reshape(batch, pixels * channels)
+    empty = _softmax.empty(batch * pixels, channels, jnp.result_type(query, chunks))
+    total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
+    return total
 
 
-def _stream_els(model: PatchMixture, rows, inv_variance) -> Float[Array, "R C"]:
+def _els_sum(chunks, half_sq_norms, rows, inv_variance, *, patch_size: int, channels: int) -> _softmax.SoftmaxSum:
     """ELS: online softmax over all (image i, position q) for query patches `rows (R, K)`."""
-    channels = model.image_shape[-1]
 
     def step(total, chunk):
         images, half_sq = chunk  # (S, H, W, C), (S, Q)
-        train = patches(images, model.patch_size).reshape(-1, rows.shape[-1])  # (S Q, K)
+        train = patches(images, patch_size).reshape(-1, rows.shape[-1])  # (S Q, K)
         centres = images.reshape(-1, channels)  # (S Q, C)
         scores = matmul(rows, train.T) - half_sq.reshape(1, -1)  # (R, S Q)
         return _softmax.accumulate(total, scores, lambda p: matmul(p, centres), inv_variance), None
 
-    empty = _softmax.empty(rows.shape[0], channels, jnp.result_type(rows, model.chunks))
-    total, _ = jax.lax.scan(step, empty, (model.chunks, model.half_sq_norms))
-    return _softmax.weighted_mean(total)
+    empty = _softmax.empty(rows.shape[0], channels, jnp.result_type(rows, chunks))
+    total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
+    return total

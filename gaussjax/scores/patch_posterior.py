@@ -14,7 +14,7 @@ from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_images, check_positive_int
 from gaussjax._errors import InputValueError
 from gaussjax._precision import einsum
-from gaussjax.scores import _softmax
+from gaussjax.scores import _sharded, _softmax
 from gaussjax.scores._images import chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
 from gaussjax.scores.delta import auto_chunk_size
@@ -63,6 +63,10 @@ class PatchPosteriorMean(LocalModel):
     with the online log-sum-exp of `_softmax` over (query, crop) rows (the logits carry
     `1 / sigma^2` as a scale, so any sigma is exact); no (queries x N x crops) array exists.
 
+    `images` may be a `jax.Array` split by rows over a mesh, of this process's devices or of
+    every process's: each device lays out and streams its own images and the partial sums are
+    merged across devices, as for `DeltaMixture` (docs/scaling.md).
+
     Args:
         images: `(N, H, W, C)` training images.
         patch_size: crop side `p`, `1 <= p <= min(H, W)`.
@@ -70,11 +74,12 @@ class PatchPosteriorMean(LocalModel):
         chunk_size: images per chunk (static; default: about `BLOCK_ELEMENTS` crop values per chunk).
     """
 
-    chunks: Float[Array, "K S D"]  # training images, flat; rows past N are zero padding
+    chunks: Float[Array, "K S D"]  # each shard's training images, flat, then zero padding to whole chunks
     half_sq_norms: Float[Array, "K S C"]  # ||C_c y_i||^2 / 2 per crop, +inf on padding (weight 0)
     image_shape: tuple = eqx.field(static=True)
     patch_size: int = eqx.field(static=True)
     stride: int = eqx.field(static=True)
+    rows: _sharded.RowSharding | None = eqx.field(static=True, default=None)  # how the images are split
 
     def __init__(
         self,
@@ -84,7 +89,8 @@ class PatchPosteriorMean(LocalModel):
         *,
         chunk_size: int | None = None,
     ):
-        images = check_images("images", images)
+        rows = _sharded.row_sharding("images", images)
+        images = check_images("images", images if rows is not None else _sharded.local_copy(images))
         num_images, height, width, channels = images.shape
         patch_size = check_positive_int("patch_size", patch_size)
         if patch_size > min(height, width):
@@ -94,18 +100,16 @@ class PatchPosteriorMean(LocalModel):
             raise InputValueError(f"`stride` = {stride} exceeds `patch_size` = {patch_size}: pixels between crops "
                                   "would be uncovered")
         indices = crop_indices((height, width, channels), patch_size, stride)
+        per_shard = num_images // _sharded.num_shards(rows)
         if chunk_size is None:
-            chunk_size = auto_chunk_size(num_images, indices.size)
-        chunk_size = min(check_positive_int("chunk_size", chunk_size), num_images)
-        flat = images.reshape(num_images, -1)
-        half_sq = 0.5 * jnp.sum(jnp.square(flat[:, indices]), axis=-1)  # (N, K)
-        padded = chunk_rows(half_sq, chunk_size)
-        is_row = chunk_rows(jnp.ones((num_images,), bool), chunk_size)
-        self.chunks = chunk_rows(flat, chunk_size)
-        self.half_sq_norms = jnp.where(is_row[..., None], padded, jnp.inf)
+            chunk_size = auto_chunk_size(per_shard, indices.size)
+        chunk_size = min(check_positive_int("chunk_size", chunk_size), per_shard)
+        layout = functools.partial(_layout, indices=indices, chunk_size=chunk_size)
+        self.chunks, self.half_sq_norms = _sharded.layout(layout, rows, images)
         self.image_shape = (height, width, channels)
         self.patch_size = patch_size
         self.stride = stride
+        self.rows = rows
 
     @property
     def num_crops(self) -> int:
@@ -114,16 +118,31 @@ class PatchPosteriorMean(LocalModel):
     def _denoise(self, x, sigma):
         indices = crop_indices(self.image_shape, self.patch_size, self.stride)
         chunk = self.chunks.shape[1]
-        stream = functools.partial(_crop_means, self.chunks, self.half_sq_norms, indices)
-        means = map_query_blocks(stream, BLOCK_ELEMENTS // (chunk * self.num_crops), x, 1.0 / jnp.square(sigma))
+        crop_sums = functools.partial(_crop_sums, indices=indices)
+
+        def crop_means(x, inv_variance):  # E_c(x) (B, K, P) for every crop c of queries x (B, D)
+            scale = jnp.repeat(inv_variance, self.num_crops)  # rows are (query, crop) pairs, query-major
+            total = _sharded.stream(crop_sums, self.rows, (self.chunks, self.half_sq_norms), (x, scale), scale)
+            return _softmax.weighted_mean(total).reshape(x.shape[0], *indices.shape)
+
+        means = map_query_blocks(crop_means, BLOCK_ELEMENTS // (chunk * self.num_crops), x, 1.0 / jnp.square(sigma))
         return _average_crops(means, indices, self.dim)
 
 
-def _crop_means(chunks, half_sq_norms, indices, x, inv_variance) -> Float[Array, "B K P"]:
-    """`E_c(x)` for every crop c of queries `x (B, D)`, streaming the image chunks."""
+def _layout(images, *, indices: np.ndarray, chunk_size: int):
+    """`images (n, H, W, C)` flat and zero-padded into chunks `(M, S, D)`, and their crop norms `(M, S, K)`
+    (+inf on padding)."""
+    num_images = images.shape[0]
+    flat = images.reshape(num_images, -1)
+    half_sq = 0.5 * jnp.sum(jnp.square(flat[:, indices]), axis=-1)  # (n, K)
+    is_row = chunk_rows(jnp.ones((num_images,), bool), chunk_size)
+    return chunk_rows(flat, chunk_size), jnp.where(is_row[..., None], chunk_rows(half_sq, chunk_size), jnp.inf)
+
+
+def _crop_sums(chunks, half_sq_norms, x, scale, *, indices: np.ndarray) -> _softmax.SoftmaxSum:
+    """The softmax sums of `E_c(x)` over the image chunks, rows (query b, crop c), for queries `x (B, D)`."""
     batch, (num_crops, crop) = x.shape[0], indices.shape
     x_crops = x[:, indices]  # (B, K, P)
-    scale = jnp.repeat(inv_variance, num_crops)  # rows are (query, crop) pairs, query-major
 
     def step(total, chunk):
         images, half_sq = chunk
@@ -136,7 +155,7 @@ def _crop_means(chunks, half_sq_norms, indices, x, inv_variance) -> Float[Array,
 
     empty = _softmax.empty(batch * num_crops, crop, jnp.result_type(x, chunks))
     total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
-    return _softmax.weighted_mean(total).reshape(batch, num_crops, crop)
+    return total
 
 
 def _average_crops(means: Float[Array, "B K P"], indices: np.ndarray, dim: int) -> Float[Array, "B D"]:
