@@ -28,6 +28,7 @@ Keys: anchors drawn with `command_key(--seed, 'anchors')`; the models are the re
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import jax
@@ -162,11 +163,17 @@ def _checkpoint_steps(context) -> list[int]:
 
 
 def _checkpoint_networks(context) -> dict:
-    """`network@STEP` for every checkpoint of the run but the analysed one."""
-    from gaussjax.runs import load_denoiser
+    """`network@STEP` for every readable checkpoint of the run but the analysed one; an unreadable one is left
+    out with a `warning:` line on stderr naming its step."""
+    from gaussjax.runs import UnreadableCheckpointError, load_denoiser
 
-    return {f"network@{s}": load_denoiser(context.run_dir, step=s, weights=context.weights)
-            for s in _checkpoint_steps(context)}
+    networks = {}
+    for step in _checkpoint_steps(context):
+        try:
+            networks[f"network@{step}"] = load_denoiser(context.run_dir, step=step, weights=context.weights)
+        except UnreadableCheckpointError as error:
+            print(f"warning: {' '.join(str(error).split())}; left out of --all-checkpoints", file=sys.stderr)
+    return networks
 
 
 def plane_rows(classes: str, models: dict, points: np.ndarray, uv: np.ndarray, sigmas: Sequence[float],

@@ -304,3 +304,15 @@ def test_a_bug_is_not_reported_as_a_usage_error(tmp_path, monkeypatch, bug):
     monkeypatch.setattr("analysis.gaussian_theory.top_eigvals", broken)
     with pytest.raises(type(bug), match="internal"):
         main(["gaussian-theory", "--dataset", "digits", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_all_checkpoints_leaves_out_a_damaged_one_with_a_warning(tiny_run, tmp_path, capsys):
+    run_dir = damaged(tiny_run, tmp_path / "run", [20])
+    argv = ["score-field", "--run", str(run_dir), "--out", str(tmp_path / "out"), "--grid", "2", "--sigmas", "1",
+            "--classes", "same", "--gmm-components", "2", "--all-checkpoints"]
+    assert main(argv) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "step 20" in warnings[0] and "left out of --all-checkpoints" in warnings[0]
+    models = {row["model"] for row in read_csv(tmp_path / "out" / "score_field.csv")}
+    assert {"network@0", "network@40"} <= models and "network@20" not in models
