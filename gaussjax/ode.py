@@ -31,6 +31,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from gaussjax._checks import check_initial_state, check_noise_levels, check_positive_int, is_concrete
 from gaussjax._errors import InputTypeError, InputValueError
+from gaussjax._pytree import check_output_shape
 from gaussjax.conventions import vp_to_edm
 from gaussjax.schedules import VPSchedule
 
@@ -245,8 +246,10 @@ def _check_options(solver, rtol, atol, max_steps, dt0, dtype) -> dict:
 
 
 def _vector_field(sigma, x, model):
-    """`dx/dsigma = (x - D(x, sigma)) / sigma` (EDM Eq. 4 with sigma(t) = t)."""
-    return (x - model.denoise(x, sigma)) / sigma
+    """`dx/dsigma = (x - D(x, sigma)) / sigma` (EDM Eq. 4 with sigma(t) = t); `D`'s shape checked, naming `model`."""
+    denoised = model.denoise(x, sigma)
+    check_output_shape("model", denoised, x)
+    return (x - denoised) / sigma
 
 
 def _evaluations(solver, num_steps):

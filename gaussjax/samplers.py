@@ -30,7 +30,7 @@ from gaussjax._checks import (
     is_concrete,
 )
 from gaussjax._errors import InputTypeError, InputValueError
-from gaussjax._pytree import traceable_model
+from gaussjax._pytree import check_output_shape, traceable_model
 from gaussjax.conventions import vp_denoise
 from gaussjax.schedules import VPSchedule
 from gaussjax.scores import Denoiser, Gaussian
@@ -67,7 +67,10 @@ def _ends_at_zero(grid) -> bool | jax.Array:
 
 
 def _denoise(model, x, sigma):
-    return model.denoise(x, jnp.asarray(sigma, x.dtype))
+    """`model.denoise(x, sigma)`, its output shape checked (at trace time) against `x`'s, naming `model`."""
+    output = model.denoise(x, jnp.asarray(sigma, x.dtype))
+    check_output_shape("model", output, x)
+    return output
 
 
 @functools.partial(jax.jit, static_argnames=("second_order", "stochastic", "trajectory"))

@@ -289,3 +289,12 @@ def test_max_steps_reached_says_what_to_do(x64):
     # Heun (2nd order) at 1e-13 needs far more than the default 4096 steps; same compiled solve as above
     with pytest.raises(RuntimeError, match=r"`max_steps` = 4096.*raise `max_steps` or loosen `rtol`/`atol`"):
         solve_pf_ode(model, x_T, np.geomspace(50.0, 0.01, 8), solver="heun", rtol=1e-13, atol=1e-13, dt0=0.5)
+
+
+def test_a_denoiser_of_the_wrong_output_shape_is_named():
+    class WrongShape:
+        def denoise(self, x, sigma):
+            return x[..., :2]
+
+    with pytest.raises(ValueError, match=r"`model.denoise` returned shape \(2,\) for states of shape \(4,\)"):
+        solve_pf_ode(WrongShape(), 80.0 * jnp.ones((3, 4)), jnp.array([80.0, 1.0]))

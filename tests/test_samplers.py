@@ -196,3 +196,16 @@ def test_teleport_then_sampler_keeps_float64(x64):
     g, rng = random_gaussian(8)
     out = heun_sampler(g, teleport(g, 80.0 * rng.normal(size=8), 80.0, 5.0), karras_sigmas(10, sigma_max=5.0))
     chex.assert_type(out.x, jnp.float64)
+
+
+class _WrongShape:
+    """A "denoiser" that drops coordinates."""
+
+    def denoise(self, x, sigma):
+        return x[..., :2]
+
+
+@pytest.mark.parametrize("sampler", [gj.euler_sampler, gj.heun_sampler, gj.dpmpp_2m_sampler])
+def test_a_denoiser_of_the_wrong_output_shape_is_named(sampler):
+    with pytest.raises(ValueError, match=r"`model.denoise` returned shape \(3, 2\) for states of shape \(3, 4\)"):
+        sampler(_WrongShape(), 80.0 * jnp.ones((3, 4)), gj.karras_sigmas(3))
