@@ -101,8 +101,8 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
 
     from bench._timing import time_alternating
     from gaussjax.nn import EDMPrecond, SongUNet
+    from train.batches import make_mesh
     from train.configs import get_config
-    from train.run import make_mesh
     from train.step import init_state, make_optimizer, make_train_loop, make_train_step, zero_metrics
 
     spec = NETWORKS[network]
@@ -111,12 +111,13 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
         config = config.replace(batch_size=spec["batch"])
     shape = spec["image_shape"]
     kwargs = config.network.for_images(shape).kwargs()  # exactly the network `python -m train` trains
-    data = jax.random.uniform(jax.random.key(1), (2048, *shape), minval=-1, maxval=1)
+    data = jax.random.uniform(jax.random.key(1), (config.batch_size, *shape), minval=-1, maxval=1)  # one batch
     optimizer = make_optimizer(config)
-    mesh = make_mesh()  # as `python -m train`: data parallel over all local devices
+    mesh = make_mesh()  # as `python -m train`: data parallel over all devices, the batch split over them
     replicate = (lambda tree: tree) if mesh is None else (
         lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec())))
-    data = replicate(data)
+    if mesh is not None:
+        data = jax.device_put(data, NamedSharding(mesh, PartitionSpec("data")))
 
     functions, info = {}, {}
     for variant in variants:
@@ -137,8 +138,11 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
 
         holder = {"state": state}
 
-        def run(loop=loop, holder=holder):  # the state is donated: carry it forward
-            holder["state"], metrics = loop(holder["state"], data, steps)
+        def run(loop=loop, holder=holder, dispatch=dispatch):  # the state is donated: carry it forward
+            if dispatch == "loop":  # `train.step.make_train_loop`: one step per batch given
+                holder["state"], metrics = loop(holder["state"], [data] * steps)
+            else:
+                holder["state"], metrics = loop(holder["state"], data, steps)
             return metrics.loss
 
         functions[variant] = run

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._errors import InputTypeError, InputValueError
 
 
@@ -339,7 +340,14 @@ def check_finite_norms(name: str, x) -> None:
 
 
 def _norms_summary(xp, x):
-    """(all finite, all squared norms over the last axis finite, max |x|) of `x (..., D)`."""
+    """(all finite, all squared norms over the last axis finite, max |x|) of `x (..., D)`.
+
+    On the host in blocks of rows of `BLOCK_ELEMENTS` values: the temporaries are a block's, not `x`'s."""
+    if xp is np and x.ndim > 1 and x.size > BLOCK_ELEMENTS:
+        rows = x.reshape(-1, x.shape[-1])
+        step = max(1, BLOCK_ELEMENTS // max(x.shape[-1], 1))
+        parts = [_norms_summary(np, rows[i : i + step]) for i in range(0, len(rows), step)]
+        return all(p[0] for p in parts), all(p[1] for p in parts), max(p[2] for p in parts)
     norms = xp.sum(xp.square(x), axis=-1)
     return xp.all(xp.isfinite(x)), xp.all(xp.isfinite(norms)), xp.max(xp.abs(x), initial=0)
 

@@ -24,7 +24,11 @@ from gaussjax._pytree import check_output_shape as _check_output_shape
 from gaussjax._pytree import denoise_checked as _denoise_checked
 from gaussjax._pytree import traceable_model
 from gaussjax.conventions import score_from_denoiser
+from gaussjax.data._memory import device_view
 from gaussjax.metrics import fraction_unexplained_variance
+from gaussjax.scores._base import AnalyticModel
+
+ANALYTIC_BATCH = 256  # queries per call of an analytic candidate (`make_score_probe`)
 
 __all__ = [
     "NoisedData",
@@ -45,13 +49,15 @@ class NoisedData:
 
     The same `y` and `n` are used at every sigma (common random numbers), so curves
     over sigma are smooth. Built by `noised_data(points)`; `points` is checked (a finite,
-    non-empty `(N, D)` matrix).
+    non-empty `(N, D)` matrix; a read-only NumPy array of the default float dtype, such as a
+    `Dataset`'s `.flat`, is used without a copy on a CPU backend, see `gaussjax.data._memory`).
     """
 
     points: Float[Array, "N D"]
 
     def __post_init__(self):
-        object.__setattr__(self, "points", check_data_matrix("points", self.points))
+        # a read-only host array (a `Dataset`'s) is used in place where JAX can (`device_view`), not copied
+        object.__setattr__(self, "points", check_data_matrix("points", device_view(self.points)))
 
     @property
     def dim(self) -> int:
@@ -117,13 +123,17 @@ class ScoreProbe:
     def __call__(self, reference) -> list[dict]:
         """Rows `sigma, candidate, fuv_score, fuv_denoiser, r2_denoiser, mse_denoiser` of `reference` vs each candidate.
 
-        One jitted call: the reference denoises all `S Q` queries in one batch, and every
-        statistic is reduced on the device (one transfer, whatever the number of candidates).
+        The reference denoises one noise level's `Q` queries per compiled call (outside any
+        compiled loop, so its working memory, e.g. a network's activations, is that of a batch of
+        `Q`, and a network's convolutions run as fast as XLA makes them), and every statistic is
+        reduced on the device in one more call (one transfer, whatever the number of candidates).
         """
         names = list(self.candidate_outputs)
         sigmas = jnp.asarray(self.sigmas, self.queries.dtype)
         outputs = tuple(self.candidate_outputs[name] for name in names)  # (a dict would come back key-sorted)
-        stats = jax.device_get(_probe_statistics(traceable_model(reference), self.queries, sigmas, outputs))
+        model = traceable_model(reference)
+        ref = tuple(_denoise_level(model, self.queries, sigmas, level) for level in range(len(self.sigmas)))
+        stats = jax.device_get(_probe_statistics(ref, self.queries, sigmas, outputs))
         return [
             {"sigma": float(sigma), "candidate": name, **{column: float(stats[column][c, i]) for column in _STATISTICS}}
             for i, sigma in enumerate(self.sigmas)
@@ -148,10 +158,19 @@ def denoiser_r2(reference: Float[ArrayLike, "Q D"], approx: Float[ArrayLike, "Q 
 
 
 @jax.jit
+def _denoise_level(reference, queries, sigmas, level) -> jax.Array:
+    """`reference`'s denoiser at noise level `level`: `queries[level] (Q, D)` at `sigmas[level]`."""
+    x = queries[level]
+    out = reference.denoise(x, sigmas[level])
+    _check_output_shape("reference", out, x)  # at trace time: a wrong shape would broadcast below
+    return out
+
+
+@jax.jit
 def _probe_statistics(reference, queries, sigmas, candidate_outputs) -> dict:
-    """Each of `_STATISTICS` as `(C, S)`; `queries (S, Q, D)`, `sigmas (S,)`, C outputs `(S, Q, D)`."""
-    ref = reference.denoise(queries, sigmas[:, None])
-    _check_output_shape("reference", ref, queries)  # at trace time: a wrong shape would broadcast below
+    """Each of `_STATISTICS` as `(C, S)`; S reference outputs `(Q, D)`, `queries (S, Q, D)`, `sigmas (S,)`,
+    C candidate outputs `(S, Q, D)`."""
+    ref = jnp.stack(reference)  # (S, Q, D)
     approx = jnp.stack(candidate_outputs)  # (C, S, Q, D)
     per_sigma = jax.vmap(_pair_statistics)  # over S
     return jax.vmap(per_sigma, in_axes=(None, 0, None, None))(ref, approx, queries, sigmas)
@@ -177,18 +196,36 @@ def make_score_probe(
     key: PRNGKeyArray,
     num_queries: int = 256,
 ) -> ScoreProbe:
-    """Draw the query points and evaluate every candidate on them once (see `compare_scores`)."""
+    """Draw the query points and evaluate every candidate on them once (see `compare_scores`).
+
+    A candidate denoises one noise level's `Q` queries per call; an analytic model (`AnalyticModel`,
+    whose working memory is bounded by its own blocks) takes several levels per call, up to
+    `ANALYTIC_BATCH` queries, which reads its arrays (a mixture's eigenvectors, the delta's points)
+    once for all of them instead of once per level.
+    """
     sigmas = _check_grid(sigmas)
     if not candidates:
         raise InputValueError("`candidates` is empty: pass a dict name -> model")
     num_queries = check_positive_int("num_queries", num_queries)
     points = queries.sample(key, sigmas, num_queries)
-    outputs = {
-        name: jnp.stack([_denoise_checked(f"candidates[{name!r}]", model, x, jnp.asarray(s, x.dtype))
-                         for s, x in zip(sigmas, points, strict=True)])
-        for name, model in candidates.items()
-    }
+    outputs = {name: _candidate_outputs(f"candidates[{name!r}]", model, sigmas, points)
+               for name, model in candidates.items()}
     return ScoreProbe(sigmas, points, outputs)
+
+
+def _candidate_outputs(name: str, model, sigmas: np.ndarray, points: jax.Array) -> jax.Array:
+    """`model`'s denoiser outputs `(S, Q, D)` at the queries `points (S, Q, D)`, a group of noise levels per call."""
+    num_levels, num_queries, dim = points.shape
+    if not isinstance(model, AnalyticModel):
+        return jnp.stack([_denoise_checked(name, model, x, jnp.asarray(s, x.dtype))
+                          for s, x in zip(sigmas, points, strict=True)])
+    levels = max(1, ANALYTIC_BATCH // num_queries)
+    groups = []
+    for start in range(0, num_levels, levels):
+        x = points[start : start + levels].reshape(-1, dim)
+        sigma = jnp.repeat(jnp.asarray(sigmas[start : start + levels], x.dtype), num_queries)
+        groups.append(_denoise_checked(name, model, x, sigma).reshape(-1, num_queries, dim))
+    return groups[0] if len(groups) == 1 else jnp.concatenate(groups)
 
 
 def compare_scores(

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import as_float, check_finite_norms, is_concrete
+from gaussjax._checks import as_float, check_finite_norms, is_concrete, summarize
 from gaussjax._errors import InputValueError
 
 __all__ = ["fraction_unexplained_variance", "per_sample_unexplained_variance"]
@@ -23,12 +22,17 @@ def _check_pair(reference, approx, *, per_sample: bool):
         raise InputValueError(f"`reference` and `approx` are empty (shape {reference.shape}): the FUV is undefined")
     check_finite_norms("reference", reference)
     check_finite_norms("approx", approx)
-    if is_concrete(reference):
-        norms = np.sum(np.square(np.asarray(reference)), axis=-1)
-        if (np.any(norms == 0) if per_sample else not np.any(norms > 0)):
+    if is_concrete(reference):  # on the devices when `reference` spans processes (`summarize`)
+        if summarize(_zero_reference, reference)[int(per_sample)]:
             raise InputValueError("`reference` is zero" + (" in some samples" if per_sample else "")
                                   + ": the fraction of unexplained variance is undefined (0 / 0 or x / 0)")
     return reference, approx
+
+
+def _zero_reference(xp, reference):
+    """(the reference is zero everywhere, the reference is zero in some sample) of `reference (..., D)`."""
+    norms = xp.sum(xp.square(reference), axis=-1)
+    return xp.stack([~xp.any(norms > 0), xp.any(norms == 0)])
 
 
 def fraction_unexplained_variance(

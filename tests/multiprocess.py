@@ -5,6 +5,8 @@ and `JAX_NUM_CPU_DEVICES` in its environment; a script starts with `exec(INIT)` 
 `jax.distributed.initialize` with those values itself). `run_processes` returns when every process has
 exited, or raises `TimeoutError` after killing all of them; when one process fails, the others get
 `peer_grace` seconds to exit on their own before they are killed, so a test never hangs on a dead peer.
+Each process writes its output to files beside the script (not pipes, which a chatty process could fill
+and block on), read back when it has exited.
 """
 
 from __future__ import annotations
@@ -47,8 +49,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Process(subprocess.Popen):
+    """A process of `start_processes`: `logs` are the files that hold its standard output and error."""
+
+    logs: tuple[Path, Path]
+
+    def output(self) -> tuple[str, str]:
+        """`(stdout, stderr)` so far."""
+        return tuple(path.read_bytes().decode(errors="replace") for path in self.logs)
+
+
 def start_processes(script: str, num_processes: int, *, devices: int = 1, env: dict | None = None,
-                    args: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+                    args: tuple[str, ...] = ()) -> list[Process]:
     """Start `python SCRIPT ARGS` `num_processes` times as one JAX job (see the module docstring)."""
     port = free_port()
     path = Path(tempfile.mkdtemp(prefix="gaussjax-mp-")) / "process.py"
@@ -59,13 +71,14 @@ def start_processes(script: str, num_processes: int, *, devices: int = 1, env: d
                        "GJ_NUM_PROCESSES": str(num_processes), "GJ_PROCESS_ID": str(index),
                        "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices),
                        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        processes.append(subprocess.Popen([sys.executable, str(path), *args], cwd=ROOT, env=environment,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          start_new_session=True))
+        with open(path.with_name(f"{index}.out"), "wb") as out, open(path.with_name(f"{index}.err"), "wb") as err:
+            processes.append(Process([sys.executable, str(path), *args], cwd=ROOT, env=environment, stdout=out,
+                                     stderr=err, start_new_session=True))
+            processes[-1].logs = (Path(out.name), Path(err.name))
     return processes
 
 
-def wait_processes(processes: list[subprocess.Popen], *, timeout: float, peer_grace: float = 30.0) -> list[Finished]:
+def wait_processes(processes: list[Process], *, timeout: float, peer_grace: float = 30.0) -> list[Finished]:
     """Wait for every process; on a failure give the others `peer_grace` s; past `timeout` kill all, raise."""
     start, deadline, outputs = time.monotonic(), time.monotonic() + timeout, {}
     ended: dict[int, float] = {}
@@ -86,7 +99,8 @@ def wait_processes(processes: list[subprocess.Popen], *, timeout: float, peer_gr
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
         for index, process in enumerate(processes):
-            outputs[index] = process.communicate(timeout=30)
+            process.wait(timeout=30)  # killed above if it was running
+            outputs[index] = process.output()
     return [Finished(p.returncode, *outputs[i], ended.get(i, float("nan"))) for i, p in enumerate(processes)]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gaussjax as gj
+from gaussjax._checks import check_data_matrix
 from gaussjax.checks import (
     InputError,
     InputFileNotFoundError,
@@ -92,3 +93,15 @@ def test_check_images_shape_finiteness_and_overflow():
         check_images("images", np.full((1, 2, 2, 1), np.nan))
     with pytest.raises(InputValueError, match="`images` is too large for float32"):
         check_images("images", np.full((1, 2, 2, 1), 1e20, np.float32))
+
+
+def test_norm_checks_in_blocks_find_the_last_rows(monkeypatch):
+    # on the host the squared norms are formed a block of rows at a time (BLOCK_ELEMENTS values)
+    monkeypatch.setattr("gaussjax._checks.BLOCK_ELEMENTS", 8)
+    data = np.zeros((40, 4), np.float32)
+    data[-1, 2] = 3e19  # finite, but 9e38 > float32's 3.4e38
+    with pytest.raises(InputValueError, match=r"`X` is too large for float32: .* \(max \|X\| = 3e\+19\)"):
+        check_data_matrix("X", data)
+    data[-2, 0] = np.inf  # non-finite values are reported first, wherever the overflow is
+    with pytest.raises(InputValueError, match="`X` contains NaN or infinite values"):
+        check_data_matrix("X", data)

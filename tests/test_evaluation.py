@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import pytest
 
@@ -84,10 +85,46 @@ def test_a_candidate_returning_another_shape_is_named(digits_models, key, change
 
 
 @pytest.mark.parametrize("change, shape", [
-    (lambda d: d[..., :-1], r"\(2, 8, 63\)"), (lambda d: d[:, :1], r"\(2, 1, 64\)"),
+    (lambda d: d[..., :-1], r"\(8, 63\)"), (lambda d: d[..., :1, :], r"\(1, 64\)"),
 ], ids=["short", "one-row"])
 def test_a_reference_returning_another_shape_is_named(digits_models, key, change, shape):
-    # a (S, 1, D) output broadcast against the (S, Q, D) queries and gave numbers
+    # a (1, D) output broadcast against the (Q, D) queries of a noise level and gave numbers
     points, delta, candidates = digits_models
-    with pytest.raises(ValueError, match=rf"`reference.denoise` returned shape {shape} for states of shape \(2, 8, "):
+    with pytest.raises(ValueError, match=rf"`reference.denoise` returned shape {shape} for states of shape \(8, 64\)"):
         compare_scores(Reshaped(delta, change), candidates, noised_data(points), [0.5, 1.0], key=key, num_queries=8)
+
+
+class Recording:
+    """A model (opaque to jit) that records the shapes of the queries its denoiser is traced with."""
+
+    def __init__(self, model):
+        self.model, self.shapes = model, []
+
+    def denoise(self, x, sigma):
+        self.shapes.append((tuple(x.shape), tuple(np.shape(sigma))))
+        return self.model.denoise(x, sigma)
+
+
+def test_the_reference_denoises_one_noise_level_at_a_time(digits_models, key):
+    # its working memory (a network's activations) is that of Q queries, not of S Q
+    points, delta, candidates = digits_models
+    sigmas = [0.2, 1.0, 5.0]
+    reference = Recording(candidates["gaussian"])
+    rows = compare_scores(reference, {"isotropic": candidates["isotropic"]}, noised_data(points), sigmas, key=key,
+                          num_queries=16)
+    assert set(reference.shapes) == {((16, 64), ())}
+    queries = np.asarray(noised_data(points).sample(key, np.array(sigmas), 16), np.float64)
+    for row, sigma, x in zip(rows, sigmas, queries, strict=True):  # Eq. 28 of the two denoisers, in float64
+        ref = np.asarray(candidates["gaussian"].denoise(x.astype(np.float32), sigma), np.float64)
+        approx = np.asarray(candidates["isotropic"].denoise(x.astype(np.float32), sigma), np.float64)
+        assert row["fuv_denoiser"] == pytest.approx(np.sum((ref - approx) ** 2) / np.sum(ref**2), rel=1e-4)
+
+
+def test_noised_data_uses_a_datasets_points_in_place():
+    flat = load_dataset("digits").flat  # read-only, 64-byte aligned
+    queries = noised_data(flat)
+    np.testing.assert_array_equal(np.asarray(queries.points), flat)
+    if jax.default_backend() == "cpu":
+        assert queries.points.unsafe_buffer_pointer() == flat.ctypes.data
+    writable = np.array(flat)
+    assert noised_data(writable).points.unsafe_buffer_pointer() != writable.ctypes.data  # copied, as before

@@ -13,10 +13,13 @@ sets are computed once, so a probe costs only the network's forward passes.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import os
 from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gaussjax as gj
 from gaussjax.checks import InputValueError
@@ -47,8 +50,11 @@ def fit_analytic_models(config: TrainConfig, flat: np.ndarray, labels, run_dir: 
     path = Path(run_dir) / MODEL_FILE
     if not path.exists():
         models = gj.fit.fit_references(flat, fitted, labels=labels, rank=config.probe_gmm_rank)
-        np.savez(path, **{f"{name}/{field}": np.asarray(value) for name, model in models.items()
-                          for field, value in _fields(model).items()})
+        partial = path.with_name(path.name + ".partial")  # a crash never leaves a truncated cache
+        with open(partial, "wb") as file:
+            np.savez(file, **{f"{name}/{field}": np.asarray(value) for name, model in models.items()
+                              for field, value in _fields(model).items()})
+        os.replace(partial, path)
     with np.load(path) as archive:
         arrays = {k: archive[k] for k in archive.files}
     models = {"isotropic": gj.Isotropic(arrays["isotropic/mean"])}
@@ -94,6 +100,27 @@ def build_probes(config: TrainConfig, flat: np.ndarray, models: dict, test_flat:
     if test_flat is not None and len(test_flat):
         probes["test"] = build_probe(config, test_flat, models, salt=8, fraction=HELD_OUT_QUERY_FRACTION)
     return probes
+
+
+def place_probes(probes: dict, mesh: Mesh | None) -> dict:
+    """The probes with their queries and analytic outputs `(S, Q, D)` as global arrays on `mesh` (None: as they are).
+
+    Sharded over the query axis `Q` where it divides by the device count (each device then runs the
+    network on its share of the queries, and the statistics are reduced over the mesh), replicated
+    otherwise. Every process builds the same probes (same seed, same models), so each can supply the
+    part its devices hold.
+    """
+    if mesh is None:
+        return probes
+
+    def place(array) -> jax.Array:
+        host = np.asarray(array)
+        spec = PartitionSpec(None, "data") if host.shape[1] % mesh.size == 0 else PartitionSpec()
+        return jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec), lambda index: host[index])
+
+    return {name: dataclasses.replace(probe, queries=place(probe.queries),
+                                      candidate_outputs={k: place(v) for k, v in probe.candidate_outputs.items()})
+            for name, probe in probes.items()}
 
 
 def load_test_flat(config: TrainConfig, data_dir=None) -> np.ndarray | None:

@@ -14,6 +14,11 @@ Files in the run directory:
 
 `train` is setup (`open_run`, `resume`), the loop (`run_steps`) and the callback at each
 checkpoint (`CheckpointAndProbe`), which runs outside the jitted steps.
+
+In a job of several processes (`train.distributed`) every process runs `train` with the same
+arguments over one mesh of every process's devices: each places its share of every global batch
+(`train.batches`), all write their shards of each checkpoint, all take part in each probe; process
+0 alone holds the lock and writes the other files, the log and the progress bar.
 """
 
 from __future__ import annotations
@@ -29,17 +34,20 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from gaussjax.checks import InputValueError
+from gaussjax.checks import InputError, InputValueError
 from gaussjax.data import Dataset, load_dataset
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
 from gaussjax.runs import Checkpointer, NonFiniteError, TrainConfig
 from train import probes
+from train.batches import Batches, make_mesh
 from train.checkpoints import checkpoint_steps
+from train.distributed import agree, barrier, is_primary
+from train.errors import TrainingError
 from train.lock import lock_run_dir
-from train.step import TrainState, bin_labels, init_state, make_optimizer, make_train_loop, metrics_row
+from train.step import TrainState, bin_labels, init_state, make_optimizer, make_train_loop, metrics_row, replicate
 
 LOSS_COLUMNS = ["step", "loss", *bin_labels()]
 
@@ -51,8 +59,12 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
     `NonFiniteError` if the loss becomes NaN or infinite (the run stops at the `loss.csv` row
     where it does, nothing of it saved: the newest checkpoint stays the last good one).
     Global JAX configuration is left as it is (`python -m train` also turns on the
-    persistent compilation cache).
+    persistent compilation cache). In a multi-process job every process calls it with the same
+    arguments (and raises the same errors); `log` and the progress bar are process 0's only.
     """
+    primary = is_primary()
+    if not primary:
+        log, progress = _quiet, False
     with open_run(config, Path(run_dir), data_dir) as run:
         state = resume(run, log)
         callback = CheckpointAndProbe(run, log, data_dir)
@@ -61,13 +73,18 @@ def train(config: TrainConfig, run_dir, *, data_dir=None, progress: bool = True,
             callback.reset_timers()  # its time (and the probe's compilation) is not counted
         train_time = run_steps(run, state, callback, progress=progress)
 
-    log(probes.summary_table(run.run_dir / "probes.csv"))
+    if primary:  # the writer of probes.csv (the others may get here before its last rows)
+        log(probes.summary_table(run.run_dir / "probes.csv"))
     share = lambda t: f"{100 * t / max(train_time, 1e-9):.1f}% of training"  # noqa: E731
     seconds = callback.seconds
     log(f"training {train_time:.1f} s; checkpoints {seconds['checkpoints']:.1f} s ({share(seconds['checkpoints'])}), "
         f"probes {seconds['probes']:.1f} s ({share(seconds['probes'])})")
     log(f"run directory: {run.run_dir} (config.json, checkpoints/, loss.csv, probes.csv)")
     return run.run_dir
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of every process but process 0."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +96,8 @@ class Run:
     dataset: Dataset
     precond: EDMPrecond
     optimizer: optax.GradientTransformation
-    mesh: Mesh | None  # None on a single device
-    data: jax.Array  # the training images (N, H, W, C), replicated over the mesh
+    mesh: Mesh | None  # over every process's devices; None on a single device
+    batches: Batches  # step -> the global batch of that step
     checkpointer: Checkpointer
 
 
@@ -90,39 +107,47 @@ def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Iterator[Run]
 
     `run_dir` stays locked (`train.lock`) until the block ends; everything that can be refused
     (the config, the path, missing data files, a run directory in use or holding another
-    configuration) is refused before anything is written.
+    configuration) is refused before anything is written. In a multi-process job process 0 takes
+    the lock and writes the files; a refusal on any process is raised on every process (`agree`).
     """
-    config.validate(jax.local_device_count())
-    check_run_dir_path(run_dir)
-    dataset = load_dataset(config.dataset, root=data_dir, **config.dataset_options)  # missing files fail here
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with lock_run_dir(run_dir):
-        check_run_dir(run_dir, config)
-        (run_dir / "config.json").write_text(config.to_json())
+    with contextlib.ExitStack() as claimed:
+        refused = None
+        try:
+            config.validate(jax.device_count())
+            check_run_dir_path(run_dir)
+            dataset = load_dataset(config.dataset, root=data_dir, **config.dataset_options)  # missing files fail here
+            if is_primary():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                claimed.enter_context(lock_run_dir(run_dir))
+                check_run_dir(run_dir, config)
+        except (InputError, TrainingError, OSError) as error:
+            refused = error
+        agree(refused)
         network = config.network.for_images(dataset.image_shape)
-        (run_dir / "network.json").write_text(network.to_json())
+        if is_primary():
+            (run_dir / "config.json").write_text(config.to_json())
+            (run_dir / "network.json").write_text(network.to_json())
         # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
         # formulation on every backend (see gaussjax.nn._conv).
         precond = EDMPrecond(net=SongUNet(**network.kwargs(), conv_impl="xla"), sigma_data=config.sigma_data)
         mesh = make_mesh()
-        data = jax.numpy.asarray(dataset.images)
-        if mesh is not None:
-            data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
-        yield Run(config, run_dir, dataset, precond, make_optimizer(config), mesh, data, Checkpointer(run_dir))
+        yield Run(config, run_dir, dataset, precond, make_optimizer(config), mesh,
+                  Batches(config, dataset.images, mesh), Checkpointer(run_dir))
 
 
 def resume(run: Run, log=print) -> TrainState:
     """The newest readable checkpoint's state, else a fresh one; drops CSV rows written after it."""
     state = init_state(run.config, run.precond, run.dataset.image_shape, run.optimizer)
-    if run.mesh is not None:  # everything replicated; the batch is sharded inside the step
-        state = jax.device_put(state, NamedSharding(run.mesh, PartitionSpec()))
+    if run.mesh is not None:  # everything replicated on every device; the batches come sharded
+        state = replicate(state, run.mesh)
     restored = run.checkpointer.restore_latest(state)
     if restored is not None:
         state = restored
         log(f"resuming {run.config.name} from step {int(state.step)} in {run.run_dir}")
-    probes.truncate_rows(run.run_dir / "loss.csv", int(state.step), LOSS_COLUMNS)
-    path = run.run_dir / "probes.csv"
-    probes.truncate_rows(path, int(state.step), probes.PROBE_COLUMNS)
+    if is_primary():
+        probes.truncate_rows(run.run_dir / "loss.csv", int(state.step), LOSS_COLUMNS)
+        probes.truncate_rows(run.run_dir / "probes.csv", int(state.step), probes.PROBE_COLUMNS)
+    barrier("train.run.resume")  # the other processes read probes.csv next (`CheckpointAndProbe`)
     return state
 
 
@@ -131,17 +156,25 @@ class CheckpointAndProbe:
 
     Built once per run (fits or loads the analytic models and the probes' train and held-out
     queries); a step already in probes.csv is not probed again. `seconds` sums the time spent in
-    each part.
+    each part. In a multi-process job process 0 fits and caches the models and the others read
+    them; each probe is one program over the mesh (the network's replicated parameters, the
+    queries and the analytic models' outputs sharded over the query axis where it divides), and
+    process 0 writes its rows.
     """
 
     def __init__(self, run: Run, log=print, data_dir=None):
         self.run = run
         started = time.perf_counter()
         flat = np.asarray(run.dataset.flat)
-        models = probes.fit_analytic_models(run.config, flat, run.dataset.labels, run.run_dir,
-                                              image_shape=run.dataset.images.shape[1:])
+        fit = lambda: probes.fit_analytic_models(run.config, flat, run.dataset.labels, run.run_dir,  # noqa: E731
+                                                 image_shape=run.dataset.images.shape[1:])
+        models = fit() if is_primary() else None  # fits and caches them, or reads the cache
+        barrier("train.run.analytic_models")
+        if models is None:
+            models = fit()  # the other processes read process 0's cache
         test_flat = probes.load_test_flat(run.config, data_dir)
-        self.probes = probes.build_probes(run.config, flat, models, test_flat)
+        self.probes = probes.place_probes(probes.build_probes(run.config, flat, models, test_flat), run.mesh)
+        self.probed = probes.probed_steps(run.run_dir / "probes.csv")  # the same on every process (`resume`)
         log(f"analytic models ({', '.join(models)}) and probe queries ({', '.join(self.probes)}) "
             f"ready in {time.perf_counter() - started:.1f} s")
         self.reset_timers()
@@ -153,15 +186,18 @@ class CheckpointAndProbe:
         tick = time.perf_counter()
         self.run.checkpointer.save(state)
         self.seconds["checkpoints"] += time.perf_counter() - tick
-        step, path = int(state.step), self.run.run_dir / "probes.csv"
-        if step in probes.probed_steps(path):
+        step = int(state.step)
+        if step in self.probed:
             return
         tick = time.perf_counter()
         denoisers = {
             weights: NeuralDenoiser(module=self.run.precond, params=params, image_shape=self.run.dataset.image_shape)
             for weights, params in (("raw", state.params), ("ema", state.ema_params))
         }
-        probes.append_rows(path, probes.probe_rows(self.probes, step, denoisers), probes.PROBE_COLUMNS)
+        rows = probes.probe_rows(self.probes, step, denoisers)
+        if is_primary():
+            probes.append_rows(self.run.run_dir / "probes.csv", rows, probes.PROBE_COLUMNS)
+        self.probed.add(step)
         self.seconds["probes"] += time.perf_counter() - tick
 
 
@@ -181,12 +217,13 @@ def run_steps(run: Run, state: TrainState, on_checkpoint, *, progress: bool = Tr
             target = next(s for s in schedule if s > step)
             count = min(config.log_every, target - step)
             tick = time.perf_counter()
-            state, metrics = train_loop(state, run.data, count)
+            state, metrics = train_loop(state, map(run.batches, range(step, step + count)))
             row = metrics_row(step + count, metrics)  # blocks until the steps are done
             train_time += time.perf_counter() - tick
             check_loss(run, step, row)
             step += count
-            probes.append_rows(run.run_dir / "loss.csv", [row], LOSS_COLUMNS)
+            if is_primary():
+                probes.append_rows(run.run_dir / "loss.csv", [row], LOSS_COLUMNS)
             bar.update(count)
             bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
             if step == target:
@@ -238,9 +275,3 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
             f"run directory {run_dir} holds a run of another configuration (differs in: {', '.join(differing)}); "
             "choose another --out or delete it"
         )
-
-
-def make_mesh() -> Mesh | None:
-    """A 1-D data-parallel mesh over all local devices (None on a single device)."""
-    devices = jax.local_devices()
-    return Mesh(np.array(devices), ("data",)) if len(devices) > 1 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import equinox as eqx
@@ -73,27 +74,28 @@ def zero_metrics() -> Metrics:
 
 
 def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
-    """`train_step(state, data, metrics) -> (state, metrics)`: one optimizer step (pure, not jitted).
+    """`train_step(state, images, metrics) -> (state, metrics)`: one optimizer step (pure, not jitted).
 
     With `config.precision == 'bf16'` the network runs in bfloat16 (`EDMPrecond.compute_dtype`);
     parameters, gradients, Adam's moments, the EMA and the loss stay float32.
-    `data (N, H, W, C)` is the whole training set on the device(s); the step draws its
-    batch indices, flips and noise from the state's key, so results depend only on the
-    state. With a mesh of several devices the batch is sharded over its `"data"` axis and
-    parameters are replicated; XLA inserts the gradient all-reduce.
+    `images (B, H, W, C)` is the step's global batch (`train.batches`); the step draws its
+    flips and noise from the state's key, so results depend only on the state and the batch.
+    With a mesh the batch is sharded over its `"data"` axis (over every process's devices) and
+    parameters are replicated; XLA inserts the gradient all-reduce (`mesh` is unused here:
+    the batch arrives sharded, and `make_train_loop` places the results).
     """
-    edges = jnp.log(jnp.asarray(LOSS_BIN_EDGES))
+    del mesh
+    edges = np.log(np.asarray(LOSS_BIN_EDGES, np.float32))  # a constant of the program, on no device
     num_bins = len(LOSS_BIN_EDGES) + 1
     precond = precond.clone(compute_dtype=PRECISIONS[config.precision])  # mixed precision: float32 parameters
 
-    def train_step(state: TrainState, data, metrics: Metrics):
-        key, batch_key, flip_key, loss_key = jax.random.split(jax.random.wrap_key_data(state.key), 4)
-        images = data[jax.random.randint(batch_key, (config.batch_size,), 0, data.shape[0])]
+    def train_step(state: TrainState, images, metrics: Metrics):
+        # The second key drew the batch indices before they were drawn on the host (`train.batches`);
+        # it stays split off, so that flips and noise are drawn as before.
+        key, _, flip_key, loss_key = jax.random.split(jax.random.wrap_key_data(state.key), 4)
         if config.xflip:
-            flip = jax.random.bernoulli(flip_key, 0.5, (config.batch_size, 1, 1, 1))
+            flip = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
             images = jnp.where(flip, images[:, :, ::-1, :], images)
-        if mesh is not None:
-            images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, PartitionSpec("data")))
 
         def objective(params):
             loss, sigma = edm_loss(precond, params, images, loss_key, P_mean=config.P_mean, P_std=config.P_std,
@@ -118,22 +120,41 @@ def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
 
 
 def make_train_loop(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
-    """`train_loop(state, data, num_steps) -> (state, Metrics)`: `num_steps` steps of `make_train_step`.
+    """`train_loop(state, batches) -> (state, Metrics)`: one step of `make_train_step` per batch of `batches`.
 
     Each step is its own jitted call (the state's buffers donated), dispatched
     asynchronously: the host only waits when it reads the metrics, and results do not
     depend on how steps are grouped into calls. The steps are deliberately not fused into
-    one compiled loop (why: docs/training.md, "Performance notes").
+    one compiled loop (why: docs/training.md, "Performance notes"). With a mesh the state
+    and the metrics come out replicated on every device of every process, so each process
+    can read them.
     """
-    train_step = jax.jit(make_train_step(config, precond, optimizer, mesh), donate_argnums=0)
+    replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+    train_step = jax.jit(make_train_step(config, precond, optimizer, mesh), donate_argnums=0,
+                         out_shardings=replicated)
 
-    def train_loop(state: TrainState, data, num_steps: int):
-        metrics = zero_metrics()
-        for _ in range(num_steps):
-            state, metrics = train_step(state, data, metrics)
+    zeros = zero_metrics() if mesh is None else replicate(zero_metrics(), mesh)  # not donated: reused
+
+    def train_loop(state: TrainState, batches: Iterable[jax.Array]):
+        metrics = zeros
+        for images in batches:
+            state, metrics = train_step(state, images, metrics)
         return state, metrics
 
     return train_loop
+
+
+def replicate(tree, mesh: Mesh):
+    """`tree` (arrays equal on every process) as global arrays replicated on every device of `mesh`.
+
+    (In jax 0.10.2 `jax.device_put` of a host array onto devices of several processes builds an array
+    whose shards cannot be listed, which Orbax cannot save; a jitted identity builds a proper one.)
+    """
+    return jax.jit(_identity, out_shardings=NamedSharding(mesh, PartitionSpec()))(tree)
+
+
+def _identity(tree):
+    return tree
 
 
 def bin_labels() -> list[str]:

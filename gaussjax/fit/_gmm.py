@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
+from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_finite, check_nonnegative_real, check_positive_int
 from gaussjax._errors import InputTypeError, InputValueError
+from gaussjax.data._memory import device_view, empty_aligned
 from gaussjax.fit._kmeans import kmeans
 from gaussjax.fit._moments import covariance_eigenpairs, moments, resolve_rank
 from gaussjax.scores.mixture import GaussianMixture
@@ -96,7 +98,7 @@ def fit_gmm(
     if key is None:  # then `labels` is given
         index = _class_indices(labels, n_points, n_components)
     else:
-        index = np.asarray(kmeans(X, n_components, key=key)[1])
+        index = np.asarray(kmeans(device_view(X), n_components, key=key)[1])
 
     counts = np.bincount(index, minlength=n_components)
     if np.any(counts == 0):
@@ -107,10 +109,16 @@ def fit_gmm(
     order = np.argsort(index, kind="stable")
     means = np.empty((n_components, dim))
     eigvals = np.empty((n_components, rank))
-    eigvecs = np.empty((n_components, dim, rank))
+    # in JAX's float dtype from the start: one component's float64 eigenvectors exist at a time, not K
+    eigvecs = empty_aligned((n_components, dim, rank), jax.dtypes.canonicalize_dtype(np.float64))
+    block = max(1, BLOCK_ELEMENTS // dim)
     for i, rows in enumerate(np.split(order, np.cumsum(counts)[:-1])):
-        means[i], cov, _ = moments(X[rows])
-        values, eigvecs[i] = covariance_eigenpairs(cov, rank)
+        # the cluster's rows in blocks (the float64 blocks `moments` would cut from `X[rows]`, without that copy)
+        means[i], cov, _ = moments(X[rows[start : start + block]] for start in range(0, len(rows), block))
+        values, vectors = covariance_eigenpairs(cov, rank)
+        del cov
+        eigvecs[i] = vectors
         eigvals[i] = np.maximum(values, eigval_floor)
     weights = counts / n_points
-    return GaussianMixture(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(eigvals), jnp.asarray(eigvecs))
+    eigvecs.setflags(write=False)
+    return GaussianMixture(jnp.asarray(weights), jnp.asarray(means), jnp.asarray(eigvals), device_view(eigvecs))

@@ -18,6 +18,7 @@ from typing import Any, TypeGuard, overload
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 from jaxtyping import ArrayLike, Float
 
 from gaussjax._blocks import BLOCK_ELEMENTS
@@ -259,12 +260,14 @@ def covariance_eigenpairs(
     eigenvalue (e.g. the zero eigenspace of a rank-deficient `cov`) the basis is an
     arbitrary orthonormal one, as returned by `numpy.linalg.eigh`.
     """
-    eigvals, eigvecs = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
+    # LAPACK's divide-and-conquer `syevd` (numpy's too, ~15% slower through numpy at D = 3072 here)
+    eigvals, eigvecs = scipy.linalg.eigh(np.asarray(cov, dtype=np.float64), driver="evd")
     eigvals = np.maximum(eigvals[::-1][:rank], 0.0)
-    eigvecs = eigvecs[:, ::-1][:, :rank]
-    pivot = np.argmax(np.abs(eigvecs), axis=0)
-    signs = np.where(eigvecs[pivot, np.arange(rank)] < 0, -1.0, 1.0)
-    return eigvals, eigvecs * signs
+    rows = eigvecs.T[::-1][:rank]  # the leading eigenvectors as contiguous rows `(rank, D)`
+    pivot = np.argmax(np.abs(rows), axis=1)
+    negative = rows[np.arange(rank), pivot] < 0
+    rows[negative] *= -1.0
+    return eigvals, rows.T
 
 
 def fit_gaussian(X: Float[ArrayLike, "N D"] | Iterable[Float[ArrayLike, "n D"]], rank: int | None = None) -> Gaussian:

@@ -10,6 +10,7 @@ import numpy as np
 
 from gaussjax._checks import check_data_matrix, check_key
 from gaussjax._errors import InputValueError
+from gaussjax.data._memory import device_view
 from gaussjax.fit._gmm import fit_gmm
 from gaussjax.fit._moments import fit_gaussian
 from gaussjax.scores import DeltaMixture, Denoiser, Gaussian, Isotropic
@@ -89,7 +90,7 @@ def fit_references(
             labels = np.asarray(labels)
             models[name] = fit_gmm(flat, len(np.unique(labels)), rank=rank, labels=labels)
         elif name == "delta":
-            models[name] = DeltaMixture(flat)
+            models[name] = DeltaMixture(device_view(flat))  # a read-only `flat` (a Dataset's) enters JAX uncopied
         else:
             assert image_shape is not None  # checked above
             models[name] = make_local_model(name, flat.reshape(len(flat), *image_shape), gaussian=gaussian)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -9,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from gaussjax._checks import check_finite
+from gaussjax._checks import check_choice, check_finite
 from gaussjax._errors import InputTypeError, InputValueError
+from gaussjax.nn._conv import CONV_IMPLS
 from gaussjax.nn._precond import (
     PRECONDITIONERS,
     EDMPrecond,
@@ -70,6 +72,17 @@ class NeuralDenoiser(Denoiser):
         """`D = H * W * C`."""
         h, w, c = self.image_shape
         return h * w * c
+
+    def with_conv_impl(self, conv_impl: str) -> NeuralDenoiser:
+        """The same network and parameters with its 3x3 convolutions formulated as `conv_impl`.
+
+        `'xla'`, `'matmul'` or `'auto'` (see `SongUNet`): equal results up to float rounding, at
+        different speeds; e.g. `'xla'` for a network evaluated outside compiled loops on a CPU.
+        Raises `ValueError` naming the choices for any other value.
+        """
+        check_choice("conv_impl", conv_impl, CONV_IMPLS)
+        module = self.module.clone(net=self.module.net.clone(conv_impl=conv_impl))
+        return dataclasses.replace(self, module=module)
 
     def denoise(
         self,

@@ -10,6 +10,7 @@ Every error about a run directory's files is an `InputError` naming the file (an
 the step); a damaged checkpoint is `UnreadableCheckpointError`.
 """
 
+from gaussjax.runs._agree import agree
 from gaussjax.runs._checkpoints import (
     Checkpointer,
     LoadedDenoiser,
@@ -38,6 +39,7 @@ __all__ = [
     "PROBE_SIGMAS",
     "TrainConfig",
     "UnreadableCheckpointError",
+    "agree",
     "load_checkpoint",
     "load_denoiser",
     "non_finite_leaves",

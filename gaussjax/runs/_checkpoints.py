@@ -1,4 +1,12 @@
-"""A run directory's Orbax checkpoints: save, restore with fallback past damaged ones, and load as a denoiser."""
+"""A run directory's Orbax checkpoints: save, restore with fallback past damaged ones, and load as a denoiser.
+
+In a job of several JAX processes (`jax.distributed`) a `Checkpointer` is a collective: every process
+makes the same calls, each writes the shards its devices hold (Orbax), and a state restores onto
+any mesh, whatever the process count that wrote it. Orbax writes each checkpoint into a temporary
+directory and renames it when every process has finished (its atomic commit), so a crash or a lost
+process never leaves a half-written checkpoint among the steps; a trainer's `Checkpointer` removes
+such temporary directories when it opens.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-from gaussjax._checks import check_choice, check_nonnegative_int
+from gaussjax._checks import check_choice, check_nonnegative_int, summarize
 from gaussjax._errors import InputFileNotFoundError, InputValueError
 from gaussjax._orbax import without_read_only_notice
 from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
 from gaussjax.runs import _quiet_restore
+from gaussjax.runs._agree import agree
 from gaussjax.runs._config import read_run_files
 
 
@@ -33,7 +43,8 @@ class Checkpointer:
     """Saves `TrainState` pytrees under `run_dir / "checkpoints"`, one directory per step.
 
     Every restore of a step that cannot be read raises `UnreadableCheckpointError`, naming the
-    step and its directory. `read_only=True` (for loaders) creates and writes nothing.
+    step and its directory. `read_only=True` (for loaders) creates and writes nothing. In a
+    multi-process job every process must make the same calls (see the module docstring).
     """
 
     def __init__(self, run_dir: Path, *, read_only: bool = False):
@@ -45,6 +56,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None, create=not self.read_only, read_only=self.read_only,
             save_interval_steps=int(not self.read_only), enable_async_checkpointing=False,
+            cleanup_tmp_directories=not self.read_only,  # what a crash left of an unfinished save
         )
         # The whole state is saved and resumed as a StandardSave tree; single subtrees are read
         # back by the PyTree handler's partial restore (the same format on disk).
@@ -102,14 +114,22 @@ class Checkpointer:
 
         An unreadable checkpoint (damaged or partly written) is skipped with a warning naming its
         step and path. With `set_aside` (the trainer) it is also moved to
-        `run_dir/corrupt_checkpoints/`, so that a resumed run saves that step afresh.
+        `run_dir/corrupt_checkpoints/`, so that a resumed run saves that step afresh. In a
+        multi-process job a checkpoint that any process cannot read is skipped by all, with that
+        process's error (process 0 moves it).
         """
         for step in reversed(self.steps()):
             try:
-                return step, read(step)
-            except UnreadableCheckpointError as error:
-                where = f"moved to {self._set_aside(step)}, " if set_aside else ""
-                warnings.warn(f"{error}; {where}falling back to the previous checkpoint", stacklevel=3)
+                found, error = (step, read(step)), None
+            except UnreadableCheckpointError as unreadable:
+                found, error = None, unreadable
+            error = agree(error, (UnreadableCheckpointError,))  # every process skips a step any cannot read
+            if error is None:
+                return found
+            if jax.process_count() > 1:  # a failed read reopens the manager, a collective in a job
+                self._reopen()
+            where = f"moved to {self._set_aside(step)}, " if set_aside else ""
+            warnings.warn(f"{error}; {where}falling back to the previous checkpoint", stacklevel=3)
         return None
 
     def restore_latest(self, like):
@@ -136,9 +156,8 @@ class Checkpointer:
         try:
             yield
         except Exception as error:  # Orbax and TensorStore raise bare Exception, ValueError, KeyError, ...
-            with contextlib.suppress(Exception):  # the old manager is dropped either way
-                self.manager.close()
-            self.manager = self._open_manager()
+            if jax.process_count() == 1:  # in a job, every process reopens it together (`restore_newest`)
+                self._reopen()
             cause = error
             while cause.__cause__ is not None:  # TensorStore's own message, where Orbax wraps it
                 cause = cause.__cause__
@@ -148,20 +167,41 @@ class Checkpointer:
                 f"{type(cause).__name__}: {message[:300]})"
             ) from error
 
+    def _reopen(self) -> None:
+        """Drop the manager and open a fresh one."""
+        with contextlib.suppress(Exception):  # the old manager is dropped either way
+            self.manager.close()
+        self.manager = self._open_manager()
+
     def _set_aside(self, step: int) -> Path:
+        """Move checkpoint `step` to `run_dir/corrupt_checkpoints/` (process 0; every process then forgets it)."""
         aside = self.run_dir / "corrupt_checkpoints" / str(step)
-        aside.parent.mkdir(exist_ok=True)
-        shutil.rmtree(aside, ignore_errors=True)
-        shutil.move(str(self.run_dir / "checkpoints" / str(step)), aside)
+        if jax.process_index() == 0:
+            aside.parent.mkdir(exist_ok=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            shutil.move(str(self.run_dir / "checkpoints" / str(step)), aside)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"gaussjax.runs.Checkpointer set aside step {step}")
         self.manager.reload()  # forget the step moved away
         return aside
 
 
 def non_finite_leaves(tree) -> list[str]:
-    """Paths of the floating-point leaves of `tree` that hold NaN or infinite values."""
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [jax.tree_util.keystr(path) for path, leaf in leaves
-            if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.isfinite(np.asarray(leaf)).all()]
+    """Paths of the floating-point leaves of `tree` that hold NaN or infinite values.
+
+    Leaves that span processes are checked on their devices, with the same answer on every process.
+    """
+    leaves = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+              if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    if not leaves:
+        return []
+    finite = summarize(_each_finite, *(leaf for _, leaf in leaves))
+    return [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite, strict=True) if not ok]
+
+
+def _each_finite(xp, *arrays):
+    """Whether each array holds finite values only (`gaussjax._checks.summarize`)."""
+    return xp.stack([xp.all(xp.isfinite(array)) for array in arrays])
 
 
 class LoadedDenoiser(NamedTuple):

@@ -81,6 +81,9 @@ with jax.set_mesh(mesh):  # grad of the log density: the score
     grad = jax.jit(jax.grad(lambda m, x: m.log_density(x, sigma).sum(), argnums=1))(model, jnp.asarray(x))
 close(grad, score, 1e-5, "grad log density")
 assert np.array_equal(fetch(model.points), points)
+# the FUV (Eq. 28) of a reference that spans processes
+close(gj.fraction_unexplained_variance(split_rows(score[:8].astype(np.float32)), 0.9 * score[:8].astype(np.float32)),
+      np.sum((0.1 * score[:8]) ** 2) / np.sum(score[:8] ** 2), 1e-5, "FUV of process-spanning arrays")
 print("delta ok")
 '''
 

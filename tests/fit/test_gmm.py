@@ -27,7 +27,10 @@ def blobs(seed, n_per=60, k=5, d=10, spread=20.0):
     return (spread * rng.normal(size=(k, d)))[truth] + rng.normal(size=(k * n_per, d))
 
 
-def test_per_class_gmm_matches_numpy_on_digits(digits, x64):
+@pytest.mark.parametrize("block_elements", [64 * 7, 2**22], ids=["7-row-blocks", "one-block"])
+def test_per_class_gmm_matches_numpy_on_digits(digits, x64, monkeypatch, block_elements):
+    # each class's rows are read in blocks of BLOCK_ELEMENTS / D rows (never copied whole)
+    monkeypatch.setattr("gaussjax.fit._gmm.BLOCK_ELEMENTS", block_elements)
     X, labels = digits.flat, digits.labels
     # relabel the classes with scattered, unordered ids: components follow sorted label order
     ids = np.array([40, 7, 13, 2, 99, 58, 21, 3, 76, 11])

@@ -130,3 +130,17 @@ def test_class_labels_must_be_finite(labels):
         NeuralDenoiser(precond, variables, class_labels=np.array(labels))
     with pytest.raises(ValueError, match="`class_labels` contains NaN or infinite values"):
         jax.eval_shape(lambda v: precond.apply(v, jnp.zeros((2, 8, 8, 1)), jnp.ones(2), np.array(labels)), variables)
+
+
+def test_with_conv_impl_keeps_the_network_and_its_parameters(denoiser):
+    x = jax.random.normal(jax.random.key(5), (3, 64))
+    outputs = {}
+    for impl in ("xla", "matmul"):  # lax.conv_general_dilated vs im2col products: two independent formulations
+        other = denoiser.with_conv_impl(impl)
+        assert other.module.net.conv_impl == impl and other.params is denoiser.params
+        assert other.image_shape == denoiser.image_shape
+        outputs[impl] = np.asarray(other.denoise(x, 0.7), np.float64)
+    assert np.abs(outputs["xla"]).max() > 0.1  # random weights: the network's own term is not ~0
+    np.testing.assert_allclose(outputs["xla"], outputs["matmul"], rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="`conv_impl` must be one of 'auto', 'xla', 'matmul'; got 'cudnn'"):
+        denoiser.with_conv_impl("cudnn")

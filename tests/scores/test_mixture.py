@@ -72,5 +72,9 @@ def test_weights_are_normalized_and_errors(rng):
         GaussianMixture(np.ones(3), means, eigvals, eigvecs)
     with pytest.raises(ValueError, match="orthonormal"):
         GaussianMixture(np.ones(2), means, eigvals, eigvecs * 3)
+    skewed = eigvecs.copy()
+    skewed[-1, :, 0] *= 1.01  # the last mode only (the check goes one mode at a time): |U^T U - I| = 0.0201
+    with pytest.raises(ValueError, match=r"max \|U\^T U - I\| = 2\.01e-02"):
+        GaussianMixture(np.ones(2), means, eigvals, skewed)
     with pytest.raises(ValueError, match="D = 3"):
         model.score(np.zeros(4), 1.0)
