@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 from multiprocess import check_all_succeeded, run_processes, start_processes, wait_processes
+from test_lock import HOLD_LOCK  # another job's process 0 holding the lock, as `train.lock` does
 
 import gaussjax.runs
 from gaussjax.checks import InputValueError
@@ -101,17 +102,6 @@ def test_two_processes_train_as_one_process_does(two_process_run, tiny_run):
         difference = np.linalg.norm(flat(tree) - flat(expected_tree)) / np.linalg.norm(flat(expected_tree))
         assert difference < 1e-4  # measured: about 1e-6 after 40 steps
     np.testing.assert_array_equal(np.asarray(state.key), np.asarray(expected_state.key))
-
-
-# Another job's process 0 holding the run directory's lock, as `train.lock` does (flock on RUN_DIR/.lock, pid inside).
-HOLD_LOCK = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, f"{os.getpid()}\\n".encode())
-print("locked", flush=True)
-time.sleep(300)
-"""
 
 
 @pytest.mark.slow
