@@ -105,6 +105,11 @@ def merge_across(
     return SoftmaxSum(new_max, total, weighted)
 
 
+def from_mean(running_max: Float[Array, " B"], total: Float[Array, " B"], mean: Float[Array, "B F"]) -> SoftmaxSum:
+    """The partial sum with largest score `running_max`, `total` and weighted mean `mean` (a fused kernel's result)."""
+    return SoftmaxSum(running_max, total, mean * total[:, None])
+
+
 def weighted_mean(state: SoftmaxSum) -> Float[Array, "B F"]:
     """`sum_i softmax(logits)_i value_i`, shape `(B, F)`."""
     return state.weighted / state.total[:, None]

@@ -14,6 +14,8 @@ from jaxtyping import Array, ArrayLike, Float
 from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_data_matrix, check_positive_int
 from gaussjax._precision import matmul
+from gaussjax.kernels import _selection
+from gaussjax.kernels._weighted_sum import softmax_weighted_sum
 from gaussjax.scores import _sharded, _softmax
 from gaussjax.scores._base import Density, gaussian_log_normalizer
 
@@ -49,22 +51,35 @@ class DeltaMixture(Density):
     as an ordinary array on this process. Pass such a model to `jax.jit` as an argument:
     JAX refuses to close over an array that spans processes (docs/scaling.md).
 
+    `implementation` selects how the sums are computed: `"xla"` the chunked matmuls above,
+    `"pallas"` the fused kernel `gaussjax.kernels.softmax_weighted_sum` (one pass over all
+    points per device, no logits in memory; interpreted, slowly, on CPU), `"auto"` the XLA path
+    except where the kernel was measured faster (none yet: on an H200 it is slower; decided
+    when the model is traced, `gaussjax/kernels/_selection.py`, docs/kernels.md). The kernel path is differentiable in
+    `x` and `sigma`, not in the points.
+
     Args:
         points: `(N, D)` training points.
         chunk_size: points per chunk, at most the rows of one device (static; default: about
             4M elements per chunk).
+        implementation: `"auto"`, `"xla"` or `"pallas"` (static).
 
     Raises:
         ValueError: `points` is not `(N, D)`, is empty, holds NaN or infinite values or
-            values whose squared norms overflow; it is sharded along D; `chunk_size < 1`.
+            values whose squared norms overflow; it is sharded along D; `chunk_size < 1`;
+            `implementation` is none of the three.
     """
 
     chunks: Float[Array, "C S D"]  # each shard's rows, then zero padding to whole chunks
     half_sq_norms: Float[Array, "C S"]  # ||y_i||^2 / 2, +inf on padding (weight exactly 0)
     num_points: int = eqx.field(static=True)
     rows: _sharded.RowSharding | None = eqx.field(static=True, default=None)  # how the points are split
+    implementation: str = eqx.field(static=True, default="auto")  # "auto" | "xla" | "pallas"
 
-    def __init__(self, points: Float[ArrayLike, "N D"], chunk_size: int | None = None):
+    def __init__(
+        self, points: Float[ArrayLike, "N D"], chunk_size: int | None = None, *, implementation: str = "auto"
+    ):
+        implementation = _selection.check_implementation(implementation)
         rows = _sharded.row_sharding("points", points)
         if rows is None:  # replicated, or a one-device mesh: an ordinary array on one of this process's devices
             points = _sharded.local_copy(points)
@@ -78,6 +93,7 @@ class DeltaMixture(Density):
         self.chunks, self.half_sq_norms = _sharded.layout(layout, rows, points)
         self.num_points = num_points
         self.rows = rows
+        self.implementation = implementation
 
     @property
     def mesh(self) -> Mesh | None:
@@ -99,6 +115,13 @@ class DeltaMixture(Density):
         return _sharded.layout(lambda chunks: chunks.reshape(-1, self.dim)[:per_shard], self.rows, self.chunks)
 
     def _softmax_sum(self, x, inv_variance) -> _softmax.SoftmaxSum:
+        """The sums over all points for queries `x (B, D)` at `1 / sigma^2` `(B,)`, by the selected implementation."""
+        if _selection.use_kernel(self.implementation, self.chunks.dtype):
+            return _sharded.stream(_fused, self.rows, (self.chunks, self.half_sq_norms), (x, inv_variance),
+                                   inv_variance)
+        return self._streamed_sum(x, inv_variance)
+
+    def _streamed_sum(self, x, inv_variance) -> _softmax.SoftmaxSum:
         """Stream all points for queries `x (B, D)` at `1 / sigma^2` `(B,)`, in blocks of queries.
 
         A block holds at most `BLOCK_ELEMENTS / S` queries (its logits, `(block, S)`) and at most
@@ -140,6 +163,13 @@ def _layout(points, *, num_chunks: int, chunk_size: int):
     half_sq_norms = 0.5 * jnp.sum(jnp.square(points), axis=-1)
     half_sq_norms = jnp.pad(half_sq_norms, (0, pad), constant_values=jnp.inf).reshape(num_chunks, chunk_size)
     return chunks, half_sq_norms
+
+
+def _fused(chunks, half_sq_norms, x, inv_variance) -> _softmax.SoftmaxSum:
+    """All points (padding included: its norm +inf weighs 0) in one fused kernel call, as a `SoftmaxSum`."""
+    points = chunks.reshape(-1, chunks.shape[-1])
+    fused = softmax_weighted_sum(x, points, -half_sq_norms.reshape(-1), inv_variance)
+    return _softmax.from_mean(fused.max, fused.total, fused.mean)
 
 
 def _stream(chunks, half_sq_norms, x, inv_variance) -> _softmax.SoftmaxSum:

@@ -14,6 +14,8 @@ from gaussjax._blocks import BLOCK_ELEMENTS
 from gaussjax._checks import check_images, check_positive_int
 from gaussjax._errors import InputValueError
 from gaussjax._precision import einsum, matmul
+from gaussjax.kernels import _selection
+from gaussjax.kernels._weighted_sum import softmax_weighted_sum
 from gaussjax.scores import _sharded, _softmax
 from gaussjax.scores._images import chunk_rows, map_query_blocks
 from gaussjax.scores._local import LocalModel
@@ -57,6 +59,14 @@ class PatchMixture(LocalModel):
     every process's: each device lays out and streams its own images and the partial sums are
     merged across devices, as for `DeltaMixture` (docs/scaling.md).
 
+    `implementation` selects how each chunk's sums are computed: `"xla"` the matmuls above,
+    `"pallas"` the fused kernel `gaussjax.kernels.softmax_weighted_sum` (LS: one call per
+    chunk for all pixels, batched over them; ELS: one call per group of chunks of about
+    `BLOCK_ELEMENTS` patch numbers; no score block in memory, so the queries are not blocked;
+    interpreted, slowly, on CPU), `"auto"` the XLA path
+    except where the kernel was measured faster (none yet: on an H200 it is slower; docs/kernels.md). The
+    kernel path is differentiable in `x` and `sigma`, not in the images.
+
     Args:
         images: `(N, H, W, C)` training images.
         patch_size: k, odd, at most `2 max(H, W) - 1`.
@@ -64,6 +74,11 @@ class PatchMixture(LocalModel):
         chunk_size: training images per chunk (static; default: LS, a chunk's training
             patches hold about `BLOCK_ELEMENTS` numbers; ELS, `ELS_CHUNK_COMPONENTS / (H W)`
             images).
+        implementation: `"auto"`, `"xla"` or `"pallas"` (static).
+
+    Raises:
+        ValueError: `implementation` is none of the three (and the checks on `images`,
+            `patch_size`, `chunk_size`).
     """
 
     chunks: Float[Array, "M S H W C"]  # each shard's images, then zero padding to whole chunks
@@ -73,6 +88,7 @@ class PatchMixture(LocalModel):
     equivariant: bool = eqx.field(static=True)
     num_images: int = eqx.field(static=True)
     rows: _sharded.RowSharding | None = eqx.field(static=True, default=None)  # how the images are split
+    implementation: str = eqx.field(static=True, default="auto")  # "auto" | "xla" | "pallas"
 
     def __init__(
         self,
@@ -81,7 +97,9 @@ class PatchMixture(LocalModel):
         *,
         equivariant: bool = False,
         chunk_size: int | None = None,
+        implementation: str = "auto",
     ):
+        implementation = _selection.check_implementation(implementation)
         rows = _sharded.row_sharding("images", images)
         images = check_images("images", images if rows is not None else _sharded.local_copy(images))
         num_images, height, width, channels = images.shape
@@ -99,6 +117,7 @@ class PatchMixture(LocalModel):
         self.equivariant = bool(equivariant)
         self.num_images = num_images
         self.rows = rows
+        self.implementation = implementation
 
     @property
     def chunk_size(self) -> int:
@@ -116,22 +135,25 @@ class PatchMixture(LocalModel):
         query = patches(x.reshape(batch, *self.image_shape), self.patch_size)  # (B, P, K)
         inv_variance = jnp.repeat(1.0 / jnp.square(sigma), pixels)  # (B P,)
         data = (self.chunks, self.half_sq_norms)
+        fused = _selection.use_kernel(self.implementation, self.chunks.dtype)
         if self.equivariant:
-            els = functools.partial(_els_sum, patch_size=self.patch_size, channels=channels)
+            els = functools.partial(_els_fused if fused else _els_sum, patch_size=self.patch_size, channels=channels)
 
             def stream(q, s):
                 return _softmax.weighted_mean(_sharded.stream(els, self.rows, data, (q, s), s))
 
             rows = query.reshape(batch * pixels, query.shape[-1])  # no -1: batch may be 0
-            out = _blocked(stream, rows, inv_variance, self.chunk_size * pixels)
+            out = stream(rows, inv_variance) if fused else _blocked(stream, rows, inv_variance,
+                                                                     self.chunk_size * pixels)
         else:
-            ls = functools.partial(_ls_sum, patch_size=self.patch_size, channels=channels)
+            ls = functools.partial(_ls_fused if fused else _ls_sum, patch_size=self.patch_size, channels=channels)
 
             def stream(q, s):
                 total = _sharded.stream(ls, self.rows, data, (q, s.reshape(-1)), s.reshape(-1))
                 return _softmax.weighted_mean(total).reshape(q.shape[0], pixels * channels)
 
-            out = _blocked(stream, query, inv_variance.reshape(batch, pixels), self.chunk_size)
+            per_pixel = inv_variance.reshape(batch, pixels)
+            out = stream(query, per_pixel) if fused else _blocked(stream, query, per_pixel, self.chunk_size)
         return out.reshape(batch, pixels * channels)
 
 
@@ -211,6 +233,46 @@ def _els_sum(chunks, half_sq_norms, rows, inv_variance, *, patch_size: int, chan
         centres = images.reshape(-1, channels)  # (S Q, C)
         scores = matmul(rows, train.T) - half_sq.reshape(1, -1)  # (R, S Q)
         return _softmax.accumulate(total, scores, lambda p: matmul(p, centres), inv_variance), None
+
+    empty = _softmax.empty(rows.shape[0], channels, jnp.result_type(rows, chunks))
+    total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
+    return total
+
+
+def _ls_fused(chunks, half_sq_norms, query, inv_variance, *, patch_size: int, channels: int) -> _softmax.SoftmaxSum:
+    """`_ls_sum` with one fused kernel call per chunk, batched over the pixels (`jax.vmap`)."""
+    batch, pixels, _ = query.shape
+    per_pixel = jax.vmap(softmax_weighted_sum, in_axes=(1, 1, 1, 1, 1))  # over p: queries, keys, bias, scale, values
+    scale = inv_variance.reshape(batch, pixels)
+
+    def step(total, chunk):
+        images, half_sq = chunk  # (S, H, W, C), (S, P)
+        centres = images.reshape(images.shape[0], pixels, -1)  # (S, P, C)
+        fused = per_pixel(query, patches(images, patch_size), -half_sq, scale, centres)
+        block = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1).reshape(batch * pixels, *a.shape[2:]), fused)
+        return _softmax.merge(total, _softmax.from_mean(block.max, block.total, block.mean), inv_variance), None
+
+    empty = _softmax.empty(batch * pixels, channels, jnp.result_type(query, chunks))
+    total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
+    return total
+
+
+def _els_fused(chunks, half_sq_norms, rows, inv_variance, *, patch_size: int, channels: int) -> _softmax.SoftmaxSum:
+    """`_els_sum` with one fused kernel call per group of chunks: about `BLOCK_ELEMENTS` numbers of training patches
+    (the kernel holds no score block, so it takes many more components per call than the XLA path's chunks)."""
+    num_chunks, per_chunk = chunks.shape[0], chunks.shape[1] * half_sq_norms.shape[-1]  # chunks, components each
+    group = max(1, min(num_chunks, BLOCK_ELEMENTS // (per_chunk * rows.shape[-1])))
+    pad = -(-num_chunks // group) * group - num_chunks  # whole chunks of zero images, norm +inf: weight 0
+    chunks = jnp.pad(chunks, ((0, pad),) + ((0, 0),) * (chunks.ndim - 1))
+    half_sq_norms = jnp.pad(half_sq_norms, ((0, pad), (0, 0), (0, 0)), constant_values=jnp.inf)
+    chunks = chunks.reshape(-1, group * chunks.shape[1], *chunks.shape[2:])
+    half_sq_norms = half_sq_norms.reshape(-1, group * half_sq_norms.shape[1], half_sq_norms.shape[2])
+
+    def step(total, chunk):
+        images, half_sq = chunk  # (S, H, W, C), (S, Q)
+        train = patches(images, patch_size).reshape(-1, rows.shape[-1])  # (S Q, K)
+        fused = softmax_weighted_sum(rows, train, -half_sq.reshape(-1), inv_variance, images.reshape(-1, channels))
+        return _softmax.merge(total, _softmax.from_mean(fused.max, fused.total, fused.mean), inv_variance), None
 
     empty = _softmax.empty(rows.shape[0], channels, jnp.result_type(rows, chunks))
     total, _ = jax.lax.scan(step, empty, (chunks, half_sq_norms))
