@@ -56,11 +56,7 @@ def weighted_sum(queries, scale, keys, bias, values, *, interpret=False):
     padded_batch = _tiling.round_up(batch, rows)
     padded_keys = _tiling.round_up(num_keys, steps)
     dtype = queries.dtype
-    q = jnp.pad(queries, ((0, padded_batch - batch), (0, kp - key_dim)))
-    s = jnp.pad(scale, (0, padded_batch - batch), constant_values=1)[:, None]
-    k = jnp.pad(keys, ((0, padded_keys - num_keys), (0, kp - key_dim)))
-    b = jnp.pad(bias, (0, padded_keys - num_keys), constant_values=-jnp.inf)[None, :]
-    v = jnp.pad(values, ((0, padded_keys - num_keys), (0, fp - value_dim)))
+    q, s, k, b, v = _tiling.pad_operands(queries, scale, keys, bias, values, (padded_batch, padded_keys, kp, fp))
 
     def by_query(width):
         return pl.BlockSpec((rows, width), lambda i, j: (i, 0))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax.numpy as jnp
+
 GPU_MAX_BLOCK = 64  # queries, keys and features per tile on a GPU
 GPU_MIN_BLOCK = 16  # tt.dot's smallest tile edge
 GPU_PROGRAMS = 264  # programs a call aims at: two per streaming multiprocessor of an H100/H200 (132)
@@ -80,3 +82,16 @@ def tpu_tiles(batch: int, num_keys: int, key_dim: int, value_dim: int, itemsize:
     queries = max(TPU_SUBLANES, min(TPU_MAX_QUERIES, TPU_BLOCK_BYTES // query_bytes // TPU_SUBLANES * TPU_SUBLANES))
     queries = min(queries, round_up(batch, TPU_SUBLANES))
     return TpuTiles(queries, keys, key_dim, value_dim)
+
+
+def pad_operands(queries, scale, keys, bias, values, padded: tuple[int, int, int, int]):
+    """The kernel's operands zero-padded to `padded = (B', N', K', F')`: `(q (B', K'), s (B', 1), k (N', K'),
+    c (1, N'), v (N', F'))`. Padded queries get scale 1, padded keys bias `-inf` (weight exactly 0)."""
+    padded_batch, padded_keys, key_dim, value_dim = padded
+    batch, num_keys = queries.shape[0], keys.shape[0]
+    q = jnp.pad(queries, ((0, padded_batch - batch), (0, key_dim - queries.shape[1])))
+    s = jnp.pad(scale, (0, padded_batch - batch), constant_values=1)[:, None]
+    k = jnp.pad(keys, ((0, padded_keys - num_keys), (0, key_dim - keys.shape[1])))
+    c = jnp.pad(bias, (0, padded_keys - num_keys), constant_values=-jnp.inf)[None, :]
+    v = jnp.pad(values, ((0, padded_keys - num_keys), (0, value_dim - values.shape[1])))
+    return q, s, k, c, v

@@ -107,11 +107,7 @@ def weighted_sum(queries, scale, keys, bias, values, *, interpret=False):
     kp, fp = _tiling.round_up(key_dim, tiles.key_chunk), _tiling.round_up(value_dim, tiles.value_chunk)
     padded_keys = tiles.splits * tiles.steps * tiles.keys
     dtype = queries.dtype
-    q = jnp.pad(queries, ((0, padded_batch - batch), (0, kp - key_dim)))
-    s = jnp.pad(scale, (0, padded_batch - batch), constant_values=1)[:, None]
-    k = jnp.pad(keys, ((0, padded_keys - num_keys), (0, kp - key_dim)))
-    b = jnp.pad(bias, (0, padded_keys - num_keys), constant_values=-jnp.inf)[None, :]
-    v = jnp.pad(values, ((0, padded_keys - num_keys), (0, fp - value_dim)))
+    q, s, k, b, v = _tiling.pad_operands(queries, scale, keys, bias, values, (padded_batch, padded_keys, kp, fp))
 
     def by_query(width):
         return pl.BlockSpec((rows, width), lambda i, p: (i, 0))
