@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 from multiprocess import check_all_succeeded, run_processes, start_processes, wait_processes
-from test_lock import HOLD_LOCK  # another job's process 0 holding the lock, as `train.lock` does
+from test_lock import lock_held_by_another_process  # another job's process 0, as `train.lock` holds it
 
 import gaussjax.runs
 from gaussjax.checks import InputValueError
@@ -108,15 +108,8 @@ def test_two_processes_train_as_one_process_does(two_process_run, tiny_run):
 def test_a_run_directory_in_use_is_refused_by_every_process_of_a_job(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / ".lock")], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline() == "locked\n"
+    with lock_held_by_another_process(run_dir / ".lock") as holder:
         finished = run_processes(TRAIN, 2, timeout=300, args=job_args(run_dir))
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        holder.stdout.close()
     message = (f"error: run directory {run_dir} is in use by another training process (pid {holder.pid}); "
                "wait for it to end or choose another --out")
     for process in finished:
