@@ -24,6 +24,15 @@ from gaussjax.scores import _softmax
 
 TIMEOUT = 300  # seconds for a whole job (start, compile, run); the slowest takes ~20 s here
 
+
+def run_until(marker: str, script: str, processes: int, *, devices: int) -> list:
+    """Run `script` as a job of `processes` processes with `devices` CPU devices each; every process must exit 0
+    having printed `marker` (its last line: every check before it passed)."""
+    finished = run_processes(script, processes, devices=devices, timeout=TIMEOUT)
+    check_all_succeeded(finished)
+    assert all(marker in f.stdout for f in finished), [f.stdout[-2000:] for f in finished]
+    return finished
+
 PRELUDE = INIT + '''
 import numpy as np
 import jax
@@ -91,9 +100,7 @@ print("delta ok")
 @pytest.mark.slow
 @pytest.mark.parametrize(("processes", "devices"), [(2, 2), (1, 4)])
 def test_delta_mixture_over_processes_matches_float64(processes, devices):
-    finished = run_processes(DELTA, processes, devices=devices, timeout=TIMEOUT)
-    check_all_succeeded(finished)
-    assert all("delta ok" in f.stdout for f in finished)
+    run_until("delta ok", DELTA, processes, devices=devices)
 
 
 MIXTURE = PRELUDE + '''
@@ -129,9 +136,7 @@ print("mixture ok")
 
 @pytest.mark.slow
 def test_gaussian_mixture_over_processes_matches_float64():
-    finished = run_processes(MIXTURE, 2, devices=2, timeout=TIMEOUT)
-    check_all_succeeded(finished)
-    assert all("mixture ok" in f.stdout for f in finished)
+    run_until("mixture ok", MIXTURE, 2, devices=2)
 
 
 FIT = PRELUDE + '''
@@ -154,9 +159,7 @@ print("fit ok")
 
 @pytest.mark.slow
 def test_fit_gaussian_over_processes_matches_float64():
-    finished = run_processes(FIT, 2, devices=2, timeout=TIMEOUT)
-    check_all_succeeded(finished)
-    assert all("fit ok" in f.stdout for f in finished)
+    run_until("fit ok", FIT, 2, devices=2)
 
 
 LOCAL = PRELUDE + '''
@@ -201,9 +204,7 @@ print("local ok")
 
 @pytest.mark.slow
 def test_local_models_over_processes_match_float64():
-    finished = run_processes(LOCAL, 2, devices=2, timeout=TIMEOUT)
-    check_all_succeeded(finished)
-    assert all("local ok" in f.stdout for f in finished)
+    run_until("local ok", LOCAL, 2, devices=2)
 
 
 ERRORS = PRELUDE + '''
