@@ -103,7 +103,7 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
     from gaussjax.nn import EDMPrecond, SongUNet
     from train.batches import make_mesh
     from train.configs import get_config
-    from train.step import init_state, make_optimizer, make_train_loop, make_train_step, zero_metrics
+    from train.step import init_state, make_optimizer, make_train_loop, make_train_step, replicate, zero_metrics
 
     spec = NETWORKS[network]
     config = get_config(spec["config"])
@@ -114,8 +114,6 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
     data = jax.random.uniform(jax.random.key(1), (config.batch_size, *shape), minval=-1, maxval=1)  # one batch
     optimizer = make_optimizer(config)
     mesh = make_mesh()  # as `python -m train`: data parallel over all devices, the batch split over them
-    replicate = (lambda tree: tree) if mesh is None else (
-        lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec())))
     if mesh is not None:
         data = jax.device_put(data, NamedSharding(mesh, PartitionSpec("data")))
 
@@ -124,7 +122,9 @@ def _worker(network: str, variants: list[str], steps: int, repeats: int, torch_p
         conv_impl, dispatch, *precision = variant.split("/")
         config = config.replace(precision=precision[0] if precision else "float32")
         precond = EDMPrecond(SongUNet(**kwargs, conv_impl=conv_impl), sigma_data=config.sigma_data)
-        state = replicate(init_state(config, precond, shape, optimizer))
+        state = init_state(config, precond, shape, optimizer)
+        if mesh is not None:  # as `python -m train`: replicated on every device
+            state = replicate(state, mesh)
         info["parameters"] = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
         step = make_train_step(config, precond, optimizer, mesh)
         cost = jax.jit(step).lower(state, data, zero_metrics()).compile().cost_analysis()
