@@ -3,10 +3,11 @@
     python -m analysis dataset digits                       # dataset summary and covariance spectrum
     python -m analysis gaussian-theory --dataset digits     # Fig. 3: psi, xi, d xi / d sigma, amplification
     python -m analysis score-agreement --run runs/digits    # Fig. 6: network vs analytic scores over sigma
+    python -m analysis compare-runs runs/a runs/b --out cmp # runs against each other: loss, FD, FUV vs step
 
 Every checkpoint command takes `--run RUN_DIR [--step N|latest] [--weights ema|raw] [--out DIR]
 [--seed S] [--num-queries Q]`, writes a tidy CSV and a PNG into `--out` and prints a short
-summary (docs/analysis.md).
+summary (docs/analysis.md); `compare-runs` takes run directories instead (`RUN [RUN ...]`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from gaussjax import InputError
 
 # the command modules, in the order of the paper's figures; each defines COMMAND, an `analysis._common.Command`
 COMMAND_MODULES = ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
-                   "learning_dynamics", "teleport", "report")
+                   "learning_dynamics", "teleport", "compare_runs", "report")
+# Commands over several runs: their own options (positional `RUN ...`) instead of the shared `--run`, `--network`,
+# `--step`, ... of analysis.context; run as `command.run(None, args)`, checking everything themselves.
+MULTI_RUN_COMMANDS = ("compare-runs",)
 
 # What a user's options, paths and files cause, printed as one `error:` line (exit 2) instead of a traceback:
 # gaussjax's input-error family (options, file contents and run directories refused by name, unreadable
@@ -57,6 +61,11 @@ def _analysis_command(args: argparse.Namespace) -> None:
         print(line)
 
 
+def _multi_run_command(args: argparse.Namespace) -> None:
+    for line in args.command.run(None, args).lines():
+        print(line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from analysis.context import add_common_arguments
     from gaussjax.data import DATASETS
@@ -74,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands():
         sub = subparsers.add_parser(command.name, help=command.help, description=command.description,
                                     formatter_class=argparse.RawDescriptionHelpFormatter, exit_on_error=False)
+        if command.name in MULTI_RUN_COMMANDS:
+            command.add_arguments(sub)
+            sub.set_defaults(command=command, handler=_multi_run_command)
+            continue
         add_common_arguments(sub, command)
         command.add_arguments(sub)
         sub.set_defaults(handler=_analysis_command)

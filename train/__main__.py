@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16: bfloat16 activations on float32 weights, loss, Adam and EMA (default float32)")
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="checkpoint every K steps (default: log-spaced)")
+    design = parser.add_argument_group("the paper's Sec. 8 design options (docs/training.md)")
+    design.add_argument("--bypass", action="store_true", default=None,
+                        help="the network learns only the residual of the training set's Gaussian denoiser")
+    design.add_argument("--whiten", type=float, metavar="EPS", default=None,
+                        help="train on whitened data, W = (Sigma + EPS max(lambda) I)^(-1/2); EPS > 0")
+    design.add_argument("--warm-start", type=float, metavar="SIGMA", default=None,
+                        help="draw training noise levels only up to SIGMA (EDM's log-normal truncated)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     job = parser.add_argument_group("a job of several processes (docs/scaling.md)")
@@ -87,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         in_job = distributed.join(**job)
         config = with_overrides(
             get_config(args.config), steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, precision=args.precision,
+            checkpoint_every=args.checkpoint_every, precision=args.precision, bypass=args.bypass,
+            whiten=args.whiten, warm_start=args.warm_start,
         )
         import jax
 

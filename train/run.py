@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from gaussjax.checks import InputError, InputValueError
 from gaussjax.data import Dataset, load_dataset
-from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
+from gaussjax.fit import fit_gaussian
+from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet, gaussian_design
 from gaussjax.runs import Checkpointer, NonFiniteError, TrainConfig
 from train import probes
 from train.batches import Batches, make_mesh
@@ -94,7 +95,7 @@ class Run:
     config: TrainConfig
     run_dir: Path
     dataset: Dataset
-    precond: EDMPrecond
+    precond: EDMPrecond  # with `bypass` / `whiten`: its `gaussian_design` subclass
     optimizer: optax.GradientTransformation
     mesh: Mesh | None  # over every process's devices; None on a single device
     batches: Batches  # step -> the global batch of that step
@@ -130,6 +131,8 @@ def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Iterator[Run]
         # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
         # formulation on every backend (see gaussjax.nn._conv).
         precond = EDMPrecond(net=SongUNet(**network.kwargs(), conv_impl="xla"), sigma_data=config.sigma_data)
+        if config.bypass or config.whiten is not None:  # the paper's Sec. 8 options (docs/training.md)
+            precond = gaussian_design(precond, bypass=config.bypass, whiten=config.whiten)
         mesh = make_mesh()
         yield Run(config, run_dir, dataset, precond, make_optimizer(config), mesh,
                   Batches(config, dataset.images, mesh), Checkpointer(run_dir))
@@ -137,7 +140,9 @@ def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Iterator[Run]
 
 def resume(run: Run, log=print) -> TrainState:
     """The newest readable checkpoint's state, else a fresh one; drops CSV rows written after it."""
-    state = init_state(run.config, run.precond, run.dataset.image_shape, run.optimizer)
+    design = run.config.bypass or run.config.whiten is not None
+    gaussian = fit_gaussian(np.asarray(run.dataset.flat)) if design else None  # the bypass's / whitening's
+    state = init_state(run.config, run.precond, run.dataset.image_shape, run.optimizer, gaussian=gaussian)
     if run.mesh is not None:  # everything replicated on every device; the batches come sharded
         state = replicate(state, run.mesh)
     restored = run.checkpointer.restore_latest(state)

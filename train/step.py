@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gaussjax.nn import edm_loss
+from gaussjax.nn import edm_loss, with_gaussian
 from gaussjax.runs import PRECISIONS, TrainConfig
 
 # Per-sigma-bin training loss: bin edges in sigma (the first and last bins are open).
@@ -46,16 +46,28 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return adam if config.grad_clip is None else optax.chain(optax.clip_by_global_norm(config.grad_clip), adam)
 
 
-def init_state(config: TrainConfig, precond, image_shape, optimizer) -> TrainState:
-    """A fresh state: network initialized from `config.seed`, EMA equal to it."""
+def trained(variables) -> dict:
+    """The collection the optimizer trains, `{'params': ...}`; the others (a bypass's or whitening's fitted
+    Gaussian, `gaussjax.nn.gaussian_design`) stay fixed, in the parameters and their EMA alike."""
+    return {"params": variables["params"]}
+
+
+def init_state(config: TrainConfig, precond, image_shape, optimizer, gaussian=None) -> TrainState:
+    """A fresh state: network initialized from `config.seed`, EMA equal to it.
+
+    `gaussian`: the training set's fitted Gaussian, stored in the variables of a `gaussian_design`
+    network (`config.bypass` / `config.whiten`); None otherwise. Adam's state covers `trained(params)` only.
+    """
     init_key, run_key = jax.random.split(jax.random.key(config.seed))
     x = jnp.zeros((1, *image_shape), jnp.float32)
     params = jax.jit(precond.init)({"params": init_key}, x, jnp.ones((1,)))
+    if gaussian is not None:
+        params = with_gaussian(params, gaussian)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         ema_params=jax.tree_util.tree_map(jnp.copy, params),  # own buffers: the step donates the state
-        opt_state=optimizer.init(params),
+        opt_state=optimizer.init(trained(params)),
         key=jax.random.key_data(run_key),
     )
 
@@ -78,6 +90,11 @@ def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
 
     With `config.precision == 'bf16'` the network runs in bfloat16 (`EDMPrecond.compute_dtype`);
     parameters, gradients, Adam's moments, the EMA and the loss stay float32.
+    Only `trained(state.params)` is differentiated, updated and averaged (a design network's Gaussian
+    is carried along unchanged). With `config.whiten` the loss is taken in whitened coordinates: the
+    batch is mapped to `W (x - mu)` (after flips) and the network called there
+    (`coordinates='whitened'`). With `config.warm_start` the noise levels are drawn up to it only
+    (`gaussjax.nn.edm_sigmas`).
     `images (B, H, W, C)` is the step's global batch (`train.batches`); the step draws its
     flips and noise from the state's key, so results depend only on the state and the batch.
     With a mesh the batch is sharded over its `"data"` axis (over every process's devices) and
@@ -88,6 +105,9 @@ def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
     edges = np.log(np.asarray(LOSS_BIN_EDGES, np.float32))  # a constant of the program, on no device
     num_bins = len(LOSS_BIN_EDGES) + 1
     precond = precond.clone(compute_dtype=PRECISIONS[config.precision])  # mixed precision: float32 parameters
+    whitened = config.whiten is not None
+    if whitened:
+        precond = precond.clone(coordinates="whitened")
 
     def train_step(state: TrainState, images, metrics: Metrics):
         # The second key drew the batch indices before they were drawn on the host (`train.batches`);
@@ -97,16 +117,22 @@ def make_train_step(config: TrainConfig, precond, optimizer, mesh: Mesh | None):
             flip = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
             images = jnp.where(flip, images[:, :, ::-1, :], images)
 
+        fixed = {name: value for name, value in state.params.items() if name != "params"}
+        if whitened:
+            images = precond.whiten_images(fixed["gaussian"], images)
+
         def objective(params):
-            loss, sigma = edm_loss(precond, params, images, loss_key, P_mean=config.P_mean, P_std=config.P_std,
-                                   sigma_data=config.sigma_data)
+            loss, sigma = edm_loss(precond, {**params, **fixed}, images, loss_key, P_mean=config.P_mean,
+                                   P_std=config.P_std, sigma_data=config.sigma_data, sigma_max=config.warm_start)
             return loss.mean(), (loss, sigma)
 
-        (mean_loss, (loss, sigma)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = trained(state.params)
+        (mean_loss, (loss, sigma)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        params = optax.apply_updates(params, updates)
         decay = ema_decay(config, state.step)
-        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
+        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, trained(state.ema_params), params)
+        params, ema = {**params, **fixed}, {**ema, **fixed}
         bins = jax.nn.one_hot(jnp.searchsorted(edges, jnp.log(sigma)), num_bins)  # (B, bins)
         metrics = Metrics(
             metrics.loss + mean_loss,

@@ -6,14 +6,25 @@ U-Net (same arguments, structure, initialization and parameter counts) on NHWC i
 `D(x; sigma)`; `edm_loss` is EDM's training loss; `NeuralDenoiser` puts a network behind
 the same `denoise`/`score` protocol as the analytic models. `load_edm_pickle` reads
 EDM's snapshot pickles without torch and without running their code;
-`save_safetensors` / `load_safetensors` move networks without pickles.
+`save_safetensors` / `load_safetensors` move networks without pickles. `gaussian_design`
+adds the paper's Sec. 8 options to a preconditioner: a fixed Gaussian bypass and whitened coordinates.
 """
 
 from gaussjax._torch import UnsafePickleError
 from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._dhariwal import DhariwalUNet
 from gaussjax.nn._edm_pickle import load_edm_pickle
-from gaussjax.nn._loss import edm_loss
+from gaussjax.nn._gaussian_design import (
+    GaussianEDMPrecond,
+    GaussianiDDPMPrecond,
+    GaussianVEPrecond,
+    GaussianVPPrecond,
+    gaussian_design,
+    unwhiten_flat,
+    whiten_flat,
+    with_gaussian,
+)
+from gaussjax.nn._loss import edm_loss, edm_sigmas
 from gaussjax.nn._precond import (
     EDMPrecond,
     VEPrecond,
@@ -30,6 +41,10 @@ from gaussjax.nn._unet import SongUNet
 __all__ = [
     "DhariwalUNet",
     "EDMPrecond",
+    "GaussianEDMPrecond",
+    "GaussianVEPrecond",
+    "GaussianVPPrecond",
+    "GaussianiDDPMPrecond",
     "NeuralDenoiser",
     "SongUNet",
     "UnsafePickleError",
@@ -37,11 +52,16 @@ __all__ = [
     "VPPrecond",
     "edm_loss",
     "edm_preconditioning",
+    "edm_sigmas",
+    "gaussian_design",
     "iDDPMPrecond",
     "iddpm_preconditioning",
     "load_edm_pickle",
     "load_safetensors",
     "save_safetensors",
+    "unwhiten_flat",
     "ve_preconditioning",
     "vp_preconditioning",
+    "whiten_flat",
+    "with_gaussian",
 ]

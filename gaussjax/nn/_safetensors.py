@@ -39,7 +39,8 @@ from gaussjax.nn._denoiser import NeuralDenoiser
 from gaussjax.nn._stored_config import check_parameter_budget, constructor_arguments, stored_arguments
 
 FORMAT = "gaussjax.network/1"
-PRECOND_CLASSES = ("EDMPrecond", "VPPrecond", "VEPrecond", "iDDPMPrecond")
+PRECOND_CLASSES = ("EDMPrecond", "VPPrecond", "VEPrecond", "iDDPMPrecond", "GaussianEDMPrecond", "GaussianVPPrecond",
+                   "GaussianVEPrecond", "GaussianiDDPMPrecond")
 NET_CLASSES = ("SongUNet", "DhariwalUNet")
 DTYPES = {name: np.dtype(dtype).newbyteorder("<")  # little-endian, whatever the host
           for name, dtype in (("F32", np.float32), ("F16", np.float16), ("BF16", ml_dtypes.bfloat16))}

@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from gaussjax._checks import check_choice, check_nonnegative_int, summarize
 from gaussjax._errors import InputFileNotFoundError, InputValueError
 from gaussjax._orbax import without_read_only_notice
-from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet
+from gaussjax.nn import EDMPrecond, NeuralDenoiser, SongUNet, gaussian_design
 from gaussjax.runs import _quiet_restore
 from gaussjax.runs._agree import agree
 from gaussjax.runs._config import read_run_files
@@ -204,6 +204,17 @@ def _each_finite(xp, *arrays):
     return xp.stack([xp.all(xp.isfinite(array)) for array in arrays])
 
 
+def _design_precond(config, precond):
+    """`precond` with the run's Sec. 8 design options (`TrainConfig.bypass`, `whiten`): `gaussian_design`'s
+    module, whose variables hold the run's fitted Gaussian (saved in each checkpoint); else `precond` itself.
+
+    (`warm_start` changes only which noise levels training draws, not the network.)
+    """
+    if not config.bypass and config.whiten is None:
+        return precond
+    return gaussian_design(precond, bypass=config.bypass, whiten=config.whiten)
+
+
 class LoadedDenoiser(NamedTuple):
     """A run's network and the checkpoint step it was read from (`load_checkpoint`)."""
 
@@ -222,7 +233,10 @@ def load_checkpoint(run_dir, *, step: int | None = None, weights: str = "ema") -
         weights: `'ema'` (the EMA of the parameters, what EDM samples with) or `'raw'`.
 
     Returns:
-        `LoadedDenoiser(denoiser, step)`: a `NeuralDenoiser` and the step whose weights it holds.
+        `LoadedDenoiser(denoiser, step)`: a `NeuralDenoiser` and the step whose weights it holds. For a run
+        with `bypass` or `whiten` its module is `gaussian_design`'s, in data coordinates, with the run's
+        Gaussian read from the checkpoint (see `gaussjax.nn.gaussian_design` for what a whitened
+        run's denoiser means: its noise is `sigma^2 (Sigma + eps I)`, not isotropic).
     """
     run_dir = Path(run_dir)
     check_choice("weights", weights, ("ema", "raw"))
@@ -245,7 +259,7 @@ def load_checkpoint(run_dir, *, step: int | None = None, weights: str = "ema") -
         step, params = found
     else:
         params = checkpointer.restore_params(step, weights)
-    precond = EDMPrecond(net=SongUNet(**network.kwargs()), sigma_data=config.sigma_data)
+    precond = _design_precond(config, EDMPrecond(net=SongUNet(**network.kwargs()), sigma_data=config.sigma_data))
     return LoadedDenoiser(NeuralDenoiser(module=precond, params=jax.tree_util.tree_map(jax.numpy.asarray, params)),
                           int(step))
 

@@ -20,6 +20,7 @@ PROBE_SIGMAS = tuple(float(s) for s in np.geomspace(0.01, 80.0, 16))  # the pape
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of a seed (without x64): larger seeds would collide
 # `precision`: the train step's activation dtype ('bf16': the network runs in bfloat16 on float32 master weights)
 PRECISIONS = {"float32": None, "bf16": "bfloat16"}  # -> EDMPrecond(compute_dtype=...)
+DESIGN_FIELDS = ("bypass", "whiten", "warm_start")  # the paper's Sec. 8 options (absent from older config.json)
 IMAGE_FIELDS = ("img_resolution", "in_channels", "out_channels", "label_dim")  # NetworkConfig fields set by the data
 
 
@@ -167,6 +168,10 @@ class TrainConfig:
     probe_gmm_rank: int | None = None           # rank of each GMM component (None: full)
     probe_delta: bool = True                    # also the exact training-set score
     probe_local: tuple = ()                     # local (patch) models, e.g. ('ls3', 'els3', 'pspc4', 'locality')
+    # The paper's Sec. 8 design options (docs/training.md); written to config.json only when not the default.
+    bypass: bool = False                        # D = D_gauss + c_out F: the network learns the Gaussian's residual
+    whiten: float | None = None                 # train on W (x - mu), W = (Sigma + whiten max(lambda) I)^(-1/2)
+    warm_start: float | None = None             # train on noise levels <= warm_start only (truncated log-normal)
 
     def __post_init__(self):
         if isinstance(self.network, dict):  # the architecture fields, as in config.json
@@ -181,7 +186,9 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Every field, except design options left at their default (so older runs' files stay as they were)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if not (f.name in DESIGN_FIELDS and getattr(self, f.name) == f.default)}
         return json.dumps(dict(fields, network=self.network.architecture()), indent=2, sort_keys=True)
 
     @classmethod
@@ -221,8 +228,8 @@ class TrainConfig:
         one that `jax.random.key` keeps whole.
         """
         for name, kind in (("name", str), ("dataset", str), ("dataset_options", dict), ("xflip", bool),
-                           ("probe_delta", bool), ("probe_sigmas", tuple), ("probe_gmm_components", tuple),
-                           ("probe_local", tuple)):
+                           ("probe_delta", bool), ("bypass", bool), ("probe_sigmas", tuple),
+                           ("probe_gmm_components", tuple), ("probe_local", tuple)):
             if not isinstance(getattr(self, name), kind):
                 raise InputTypeError(f"`{name}` must be a {kind.__name__}, got {type(getattr(self, name)).__name__} "
                                      f"{getattr(self, name)!r:.80}")
@@ -238,8 +245,9 @@ class TrainConfig:
         for name in ("lr", "ema_halflife_images", "ema_rampup_ratio", "P_std", "sigma_data"):
             check_real(name, getattr(self, name), minimum=0, strict=True)
         check_real("P_mean", self.P_mean)
-        if self.grad_clip is not None:
-            check_real("grad_clip", self.grad_clip, minimum=0, strict=True)
+        for name in ("grad_clip", "whiten", "warm_start"):
+            if getattr(self, name) is not None:
+                check_real(name, getattr(self, name), minimum=0, strict=True)
         if not self.probe_sigmas:
             raise InputValueError("`probe_sigmas` must not be empty")
         for sigma in self.probe_sigmas:

@@ -1,0 +1,188 @@
+"""The Gaussian bypass and whitening of `gaussian_design` (paper Sec. 8), against float64 NumPy formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gaussjax.checks import InputTypeError, InputValueError
+from gaussjax.fit import fit_gaussian
+from gaussjax.nn import (
+    EDMPrecond,
+    GaussianEDMPrecond,
+    SongUNet,
+    VEPrecond,
+    VPPrecond,
+    gaussian_design,
+    iDDPMPrecond,
+    unwhiten_flat,
+    whiten_flat,
+    with_gaussian,
+)
+from gaussjax.nn._precond import PRECONDITIONERS
+
+R, C = 4, 2
+D = R * R * C
+
+
+def _net(out_per_in=1):
+    return SongUNet(img_resolution=R, in_channels=C, out_channels=out_per_in * C, model_channels=8,
+                    channel_mult=(1,), num_blocks=1, attn_resolutions=(), dropout=0.0)
+
+
+def _preconds():
+    return [EDMPrecond(net=_net()), VPPrecond(net=_net()), VEPrecond(net=_net()), iDDPMPrecond(net=_net(2))]
+
+
+def _data(seed=0, n=400):
+    """Correlated data with a spread of variances (one direction nearly flat)."""
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(1.0, 1e-3, D)
+    basis = np.linalg.qr(rng.normal(size=(D, D)))[0]
+    return (rng.normal(size=(n, D)) * scales) @ basis.T + rng.normal(size=D) * 0.3
+
+
+def _moments64(X):
+    mean = X.mean(0)
+    lam, U = np.linalg.eigh(np.cov(X.T, bias=True))
+    return mean, np.clip(lam, 0, None), U
+
+
+def _variables(module, gaussian, zero_net=True):
+    """Initialised variables holding `gaussian`; with `zero_net` every network parameter is 0, so `F = 0`
+    exactly (EDM's initialisation gives the last layer weights of scale 1e-5, so `F` is ~1e-5 there)."""
+    variables = module.init(jax.random.key(1), jnp.zeros((1, R, R, C)), jnp.ones(1))
+    if zero_net:
+        variables = dict(variables, params=jax.tree_util.tree_map(jnp.zeros_like, variables["params"]))
+    return with_gaussian(variables, gaussian)
+
+
+def _numpy_denoise(mean, lam, U, x, sigma, floor=None):
+    """float64: mu + U diag(lam / (lam + sigma^2 v)) U^T (x - mu), v = 1 or (lam + floor) (whitened noise)."""
+    v = 1.0 if floor is None else lam + floor
+    shrink = lam[None, :] / (lam[None, :] + sigma[:, None] ** 2 * v)
+    return mean + (shrink * ((x - mean) @ U)) @ U.T
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(4))
+def test_bypass_at_init_is_the_gaussian_denoiser(index):
+    X = _data()
+    gaussian = fit_gaussian(X)
+    module = gaussian_design(_preconds()[index], bypass=True)
+    assert isinstance(module, PRECONDITIONERS)
+    variables = _variables(module, gaussian)
+    rng = np.random.default_rng(2)
+    x = X[:6] + rng.normal(size=(6, D)) * 0.7
+    sigma = np.array([0.01, 0.1, 0.5, 1.0, 3.0, 20.0])
+    out = np.asarray(module.apply(variables, jnp.asarray(x.reshape(6, R, R, C), jnp.float32), sigma)).reshape(6, D)
+    mean, lam, U = _moments64(X)
+    np.testing.assert_allclose(out, _numpy_denoise(mean, lam, U, x, sigma), atol=2e-5)
+    np.testing.assert_allclose(out, np.asarray(gaussian.denoise(jnp.asarray(x, jnp.float32), sigma)), atol=2e-5)
+    # EDM's own initialisation: F is tiny, so the network is the Gaussian denoiser up to c_out * O(1e-4).
+    initial = _variables(module, gaussian, zero_net=False)
+    out = np.asarray(module.apply(initial, jnp.asarray(x.reshape(6, R, R, C), jnp.float32), sigma)).reshape(6, D)
+    c_out = np.abs(np.asarray(module.scalings(jnp.asarray(sigma, jnp.float32))[1]))
+    assert np.all(np.abs(out - _numpy_denoise(mean, lam, U, x, sigma)) <= 1e-3 * c_out[:, None] + 2e-5)
+
+
+@pytest.mark.slow
+def test_plain_precond_is_not_the_gaussian_denoiser():
+    """(The check above has teeth: without the bypass, EDM at init is c_skip x.)"""
+    X = _data()
+    module = gaussian_design(EDMPrecond(net=_net()), bypass=False)
+    variables = _variables(module, fit_gaussian(X))
+    x = X[:3]
+    out = np.asarray(module.apply(variables, jnp.asarray(x.reshape(3, R, R, C), jnp.float32), 1.0)).reshape(3, D)
+    np.testing.assert_allclose(out, 0.25 / 1.25 * x, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_gradients_do_not_reach_the_gaussian():
+    X = _data()
+    module = gaussian_design(EDMPrecond(net=_net()), bypass=True, whiten=1e-3)
+    variables = _variables(module, fit_gaussian(X))
+    x = jnp.asarray(X[:4].reshape(4, R, R, C), jnp.float32)
+
+    def loss(v):
+        return jnp.sum(jnp.square(module.apply(v, x + 0.3, 0.5) - x))
+
+    grads = jax.grad(loss)(variables)
+    for leaf in jax.tree_util.tree_leaves(grads["gaussian"]):
+        assert np.all(np.asarray(leaf) == 0)
+    assert any(np.any(np.asarray(leaf) != 0) for leaf in jax.tree_util.tree_leaves(grads["params"]))
+
+
+def test_whitening_round_trips_and_whitens():
+    X = _data()
+    gaussian = fit_gaussian(X)
+    stored = {"mean": gaussian.mean, "eigvals": gaussian.eigvals, "eigvecs": gaussian.eigvecs}
+    eps = 1e-3
+    mean, lam, U = _moments64(X)
+    floor = eps * lam.max()
+    W = U @ np.diag((lam + floor) ** -0.5) @ U.T
+    z = np.asarray(whiten_flat(stored, eps, jnp.asarray(X, jnp.float32)))
+    np.testing.assert_allclose(z, (X - mean) @ W.T, atol=2e-3)
+    back = np.asarray(unwhiten_flat(stored, eps, jnp.asarray(z)))
+    np.testing.assert_allclose(back, X, atol=2e-5)
+    cov = np.cov(z.T.astype(np.float64), bias=True)
+    np.testing.assert_allclose(cov, U @ np.diag(lam / (lam + floor)) @ U.T, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(4))
+def test_whitened_bypass_maps_back_to_the_documented_denoiser(index):
+    """At init the whitened bypass network is the whitened Gaussian's denoiser; mapped back it is
+    mu + U diag(lam / (lam + sigma^2 (lam + eps_abs))) U^T (x - mu) (the module docstring)."""
+    X = _data()
+    eps = 1e-2
+    module = gaussian_design(_preconds()[index], bypass=True, whiten=eps)
+    variables = _variables(module, fit_gaussian(X))
+    rng = np.random.default_rng(3)
+    x = X[:5] + rng.normal(size=(5, D)) * 0.2
+    sigma = np.array([0.02, 0.2, 1.0, 2.0, 10.0])
+    out = np.asarray(module.apply(variables, jnp.asarray(x.reshape(5, R, R, C), jnp.float32), sigma)).reshape(5, D)
+    mean, lam, U = _moments64(X)
+    np.testing.assert_allclose(out, _numpy_denoise(mean, lam, U, x, sigma, floor=eps * lam.max()), atol=5e-5)
+
+
+def test_whitened_coordinates_see_the_whitened_gaussian():
+    X = _data()
+    eps = 1e-2
+    module = gaussian_design(EDMPrecond(net=_net()), bypass=True, whiten=eps).clone(coordinates="whitened")
+    variables = _variables(module, fit_gaussian(X))
+    mean, lam, U = _moments64(X)
+    mu_z, lam_z = np.zeros(D), lam / (lam + eps * lam.max())
+    z = np.random.default_rng(4).normal(size=(3, D))
+    sigma = np.array([0.1, 1.0, 5.0])
+    out = np.asarray(module.apply(variables, jnp.asarray(z.reshape(3, R, R, C), jnp.float32), sigma)).reshape(3, D)
+    np.testing.assert_allclose(out, _numpy_denoise(mu_z, lam_z, U, z, sigma), atol=2e-5)
+
+
+def test_whitened_prior_sample_has_the_whitened_prior_covariance():
+    X = _data()
+    eps = 1e-2
+    module = gaussian_design(EDMPrecond(net=_net()), whiten=eps)
+    variables = _variables(module, fit_gaussian(X))
+    noise = np.random.default_rng(5).normal(size=(20000, R, R, C))
+    x_T = np.asarray(module.prior_sample(variables["gaussian"], noise, 80.0)).reshape(-1, D).astype(np.float64)
+    mean, lam, U = _moments64(X)
+    expected = 80.0**2 * (U @ np.diag(lam + eps * lam.max()) @ U.T)
+    np.testing.assert_allclose(np.cov(x_T.T, bias=True), expected, atol=0.05 * expected.max())
+
+
+def test_arguments_are_checked():
+    with pytest.raises(InputTypeError, match="precond"):
+        gaussian_design(_net(), bypass=True)
+    with pytest.raises(InputValueError, match="whiten"):
+        gaussian_design(EDMPrecond(net=_net()), whiten=0.0)
+    with pytest.raises(InputTypeError, match="bypass"):
+        GaussianEDMPrecond(net=_net(), bypass=1)
+    with pytest.raises(InputValueError, match="coordinates"):
+        GaussianEDMPrecond(net=_net(), coordinates="latent")
+    module = gaussian_design(EDMPrecond(net=_net()), bypass=True)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, R, R, C)), jnp.ones(1))
+    with pytest.raises(InputValueError, match="full rank"):
+        with_gaussian(variables, fit_gaussian(_data(), rank=3))
+    with pytest.raises(InputValueError, match="gaussian"):
+        with_gaussian({"params": variables["params"]}, fit_gaussian(_data()))
