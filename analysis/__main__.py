@@ -22,9 +22,6 @@ from gaussjax import InputError
 # the command modules, in the order of the paper's figures; each defines COMMAND, an `analysis._common.Command`
 COMMAND_MODULES = ("gaussian_theory", "score_agreement", "trajectories", "samples", "gmm_sweep", "score_field",
                    "learning_dynamics", "teleport", "compare_runs", "report")
-# Commands over several runs: their own options (positional `RUN ...`) instead of the shared `--run`, `--network`,
-# `--step`, ... of analysis.context; run as `command.run(None, args)`, checking everything themselves.
-MULTI_RUN_COMMANDS = ("compare-runs",)
 
 # What a user's options, paths and files cause, printed as one `error:` line (exit 2) instead of a traceback:
 # gaussjax's input-error family (options, file contents and run directories refused by name, unreadable
@@ -83,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands():
         sub = subparsers.add_parser(command.name, help=command.help, description=command.description,
                                     formatter_class=argparse.RawDescriptionHelpFormatter, exit_on_error=False)
-        if command.name in MULTI_RUN_COMMANDS:
+        if command.multi_run:
             command.add_arguments(sub)
             sub.set_defaults(command=command, handler=_multi_run_command)
             continue

@@ -65,6 +65,9 @@ class Command:
         needs_run: whether it reads a run's own files (`probes.csv`, `loss.csv`), not just its network.
         num_queries: the default of `--num-queries`.
         in_report: whether `report` runs it (False for commands that take minutes).
+        multi_run: whether it takes several run directories (positional `RUN ...`, its own options) instead of
+            the shared `--run`, `--network`, `--step`, ... of `analysis.context`; it is then called as
+            `run(None, args)` and checks everything itself.
     """
 
     name: str
@@ -78,6 +81,7 @@ class Command:
     needs_run: bool = False
     num_queries: int = 256
     in_report: bool = True
+    multi_run: bool = False
 
     def defaults(self, shared: argparse.Namespace) -> argparse.Namespace:
         """This command's options at their defaults, with the shared options of `shared`."""
@@ -172,8 +176,9 @@ def sigma_grid(num: int, low: float, high: float, *, min_num: int = 1) -> np.nda
 def command_key(seed: int, purpose: str) -> jax.Array:
     """The key of one kind of draw: `fold_in(key(seed), crc32(purpose) mod 2^31)`.
 
-    Purposes: `'queries'` (query points), `'initial-states'` (`x_T`; the same in `trajectories`, `samples`
-    and `teleport`), `'anchors'`, `'kid'`, `'feature-net'`. A draw depends on `--seed` and its purpose
+    Purposes: `'queries'` (query points), `'initial-states'` (`x_T`; the same in `trajectories`, `samples`,
+    `teleport` and `compare-runs`), `'anchors'`, `'kid'`, `'feature-net'`, `'floor-states'`, `'floor-subset'`,
+    `'auto-skip'`. A draw depends on `--seed` and its purpose
     only, never on which other draws a command makes.
     """
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(purpose.encode()) & 0x7FFFFFFF)

@@ -8,11 +8,12 @@ whitened data, a warm start; several seeds each): at every checkpoint of every r
 - `fd`: the Frechet distance between the features of `--num-samples` samples of the checkpoint's
   EMA network and those of the whole training split, on gaussjax's feature net (`train_feature_net`
   on the training split with `command_key(--seed, 'feature-net')`, cached in `OUT/feature_net/` as
-  `teleport` caches it). Every run and checkpoint starts from the SAME
-  `x_T = sigma_max z` (`command_key(--seed, 'initial-states')`, the `x_T` of `samples` and
-  `teleport`) and takes the deterministic Heun sampler on `karras_sigmas(--num-steps)`; a run
-  whose config has a `warm_start` sigma starts from the training set's Gaussian instead
-  (analytical teleportation, `gj.hybrid_sampler`, to the first grid level at or below it);
+  `teleport` caches it). Every run and checkpoint starts from the SAME draw
+  `z` (`command_key(--seed, 'initial-states')`; `x_T = sigma_max z` is the `x_T` of `samples` and
+  `teleport`) and takes the deterministic Heun sampler on `karras_sigmas(--num-steps)`, started
+  where the run needs (`gaussjax.nn.sampling_start`): a whitened run from the whitened prior
+  mapped back, a run with a `warm_start` sigma teleported by the training set's Gaussian to the
+  first grid level at or below it (analytical teleportation);
 - `fuv_<reference>@<sigma>`: the fraction of the EMA network's score variance the reference leaves
   unexplained (`fuv_score` of `probes.csv`, train queries; Fig. 12's y axis) for `gaussian`, the
   k-means GMM `gmm{--gmm}` and `delta`, at each of `--sigmas` (probe noise levels, named with 3
@@ -61,10 +62,11 @@ from analysis.context import DEFAULT_OUT, AnalysisContext
 from analysis.learning_dynamics import panel_sigmas, read_loss, read_probes, step_axis
 from analysis.memory import FLOAT32, check_memory
 from analysis.output import figure, prepare_out, save_figure, write_csv
-from analysis.teleport import FEATURE_NET, _check_feature_net_dir, _features, feature_extractor
+from analysis.teleport import FEATURE_NET, check_feature_net_dir, feature_extractor, features_of
 from analysis.trajectories import initial_states
 from gaussjax.checks import InputFileNotFoundError, InputValueError, check_int, check_real
 from gaussjax.data import Dataset, load_dataset
+from gaussjax.nn import sampling_start
 from gaussjax.quality import FeatureStats, frechet_distance
 from gaussjax.runs import TrainConfig
 
@@ -267,34 +269,22 @@ def probe_rows(run: RunInfo, references: list[str], sigmas: list[float]) -> list
     return rows
 
 
-def warm_start_skip(sigmas: np.ndarray, warm_start: float | None) -> int:
-    """Steps of the grid `sigmas (N + 1,)` the Gaussian replaces for a run trained up to `warm_start`.
-
-    The index of the first grid level at or below `warm_start` (0 for None or a limit at or above
-    `sigmas[0]`), at most `N - 1`, so the network is queried at levels it was trained on.
-    """
-    if warm_start is None:
-        return 0
-    at_or_below = np.flatnonzero(np.asarray(sigmas)[:-1] <= warm_start)
-    return int(at_or_below[0]) if len(at_or_below) else len(sigmas) - 2
-
-
-def draw_samples(network, gaussian, x_T: jax.Array, sigmas: jax.Array, n_skip: int) -> np.ndarray:
-    """Heun from `x_T (M, D)` on `sigmas` (after `n_skip` teleported steps), `SAMPLE_BATCH` at a time: `(M, D)`."""
+def draw_samples(network, config: TrainConfig, gaussian, noise: jax.Array, sigmas: jax.Array) -> np.ndarray:
+    """Heun samples `(M, D)` of `network` from `noise (M, D)`, `SAMPLE_BATCH` at a time, started where the run
+    needs (`gaussjax.nn.sampling_start`: the prior `sigma_max noise`, whitened for a whitened run and carried
+    by the Gaussian down to the run's `warm_start`)."""
     parts = []
-    for start in range(0, x_T.shape[0], SAMPLE_BATCH):
-        batch = x_T[start:start + SAMPLE_BATCH]
-        out = (gj.heun_sampler(network, batch, sigmas) if n_skip == 0
-               else gj.hybrid_sampler(network, gaussian, batch, sigmas, n_skip))
-        parts.append(np.asarray(out.x))
+    for first in range(0, noise.shape[0], SAMPLE_BATCH):
+        start = sampling_start(network, noise[first:first + SAMPLE_BATCH], sigmas, warm_start=config.warm_start,
+                               gaussian=gaussian)
+        parts.append(np.asarray(gj.heun_sampler(network, start.x, start.sigmas).x))
     return np.concatenate(parts)
 
 
-def fd_rows(run: RunInfo, x_T: jax.Array, sigmas: jax.Array, gaussian, real_stats, features) -> list[dict]:
+def fd_rows(run: RunInfo, noise: jax.Array, sigmas: jax.Array, gaussian, real_stats, features) -> list[dict]:
     """The `fd` row of every checkpoint of `run`; an unreadable checkpoint is nan, with a `warning:` line."""
     from gaussjax.runs import UnreadableCheckpointError, load_denoiser
 
-    n_skip = warm_start_skip(np.asarray(sigmas), getattr(run.config, "warm_start", None))
     rows = []
     for step in tqdm(run.steps, desc=f"FD {run.path.name}", leave=False):
         try:
@@ -303,7 +293,7 @@ def fd_rows(run: RunInfo, x_T: jax.Array, sigmas: jax.Array, gaussian, real_stat
             print(f"warning: {' '.join(str(error).split())}; its fd is nan", file=sys.stderr)
             rows.append({"run": str(run.path), "step": step, "metric": "fd", "value": math.nan})
             continue
-        samples = draw_samples(network, gaussian, x_T, sigmas, n_skip)
+        samples = draw_samples(network, run.config, gaussian, noise, sigmas)
         fd = frechet_distance(real_stats, FeatureStats.from_features(features(samples)))
         rows.append({"run": str(run.path), "step": step, "metric": "fd", "value": float(fd)})
     return rows
@@ -414,7 +404,7 @@ def run(context, args: argparse.Namespace) -> Result:
     start = time.perf_counter()
     check_options(args)
     out = prepare_out(args.out, OUTPUTS)
-    _check_feature_net_dir(out / FEATURE_NET)
+    check_feature_net_dir(out / FEATURE_NET)
     runs = read_runs(args)
     sigmas_fuv = choose_sigmas(runs, args.sigmas)
     references = choose_references(runs, args.gmm)
@@ -426,7 +416,7 @@ def run(context, args: argparse.Namespace) -> Result:
     extract, _, described = feature_extractor(context, argparse.Namespace(inception=None))
 
     def features(flat: np.ndarray) -> np.ndarray:
-        return _features(extract, train.unflatten, flat)
+        return features_of(extract, train.unflatten, flat)
 
     real = features(np.asarray(train.flat))
     real_stats = FeatureStats.from_features(real)
@@ -435,12 +425,12 @@ def run(context, args: argparse.Namespace) -> Result:
     floor = float(frechet_distance(real_stats, FeatureStats.from_features(real[subset])))
     gaussian = gj.fit.fit_references(train.flat, ["gaussian"])["gaussian"]
     sigmas = gj.karras_sigmas(args.num_steps)
-    x_T = initial_states(command_key(args.seed, "initial-states"), args.num_samples, dim, float(sigmas[0]))
+    noise = initial_states(command_key(args.seed, "initial-states"), args.num_samples, dim, 1.0)  # x_T / sigma_max
 
     rows = []
     for info in tqdm(runs, desc="compare-runs", unit="run"):
         rows += probe_rows(info, references, sigmas_fuv)
-        rows += fd_rows(info, x_T, sigmas, gaussian, real_stats, features)
+        rows += fd_rows(info, noise, sigmas, gaussian, real_stats, features)
     metrics = ["loss", "fd", *(fuv_metric(ref, s) for ref in references for s in sigmas_fuv)]
     rows.sort(key=lambda r: (args.runs.index(Path(r["run"])), r["step"], metrics.index(r["metric"])))
     finals = [r["value"] for r in rows if r["run"] == str(runs[0].path) and r["metric"] == "fd"]
@@ -463,5 +453,5 @@ COMMAND = Command(
     name="compare-runs",
     help="several runs against each other: loss, FD of EMA samples and probe FUVs vs step; who reaches an FD first",
     description=__doc__, outputs=OUTPUTS, add_arguments=add_arguments, run=run, needs_network=False, needs_run=True,
-    in_report=False,  # takes several runs, not --run; samples at every checkpoint
+    in_report=False, multi_run=True,  # takes several runs, not --run; samples at every checkpoint
 )

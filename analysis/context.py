@@ -22,6 +22,7 @@ from analysis._common import Command, command_key
 from analysis.output import prepare_out
 from gaussjax.checks import InputFileNotFoundError, InputValueError, check_int
 from gaussjax.data import Dataset, load_dataset
+from gaussjax.nn import SamplingStart, sampling_start
 
 DEFAULT_OUT = Path("analysis_out")
 NETWORK_SUFFIXES = (".pkl", ".safetensors")
@@ -46,6 +47,7 @@ class AnalysisContext:
         source: what is analysed, in words (the run, step and weights, or the network file).
         reference_rank: the rank of the reference mixtures' components (`analysis._common.references`): the
             run's `probe_gmm_rank`, so they are the run's probes' models (None: full rank).
+        warm_start: the run's `TrainConfig.warm_start` (the largest noise level it was trained on), or None.
     """
 
     network: object
@@ -59,6 +61,7 @@ class AnalysisContext:
     num_queries: int
     source: str = ""
     reference_rank: int | None = None
+    warm_start: float | None = None
 
     @property
     def flat(self) -> np.ndarray:
@@ -72,6 +75,13 @@ class AnalysisContext:
     def key(self, purpose: str) -> jax.Array:
         """The key of the draws of `purpose` under `--seed` (`analysis._common.command_key`)."""
         return command_key(self.seed, purpose)
+
+    def network_start(self, noise, sigmas, gaussian, *, warm_start: float | None = None) -> SamplingStart:
+        """Where a sampler of the network starts for `noise (M, D)` on `sigmas` (`gaussjax.nn.sampling_start`):
+        `sigmas[0] noise`, whitened for a whitened run and teleported by `gaussian` to the run's warm start
+        (or to `warm_start`, when given)."""
+        limit = self.warm_start if warm_start is None else warm_start
+        return sampling_start(self.network, noise, sigmas, warm_start=limit, gaussian=gaussian)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, command: Command) -> None:
@@ -161,18 +171,19 @@ def load_context(args: argparse.Namespace) -> AnalysisContext:
     check_shared_options(args)
     out = prepare_out(args.out, command.outputs)
     run_dir = None if args.run is None else Path(args.run)
-    dataset_name, options, reference_rank = args.dataset, {}, None
+    dataset_name, options, reference_rank, warm_start = args.dataset, {}, None, None
     if run_dir is not None:
         config = _read_run(run_dir, dataset_name)
         dataset_name, options = config.dataset, dict(config.dataset_options)
-        reference_rank = config.probe_gmm_rank
+        reference_rank, warm_start = config.probe_gmm_rank, config.warm_start
     train = load_dataset(dataset_name, root=args.data_dir, split="train", **options)
     try:
         test = load_dataset(dataset_name, root=args.data_dir, split="test", **options)
     except InputValueError:
         test = None  # (folder and array datasets have no test split)
     context = AnalysisContext(None, train, test, run_dir, args.step, args.weights, out, args.seed, args.num_queries,
-                              f"dataset {dataset_name!r}" if run_dir is None else str(run_dir), reference_rank)
+                              f"dataset {dataset_name!r}" if run_dir is None else str(run_dir), reference_rank,
+                              warm_start)
     command.validate(context, args)
     if not command.needs_network:
         return context

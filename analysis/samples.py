@@ -3,7 +3,10 @@
 From the same `x_T = sigma_max z` (seeded, as `trajectories`), each model maps noise to a sample:
 the network, the reference `gmm{K}` of K = `--gmm-components` and the delta mixture on the training set by the
 deterministic Heun sampler on `karras_sigmas(--num-steps)`, the Gaussian by its closed-form
-final state (Eq. 17). Pixels are in [-1, 1].
+final state (Eq. 17). Pixels are in [-1, 1]. The network of a run trained with the paper's Sec. 8 options
+starts where it must (`gaussjax.nn.sampling_start`, the same `z`): a `--warm-start` run at the first grid
+level at or below its warm start, teleported there by the Gaussian (so up to it, it follows the Gaussian's
+path exactly); a `--whiten` run from the whitened prior mapped back, `mu + sigma_max W^(-1) z`.
 
 Files in `--out`:
     samples.png          one row of tiles per model (the first 16 samples), same noise per column.
@@ -56,13 +59,19 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser)
 
 
-def model_samples(network, references: dict, x_T: jax.Array, sigmas: jax.Array) -> dict:
-    """`{model: (B, D)}` samples from `x_T` at `sigmas[0]`: Heun for all but the Gaussian's closed form (Eq. 17)."""
+def model_samples(network, references: dict, x_T: jax.Array, sigmas: jax.Array, start=None) -> dict:
+    """`{model: (B, D)}` samples from `x_T` at `sigmas[0]`: Heun for all but the Gaussian's closed form (Eq. 17).
+
+    `start`: the network's own start (`AnalysisContext.network_start`, a `SamplingStart`), or None: `x_T` on
+    `sigmas` as the references.
+    """
     models = {"network": network, **references}
 
     def sample(name, model):
         if name == "gaussian":
             return gj.gaussian_final_state(model, x_T, sigmas[0])
+        if name == "network" and start is not None:
+            return gj.heun_sampler(model, start.x, start.sigmas).x
         return gj.heun_sampler(model, x_T, sigmas).x
 
     return {name: np.asarray(sample(name, model))
@@ -133,8 +142,11 @@ def validate(context, args) -> None:
 def run(context, args) -> Result:
     flat = context.flat
     sigmas = gj.karras_sigmas(args.num_steps)
-    x_T = initial_states(context.key("initial-states"), context.num_queries, flat.shape[1], float(sigmas[0]))
-    samples = model_samples(context.network, fit_models(context, args.gmm_components), x_T, sigmas)
+    noise = initial_states(context.key("initial-states"), context.num_queries, flat.shape[1], 1.0)
+    x_T = float(sigmas[0]) * noise
+    models = fit_models(context, args.gmm_components)
+    start = context.network_start(noise, sigmas, models["gaussian"])
+    samples = model_samples(context.network, models, x_T, sigmas, start)
     np.savez(context.path("samples.npz"), x_T=np.asarray(x_T), **samples)
     mse = pairwise_mse(samples)
     index, distance, ratio = nearest_neighbours(samples["network"], flat)

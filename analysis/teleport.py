@@ -28,6 +28,11 @@ sampler's NFE. NFE: Heun on N steps costs `2N - 1`, so teleporting `k` steps cos
 (past the auto choice) whose FD exceeds `COLLAPSE_FACTOR = 3` times `FD(0) + floor` (quality
 has collapsed), or at `N - 1`.
 
+A run trained with `--warm-start SIGMA` is swept like any other (rows with `sigma_skip > SIGMA` query the
+network at levels it was never trained on; `compare-runs` and `samples` start it at SIGMA). A whitened run
+(`--whiten`) is refused: its network denoises anisotropic noise, so the isotropic Gaussian solution is not
+its early path.
+
 Auto choice: `gaussjax.teleportation.auto_sigma_skip` on `--num-queries` states (no data needed),
 the same for every sampler (it depends only on the grid); its row is marked in the plot.
 
@@ -121,7 +126,7 @@ def validate(context, args) -> None:
         raise InputValueError(f"`--inception` {args.inception} is not a file: "
                               "pass pytorch-fid's Inception weights (.pth)")
     if args.inception is None:
-        _check_feature_net_dir(context.out / FEATURE_NET)
+        check_feature_net_dir(context.out / FEATURE_NET)
     dim, samplers, rows = context.flat.shape[1], len(SAMPLERS) if args.sampler == "all" else 1, args.num_steps + 1
     check_memory(FLOAT32 * (args.num_samples * (dim * SAMPLE_ARRAYS + rows * samplers * FEATURES_BOUND)
                             + rows * context.num_queries * dim),
@@ -129,7 +134,7 @@ def validate(context, args) -> None:
                  f"{dim}) and `--num-queries` {context.num_queries}")
 
 
-def _check_feature_net_dir(path: Path) -> None:
+def check_feature_net_dir(path: Path) -> None:
     """`path` (`OUT/feature_net`) must be absent, an empty directory, or a saved feature net (never deleted)."""
     if path.exists() and not path.is_dir():
         raise InputValueError(f"{path} is a file, where the command caches its feature net (a directory): remove it or "
@@ -149,7 +154,7 @@ def feature_extractor(context, args) -> tuple:
         inception = load_inception(args.inception)
         return (lambda images: np.asarray(inception(images), np.float64)), "FID", "Inception pool3 features"
     path, train = context.out / FEATURE_NET, context.train
-    _check_feature_net_dir(path)
+    check_feature_net_dir(path)
     if (path / FEATURE_NET_FILE).is_file():
         net, how = load_feature_net(path), f"cached {path}"
         if net.dataset_name != train.name or tuple(net.image_shape) != tuple(train.images.shape[1:]):
@@ -166,7 +171,8 @@ def feature_extractor(context, args) -> tuple:
         f"feature net ({how}; held-out accuracy {accuracy})")
 
 
-def _features(extract, unflatten, flat: np.ndarray) -> np.ndarray:
+def features_of(extract, unflatten, flat: np.ndarray) -> np.ndarray:
+    """`extract`'s features `(N, F)` of flat images `(N, D)`, `FEATURE_BATCH` images at a time."""
     return np.concatenate([extract(jnp.asarray(unflatten(flat[i:i + FEATURE_BATCH])))
                            for i in range(0, len(flat), FEATURE_BATCH)])
 
@@ -292,6 +298,11 @@ def plot(rows: list[dict], floors: dict, auto_skip: int, metric: str, path: Path
 
 def run(context, args) -> Result:
     start = time.perf_counter()
+    if getattr(getattr(context.network, "module", None), "whiten", None) is not None:
+        raise InputValueError(
+            f"{context.source} is a whitened network (--whiten): its denoiser is for noise of covariance "
+            "sigma^2 (Sigma + eps I), so the data Gaussian's isotropic-noise solution is not its early path and "
+            "teleport does not apply; compare its samples with `compare-runs` or `samples`")
     extract, metric, described = feature_extractor(context, args)  # first: it may refuse a cached net
     names = list(SAMPLERS) if args.sampler == "all" else [args.sampler]
     sigmas = gj.karras_sigmas(args.num_steps)
@@ -301,13 +312,13 @@ def run(context, args) -> Result:
                              num_states=context.num_queries)
     real_split, fallback = (context.test, "") if context.test is not None else (
         context.train, " (the dataset has no held-out split: against the TRAIN split)")
-    real = _features(extract, context.train.unflatten, np.asarray(real_split.flat))
+    real = features_of(extract, context.train.unflatten, np.asarray(real_split.flat))
     setup = SweepSetup(
         network=context.network, gaussian=gaussian, sigmas=sigmas, auto_skip=choice.n_skip,
         x_T=float(sigmas[0]) * jax.random.normal(context.key("initial-states"), shape, jnp.float32),
         x_T2=float(sigmas[0]) * jax.random.normal(context.key("floor-states"), shape, jnp.float32),
         quality=Quality(real, context.key("kid")),
-        features=lambda samples: _features(extract, context.train.unflatten, samples),
+        features=lambda samples: features_of(extract, context.train.unflatten, samples),
     )
     rows, floors, saved = [], {}, {"real": real.astype(np.float32)}
     for name in names:

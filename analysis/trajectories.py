@@ -25,6 +25,12 @@ Files in `--out`:
 Summary: per reference, the final-sample deviation and the sigma where it departs from the network:
 the largest grid sigma at which the median state deviation exceeds `DEPARTURE_RMS = 0.1` (the
 paper's "MSE < 0.01" closeness, Sec. 5, as an RMS).
+
+A run trained with the paper's Sec. 8 options is sampled from its own start (`gaussjax.nn.sampling_start`,
+the same `z`): a `--warm-start` run's path is the Gaussian's teleported states down to its warm start
+(denoiser deviations nan there: the network is not queried), a `--whiten` run's starts from the whitened
+prior mapped back, `mu + sigma_max W^(-1) z`, so its early deviations from the references' paths (from
+`sigma_max z`) measure the two priors' difference.
 """
 
 from __future__ import annotations
@@ -98,6 +104,23 @@ def fit_models(context, gmm_components: int) -> dict:
     """`{'gaussian', 'gmm', 'delta'}`: references `gaussian`, `gmm{K}` and `delta` (`analysis._common.references`)."""
     models = references(context, ["gaussian", f"gmm{gmm_components}", "delta"])
     return {"gaussian": models["gaussian"], "gmm": models[f"gmm{gmm_components}"], "delta": models["delta"]}
+
+
+def network_path(context, noise: jax.Array, sigmas: jax.Array, gaussian) -> tuple[np.ndarray, np.ndarray]:
+    """The network's sampler path from `noise (B, D)`: states `(N + 1, B, D)`, denoiser outputs `(N, B, D)`.
+
+    Heun from `context.network_start` (for a plain run `heun_path` from `sigma_max noise`). A warm-start
+    run's first `n_skip` levels are the Gaussian's teleported states (the sampler's own, in its
+    coordinates), where the network gives no output: nan.
+    """
+    start = context.network_start(noise, sigmas, gaussian)
+    states, denoised = heun_path(context.network, start.x, start.sigmas)
+    if not start.n_skip:
+        return states, denoised
+    skipped = [np.asarray(context.network_start(noise, sigmas, gaussian, warm_start=float(s)).x)
+               for s in np.asarray(sigmas)[:start.n_skip]]
+    return (np.concatenate([np.stack(skipped), states]),
+            np.concatenate([np.full((start.n_skip, *denoised.shape[1:]), np.nan, denoised.dtype), denoised]))
 
 
 def heun_path(model, x_T: jax.Array, sigmas: jax.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -186,9 +209,11 @@ def _summary(rows: list[dict], context, num_steps: int) -> list[str]:
 
 def run(context, args) -> Result:
     sigmas = gj.karras_sigmas(args.num_steps)
-    x_T = initial_states(context.key("initial-states"), context.num_queries, context.flat.shape[1], float(sigmas[0]))
-    network = heun_path(context.network, x_T, sigmas)
-    deviations = path_deviations(network, reference_paths(fit_models(context, args.gmm_components), x_T, sigmas))
+    noise = initial_states(context.key("initial-states"), context.num_queries, context.flat.shape[1], 1.0)
+    x_T = float(sigmas[0]) * noise
+    models = fit_models(context, args.gmm_components)
+    network = network_path(context, noise, sigmas, models["gaussian"])
+    deviations = path_deviations(network, reference_paths(models, x_T, sigmas))
     rows = quantile_rows(np.asarray(sigmas), deviations)
     np.savez(context.path("trajectory_deviations.npz"), sigmas=np.asarray(sigmas),
              **{f"{r}_{q}": v for (r, q), v in deviations.items()})

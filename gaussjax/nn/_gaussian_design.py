@@ -51,13 +51,17 @@ the Gaussian data `N(mu, Sigma)` the exact mapped-back denoiser is
 The probability-flow ODE `dx/dsigma = (x - D(x, sigma)) / sigma` in data coordinates is the
 whitened one mapped by `x = mu + W^(-1) z` (the map is affine), so EDM's samplers give the
 whitened model's samples mapped back, *provided* they start from the whitened prior mapped
-back: `x_T = mu + sigma_max W^(-1) n` (`prior_sample`), not from `sigma_max n`.
+back: `x_T = mu + sigma_max W^(-1) n`, not from `sigma_max n`. `sampling_start` gives a network's
+start, in either coordinates and with a warm start (paper Sec. 8 "Noise schedule": the Gaussian
+carries the states down to the level training stopped at).
 
 The Gaussian's and the whitening's matrix products are analytic code: they run at the precision of
 `gaussjax.matmul_precision` (HIGHEST by default), the network `F` at JAX's default.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -68,6 +72,8 @@ from gaussjax._checks import check_choice, check_real
 from gaussjax._errors import InputTypeError, InputValueError
 from gaussjax._precision import matmul
 from gaussjax.nn._precond import EDMPrecond, VEPrecond, VPPrecond, _Preconditioner, iDDPMPrecond
+from gaussjax.scores.gaussian import Gaussian
+from gaussjax.solution import gaussian_trajectory
 
 COORDINATES = ("data", "whitened")
 COLLECTION = "gaussian"  # the variable collection holding the fitted Gaussian
@@ -164,19 +170,6 @@ class _GaussianDesign(_Preconditioner):
         flat = images.astype(jnp.float32).reshape(images.shape[0], -1)
         return whiten_flat(gaussian, self.whiten, flat).reshape(images.shape)
 
-    @nn.nowrap
-    def prior_sample(self, gaussian: dict, noise, sigma_max):
-        """The sampler's start `x_T` in data coordinates for `noise (N, H, W, C) ~ N(0, I)`.
-
-        `sigma_max * noise` without whitening; `mu + sigma_max W^(-1) noise` with it (the
-        whitened prior mapped back; the mean is negligible at EDM's `sigma_max`, kept for exactness).
-        """
-        noise = jnp.asarray(noise, jnp.float32)
-        if self.whiten is None:
-            return sigma_max * noise
-        flat = unwhiten_flat(gaussian, self.whiten, sigma_max * noise.reshape(noise.shape[0], -1))
-        return flat.reshape(noise.shape)
-
 
 class GaussianEDMPrecond(_GaussianDesign, EDMPrecond):
     """`EDMPrecond` with a Gaussian bypass and/or whitening (see `gaussian_design`)."""
@@ -246,3 +239,86 @@ def with_gaussian(variables, gaussian):
             raise InputValueError(f"`gaussian.{key}` must have shape {expected} (full rank, D = H W C of the "
                                   f"network), got {tuple(np.shape(value))}")
     return dict(variables, **{COLLECTION: {k: jnp.asarray(v, jnp.float32) for k, v in new.items()}})
+
+
+def warm_start_skip(sigmas, warm_start: float | None) -> int:
+    """Steps of the sampler grid `sigmas (N + 1,)` that a network trained up to `warm_start` leaves to the Gaussian.
+
+    The index of the first grid level at or below `warm_start`: 0 for None or a limit at or above
+    `sigmas[0]`, at most `N - 1` (the network is queried only at levels it was trained on, and
+    at least one step is sampled).
+    """
+    if warm_start is None:
+        return 0
+    check_real("warm_start", warm_start, minimum=0, strict=True)
+    levels = np.asarray(sigmas, np.float64)
+    at_or_below = np.flatnonzero(levels[:-1] <= warm_start)
+    return int(at_or_below[0]) if len(at_or_below) else len(levels) - 2
+
+
+class SamplingStart(NamedTuple):
+    """Where a sampler starts (`sampling_start`): `x (M, D)` at `sigmas[0]`, the grid `sigmas (N + 1 - n_skip,)` left
+    to the sampler, and `n_skip`, the grid steps the Gaussian solution replaced."""
+
+    x: jax.Array
+    sigmas: jax.Array
+    n_skip: int
+
+
+def sampling_start(denoiser, noise, sigmas, *, warm_start: float | None = None, gaussian=None) -> SamplingStart:
+    """The start of a sampler for `denoiser` on the grid `sigmas`: the prior draw, teleported for a warm start.
+
+    With `n_skip = warm_start_skip(sigmas, warm_start)` and `s_0 = sigmas[0]`, `s_k = sigmas[n_skip]`:
+
+    - a plain network: `x_T = s_0 noise`, carried to `s_k` by the exact Gaussian PF-ODE solution
+      (`gaussjax.gaussian_trajectory`, paper Eq. 15: analytical teleportation; identity for `n_skip = 0`);
+    - a whitened `gaussian_design` network (`whiten` set): the same in whitened coordinates, where the
+      prior is isotropic and the data Gaussian is `N(0, U diag(lambda / (lambda + eps_abs)) U^T)`,
+      mapped back: `x = mu + W^(-1) z` (module docstring). The Gaussian is the network's own.
+
+    Then any sampler on `start.sigmas` from `start.x` samples the network, e.g.
+    `gj.heun_sampler(denoiser, start.x, start.sigmas)`. For a plain network this is exactly
+    `gj.hybrid_sampler(denoiser, gaussian, s_0 noise, sigmas, n_skip)`.
+
+    A host-side function (`n_skip` sets the grid length): call it outside `jax.jit`.
+
+    Args:
+        denoiser: a `NeuralDenoiser` (or any `Denoiser`; only a `gaussian_design` module is treated specially).
+        noise: `(M, D)` standard normal draws, `D = H W C`.
+        sigmas: the sampler's grid `(N + 1,)`, decreasing, `N >= 1` (e.g. `gj.karras_sigmas(18)`).
+        warm_start: the largest noise level the network was trained on (`TrainConfig.warm_start`), or None.
+        gaussian: the training data's `Gaussian` (`fit_gaussian`), for a warm start of a network that
+            holds none (one without `bypass` or `whiten`); otherwise the network's own is used.
+
+    Returns:
+        `SamplingStart(x (M, D) float32, sigmas (N + 1 - n_skip,), n_skip)`.
+
+    Raises:
+        InputValueError: `noise` or `sigmas` mis-shaped, `warm_start` not > 0, or a warm start of a
+            network without a Gaussian and no `gaussian` given.
+    """
+    noise = jnp.asarray(noise, jnp.float32)
+    sigmas = jnp.asarray(sigmas, jnp.float32)
+    if noise.ndim != 2:
+        raise InputValueError(f"`noise` must have shape (M, D), got {noise.shape}")
+    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+        raise InputValueError(f"`sigmas` must have shape (N + 1,) with N >= 1, got {sigmas.shape}")
+    n_skip = warm_start_skip(sigmas, warm_start)
+    module = getattr(denoiser, "module", None)
+    own = denoiser.params.get(COLLECTION) if isinstance(module, _GaussianDesign) else None
+    whiten = module.whiten if isinstance(module, _GaussianDesign) else None
+    x = sigmas[0] * noise
+    if own is not None and whiten is not None:
+        eigvals = own["eigvals"] / (own["eigvals"] + whitening_floor(own["eigvals"], whiten))
+        if n_skip:
+            whitened = Gaussian(jnp.zeros_like(own["mean"]), eigvals, own["eigvecs"])
+            x = gaussian_trajectory(whitened, x, sigmas[0], sigmas[n_skip])
+        x = unwhiten_flat(own, whiten, x)
+    elif n_skip:
+        if gaussian is None:
+            if own is None:
+                raise InputValueError(f"a warm start (`warm_start` {warm_start}) teleports with the data's Gaussian: "
+                                      "pass `gaussian` (fit_gaussian of the training data)")
+            gaussian = Gaussian(own["mean"], own["eigvals"], own["eigvecs"])
+        x = gaussian_trajectory(gaussian, x, sigmas[0], sigmas[n_skip])
+    return SamplingStart(x.astype(jnp.float32), sigmas[n_skip:], n_skip)

@@ -259,13 +259,8 @@ def test_loss_at_takes_the_row_at_or_before_the_step():
     assert math.isnan(compare_runs.loss_at(np.zeros((0, 2)), 5))
 
 
-def test_warm_start_skips_the_grid_levels_above_the_limit():
-    grid = np.array([80.0, 10.0, 2.0, 0.5, 0.0])
-    skip = compare_runs.warm_start_skip
-    assert [skip(grid, limit) for limit in (None, 100.0, 80.0, 5.0, 2.0, 0.1)] == [0, 0, 0, 2, 2, 3]
-
-
 def test_default_labels_are_the_config_name_and_the_fields_that_differ_from_the_first_run():
     tiny = CONFIGS["digits-tiny"]
     labels = compare_runs.default_labels([tiny, tiny.replace(seed=3), tiny.replace(lr=1e-3, steps=7)])
     assert labels == ["digits-tiny", "digits-tiny", "digits-tiny lr=0.001 steps=7"]
+

@@ -5,17 +5,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gaussjax import heun_sampler, karras_sigmas
 from gaussjax.checks import InputTypeError, InputValueError
 from gaussjax.fit import fit_gaussian
 from gaussjax.nn import (
     EDMPrecond,
     GaussianEDMPrecond,
+    NeuralDenoiser,
     SongUNet,
     VEPrecond,
     VPPrecond,
     gaussian_design,
     iDDPMPrecond,
+    sampling_start,
     unwhiten_flat,
+    warm_start_skip,
     whiten_flat,
     with_gaussian,
 )
@@ -159,16 +163,84 @@ def test_whitened_coordinates_see_the_whitened_gaussian():
     np.testing.assert_allclose(out, _numpy_denoise(mu_z, lam_z, U, z, sigma), atol=2e-5)
 
 
-def test_whitened_prior_sample_has_the_whitened_prior_covariance():
+def _denoiser(module, gaussian, zero_net=True):
+    return NeuralDenoiser(module=module, params=_variables(module, gaussian, zero_net), image_shape=(R, R, C))
+
+
+def _numpy_flow(mean, lam, U, x, sigma_from, sigma_to):
+    """float64 Eq. 15: the Gaussian PF-ODE from `sigma_from` to `sigma_to`, mu + U diag(sqrt(..)) U^T (x - mu)."""
+    ratio = np.sqrt((lam + sigma_to**2) / (lam + sigma_from**2))
+    return mean + (ratio * ((x - mean) @ U)) @ U.T
+
+
+def test_whitened_start_has_the_whitened_prior_covariance():
     X = _data()
     eps = 1e-2
-    module = gaussian_design(EDMPrecond(net=_net()), whiten=eps)
-    variables = _variables(module, fit_gaussian(X))
-    noise = np.random.default_rng(5).normal(size=(20000, R, R, C))
-    x_T = np.asarray(module.prior_sample(variables["gaussian"], noise, 80.0)).reshape(-1, D).astype(np.float64)
+    network = _denoiser(gaussian_design(EDMPrecond(net=_net()), whiten=eps), fit_gaussian(X))
+    noise = np.random.default_rng(5).normal(size=(20000, D))
+    start = sampling_start(network, noise, karras_sigmas(18))
+    assert start.n_skip == 0 and start.sigmas.shape == (19,)
     mean, lam, U = _moments64(X)
     expected = 80.0**2 * (U @ np.diag(lam + eps * lam.max()) @ U.T)
-    np.testing.assert_allclose(np.cov(x_T.T, bias=True), expected, atol=0.05 * expected.max())
+    np.testing.assert_allclose(np.cov(np.asarray(start.x, np.float64).T, bias=True), expected,
+                               atol=0.05 * expected.max())
+
+
+@pytest.mark.parametrize("whiten", [None, 1e-2])
+def test_warm_start_teleports_with_the_gaussian_and_samples_it(whiten):
+    """A bypass network with F = 0 is the Gaussian; from the warm start, Heun ends at Eq. 15's exact end state."""
+    X = _data()
+    mean, lam, U = _moments64(X)
+    network = _denoiser(gaussian_design(EDMPrecond(net=_net()), bypass=True, whiten=whiten), fit_gaussian(X))
+    sigmas = karras_sigmas(200)
+    noise = np.random.default_rng(6).normal(size=(16, D))
+    start = sampling_start(network, noise, sigmas, warm_start=2.0)
+    k = int(np.flatnonzero(np.asarray(sigmas)[:-1] <= 2.0)[0])
+    assert start.n_skip == k and start.sigmas.shape == (201 - k,)
+    s0, sk = float(sigmas[0]), float(sigmas[k])
+    if whiten is None:  # data coordinates: teleport with N(mu, Sigma); the end state is the flow to 0
+        expected_start = _numpy_flow(mean, lam, U, s0 * noise, s0, sk)
+        expected_end = _numpy_flow(mean, lam, U, s0 * noise, s0, 0.0)
+    else:  # whitened coordinates: N(0, lam / (lam + eps_abs)) there, mapped back by mu + W^-1 z
+        floor = whiten * lam.max()
+        lam_z, scale = lam / (lam + floor), np.sqrt(lam + floor)
+        def back(z):
+            return mean + (scale * (z @ U)) @ U.T
+        expected_start = back(_numpy_flow(0.0, lam_z, U, s0 * noise, s0, sk))
+        expected_end = back(_numpy_flow(0.0, lam_z, U, s0 * noise, s0, 0.0))
+    np.testing.assert_allclose(start.x, expected_start, atol=2e-4 * np.abs(expected_start).max())
+    end = np.asarray(heun_sampler(network, start.x, start.sigmas).x)
+    np.testing.assert_allclose(end, expected_end, atol=2e-3 * np.abs(expected_end).max())
+
+
+def test_warm_start_of_a_plain_network_needs_the_data_gaussian():
+    X = _data()
+    mean, lam, U = _moments64(X)
+    network = NeuralDenoiser(module=EDMPrecond(net=_net()), params=EDMPrecond(net=_net()).init(
+        jax.random.key(0), jnp.zeros((1, R, R, C)), jnp.ones(1)))
+    sigmas = karras_sigmas(18)
+    noise = np.random.default_rng(7).normal(size=(4, D))
+    with pytest.raises(InputValueError, match="gaussian"):
+        sampling_start(network, noise, sigmas, warm_start=1.0)
+    start = sampling_start(network, noise, sigmas, warm_start=1.0, gaussian=fit_gaussian(X))
+    s0, sk = float(sigmas[0]), float(sigmas[start.n_skip])
+    np.testing.assert_allclose(start.x, _numpy_flow(mean, lam, U, s0 * noise, s0, sk), atol=1e-3)
+    plain = sampling_start(network, noise, sigmas)  # no warm start: the prior draw itself
+    np.testing.assert_allclose(plain.x, s0 * noise, rtol=1e-6)
+    with pytest.raises(InputValueError, match="noise"):
+        sampling_start(network, noise[0], sigmas)
+    with pytest.raises(InputValueError, match="warm_start"):
+        sampling_start(network, noise, sigmas, warm_start=-1.0)
+
+
+def test_warm_start_skip_picks_the_first_level_at_or_below():
+    sigmas = np.array([80.0, 10.0, 2.0, 0.5, 0.0])
+    assert warm_start_skip(sigmas, None) == 0
+    assert warm_start_skip(sigmas, 100.0) == 0
+    assert warm_start_skip(sigmas, 80.0) == 0
+    assert warm_start_skip(sigmas, 10.0) == 1
+    assert warm_start_skip(sigmas, 9.99) == 2
+    assert warm_start_skip(sigmas, 1e-6) == 3  # at most N - 1: one step is always sampled
 
 
 def test_arguments_are_checked():

@@ -30,6 +30,20 @@ def test_warm_start_draws_the_truncated_log_normal(sigma_max):
     assert scipy.stats.kstest(np.log(sigma.astype(np.float64)), truncated.cdf).pvalue > 1e-3
 
 
+@pytest.mark.parametrize("sigma_max", [1e-4, 1e-12, 1e6])
+def test_warm_start_far_in_the_tails_stays_finite_and_below_the_limit(sigma_max):
+    """A limit 7 sigma below the mean (1e-4) still follows the truncated law; 1e-12 (Phi(b) underflows
+    float32) gives the limit itself; 1e6 is EDM's untruncated law."""
+    sigma = np.asarray(edm_sigmas(jax.random.key(1), 4096, P_mean=P_MEAN, P_std=P_STD, sigma_max=sigma_max))
+    assert np.all(np.isfinite(sigma)) and np.all(sigma > 0) and sigma.max() <= np.float32(sigma_max)
+    if sigma_max == 1e-12:
+        np.testing.assert_array_equal(sigma, np.float32(sigma_max))
+    else:
+        bound = (np.log(sigma_max) - P_MEAN) / P_STD
+        truncated = scipy.stats.truncnorm(-np.inf, bound, loc=P_MEAN, scale=P_STD)
+        assert scipy.stats.kstest(np.log(sigma.astype(np.float64)), truncated.cdf).pvalue > 1e-3
+
+
 def test_warm_start_ks_test_has_teeth():
     """The untruncated log-normal is told apart from the truncated one (and draws above the limit)."""
     sigma = np.asarray(edm_sigmas(jax.random.key(0), 20_000, P_mean=P_MEAN, P_std=P_STD))
