@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import scipy.linalg
+from frechet import numpy_fd
 
 import gaussjax as gj
 from analysis import compare_runs
@@ -93,14 +93,6 @@ def test_csv_has_one_row_per_run_checkpoint_and_metric_with_the_runs_loss_and_pr
                 reference, sigma = row["metric"][4:].split("@")
                 assert value == probes[step, reference, float(sigma)]
     assert math.isnan(float(rows[0]["value"]))  # step 0 is before the first loss row
-
-
-def numpy_fd(real: np.ndarray, fake: np.ndarray) -> float:
-    """Frechet distance of two feature sets (Heusel et al. 2017), float64, unbiased covariances, SciPy's sqrtm."""
-    real, fake = real.astype(np.float64), fake.astype(np.float64)
-    c1, c2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    root = scipy.linalg.sqrtm(c1 @ c2).real
-    return float(np.sum((real.mean(0) - fake.mean(0)) ** 2) + np.trace(c1 + c2 - 2 * root))
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import scipy.linalg
+from frechet import numpy_fd
 
 import gaussjax as gj
 from analysis.__main__ import main
@@ -66,13 +66,6 @@ def heun_from_numpy_start(run: Path, sigmas: np.ndarray) -> np.ndarray:
     x_k = numpy_start(initial_z(), sigmas, k)
     network = load_denoiser(run, step=20, weights="ema")
     return np.asarray(gj.heun_sampler(network, np.asarray(x_k, np.float32), gj.karras_sigmas(STEPS)[k:]).x)
-
-
-def numpy_fd(real: np.ndarray, fake: np.ndarray) -> float:
-    real, fake = real.astype(np.float64), fake.astype(np.float64)
-    c1, c2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    root = scipy.linalg.sqrtm(c1 @ c2).real
-    return float(np.sum((real.mean(0) - fake.mean(0)) ** 2) + np.trace(c1 + c2 - 2 * root))
 
 
 @pytest.mark.slow

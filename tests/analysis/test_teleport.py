@@ -9,7 +9,7 @@ import io
 import jax
 import numpy as np
 import pytest
-import scipy.linalg
+from frechet import numpy_fd
 
 import gaussjax as gj
 from analysis import teleport as T
@@ -61,13 +61,6 @@ def swept():
     return results, network, gaussian, x_T, sigmas, features
 
 
-def _frechet(a, b):
-    a, b = np.float64(a), np.float64(b)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = scipy.linalg.sqrtm(ca @ cb).real
-    return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca + cb - 2 * root))
-
-
 @pytest.mark.slow
 def test_sweep_nfe_and_same_noise_baseline(swept):
     results, network, gaussian, x_T, sigmas, features = swept
@@ -87,7 +80,7 @@ def test_sweep_nfe_and_same_noise_baseline(swept):
             np.testing.assert_allclose(rows[1]["mse_to_full"], np.mean((x - full) ** 2), rtol=1e-6)
             np.testing.assert_allclose(saved[f"{name}_1"], features(x), rtol=1e-4, atol=1e-4)
         # the floor: the FD between the full sampler's two sample sets
-        np.testing.assert_allclose(floor["floor"], _frechet(saved[f"{name}_0"], saved[f"{name}_second"]), rtol=1e-5)
+        np.testing.assert_allclose(floor["floor"], numpy_fd(saved[f"{name}_0"], saved[f"{name}_second"]), rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -113,12 +106,12 @@ def test_fd_and_floor_recomputed_from_saved_features(ran):
     for row in read_csv(out / "teleport.csv"):
         fake = saved[f"{row['sampler']}_{row['n_skip']}"]
         assert fake.shape[0] == SAMPLES
-        np.testing.assert_allclose(float(row["fd"]), _frechet(real, fake), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(row["fd"]), numpy_fd(real, fake), rtol=1e-5, atol=1e-6)
         floor = floors[row["sampler"]]
         assert (row["within_floor"] == "True") == (float(row["fd"]) <= float(floor["fd_full"]) + float(floor["floor"]))
         assert 0 <= float(row["precision"]) <= 1 and 0 <= float(row["recall"]) <= 1
     for name, floor in floors.items():
-        np.testing.assert_allclose(float(floor["floor"]), _frechet(saved[f"{name}_0"], saved[f"{name}_second"]),
+        np.testing.assert_allclose(float(floor["floor"]), numpy_fd(saved[f"{name}_0"], saved[f"{name}_second"]),
                                    rtol=1e-5, atol=1e-6)
 
 
