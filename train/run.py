@@ -131,7 +131,7 @@ def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Iterator[Run]
         # The train step runs outside any compiled loop, where XLA's own convolutions are the fastest
         # formulation on every backend (see gaussjax.nn._conv).
         precond = EDMPrecond(net=SongUNet(**network.kwargs(), conv_impl="xla"), sigma_data=config.sigma_data)
-        if config.bypass or config.whiten is not None:  # the paper's Sec. 8 options (docs/training.md)
+        if config.holds_gaussian:  # the paper's Sec. 8 options (docs/training.md)
             precond = gaussian_design(precond, bypass=config.bypass, whiten=config.whiten)
         mesh = make_mesh()
         yield Run(config, run_dir, dataset, precond, make_optimizer(config), mesh,
@@ -140,8 +140,7 @@ def open_run(config: TrainConfig, run_dir: Path, data_dir=None) -> Iterator[Run]
 
 def resume(run: Run, log=print) -> TrainState:
     """The newest readable checkpoint's state, else a fresh one; drops CSV rows written after it."""
-    design = run.config.bypass or run.config.whiten is not None
-    gaussian = fit_gaussian(np.asarray(run.dataset.flat)) if design else None  # the bypass's / whitening's
+    gaussian = fit_gaussian(np.asarray(run.dataset.flat)) if run.config.holds_gaussian else None
     state = init_state(run.config, run.precond, run.dataset.image_shape, run.optimizer, gaussian=gaussian)
     if run.mesh is not None:  # everything replicated on every device; the batches come sharded
         state = replicate(state, run.mesh)

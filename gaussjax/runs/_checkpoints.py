@@ -210,7 +210,7 @@ def _design_precond(config, precond):
 
     (`warm_start` changes only which noise levels training draws, not the network.)
     """
-    if not config.bypass and config.whiten is None:
+    if not config.holds_gaussian:
         return precond
     return gaussian_design(precond, bypass=config.bypass, whiten=config.whiten)
 

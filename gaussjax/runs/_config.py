@@ -185,6 +185,12 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def holds_gaussian(self) -> bool:
+        """Whether the network holds the training set's fitted Gaussian (`bypass` or `whiten`:
+        `gaussjax.nn.gaussian_design`); `warm_start` changes only the noise levels drawn."""
+        return self.bypass or self.whiten is not None
+
     def to_json(self) -> str:
         """Every field, except design options left at their default (so older runs' files stay as they were)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
