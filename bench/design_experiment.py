@@ -13,22 +13,30 @@ per variant and seed:
                                        `python -m analysis teleport --run RUN --step 342` on plain seed 0)
     all         --bypass --whiten EPS --warm-start SIGMA
 
-`--parallel` runs at a time (each its own process; on one GPU they share it), then compares all of them with
-`python -m analysis compare-runs` (plain seed 0 first: its final FD is the target) into `DIR/compare/`. Run
-directories are `DIR/runs/<variant>-s<seed>`, logs `DIR/logs/`. A run whose directory already holds its
-final checkpoint is not trained again (rerunning resumes, as `python -m train` does). Prints the command
-lines and `compare-runs`' summary; exits non-zero if a training or the comparison failed (naming it).
+`--parallel` runs at a time (each its own process; on one GPU they share it), then compares them with
+`python -m analysis compare-runs`: first the plain runs alone (`DIR/compare_plain/`), whose median final FD
+is the target, then every run with `--target-fd` that median (`DIR/compare/`, plain seed 0 first; the
+feature net trained by the first pass is reused). Run directories are `DIR/runs/<variant>-s<seed>`, logs
+`DIR/logs/`. A run whose directory already holds its final checkpoint is not started again (an unfinished
+one resumes, as `python -m train` does). Prints the command lines and `compare-runs`' summaries; exits
+non-zero if a training or a comparison failed (naming it).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+
+from analysis.teleport import FEATURE_NET
+from train.configs import get_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("plain", "bypass", "whiten", "warm", "all")
@@ -91,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
 
+    final = args.steps if args.steps is not None else get_config(args.config).steps
     names, jobs = [], []
     for seed in args.seeds:  # seed-major: a cut-short experiment has whole seeds of every variant
         for variant in args.variants:
             name = f"{variant}-s{seed}"
+            names.append(name)
+            if (args.out / "runs" / name / "checkpoints" / str(final)).is_dir():
+                continue  # trained
             if args.analytic_models is not None and not (args.out / "runs" / name / "analytic_models.npz").exists():
                 (args.out / "runs" / name).mkdir(exist_ok=True)
                 shutil.copyfile(args.analytic_models, args.out / "runs" / name / "analytic_models.npz")
@@ -102,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
                        "--out", str(args.out / "runs" / name), *variant_options(variant, args.whiten, args.warm_start)]
             if args.steps is not None:
                 command += ["--steps", str(args.steps)]
-            names.append(name)
             jobs.append((name, command))
     start = time.perf_counter()
     failed = train_all(jobs, args.out / "logs", args.parallel)
@@ -112,13 +123,30 @@ def main(argv: list[str] | None = None) -> int:
             tail = (args.out / "logs" / f"{name}.log").read_text().splitlines()[-5:]
             print(f"error: training {name} failed:\n  " + "\n  ".join(tail), file=sys.stderr)
         return 1
+    plain = [name for name in names if name.startswith("plain-")]
+    code = compare(args, plain, args.out / "compare_plain")
+    if code != 0:
+        return code
+    with open(args.out / "compare_plain" / "compare_runs_summary.csv", newline="") as file:
+        target = float(np.median([float(row["final_fd"]) for row in csv.DictReader(file)]))
+    log(f"target FD: the median final FD of the plain runs, {target:.4g}")
+    feature_net = args.out / "compare" / FEATURE_NET
+    if not feature_net.exists():
+        shutil.copytree(args.out / "compare_plain" / FEATURE_NET, feature_net)
+    return compare(args, names, args.out / "compare", "--target-fd", repr(target))
+
+
+def compare(args: argparse.Namespace, names: list[str], out: Path, *options: str) -> int:
+    """`python -m analysis compare-runs` of the runs `names` (labelled by variant) into `out`; its exit status."""
     labels = ",".join(name.rsplit("-s", 1)[0] for name in names)
     command = [sys.executable, "-m", "analysis", "compare-runs", *(str(args.out / "runs" / n) for n in names),
-               "--label", labels, "--num-samples", str(args.num_samples), "--out", str(args.out / "compare")]
+               "--label", labels, "--num-samples", str(args.num_samples), "--out", str(out), *options]
     log(f"compare: {' '.join(command)}")
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     log(f"compare-runs exit {done.returncode} in {time.perf_counter() - start:.0f} s")
+    if done.returncode != 0:
+        print(f"error: compare-runs into {out} failed (exit {done.returncode})", file=sys.stderr)
     return done.returncode
 
 

@@ -258,3 +258,19 @@ def test_arguments_are_checked():
         with_gaussian(variables, fit_gaussian(_data(), rank=3))
     with pytest.raises(InputValueError, match="gaussian"):
         with_gaussian({"params": variables["params"]}, fit_gaussian(_data()))
+
+
+def test_a_design_network_round_trips_through_safetensors(tmp_path):
+    """`--network` files of a bypass + whitened network: same class, fields, Gaussian and outputs."""
+    from gaussjax.nn import load_safetensors, save_safetensors
+
+    X = _data()
+    module = gaussian_design(EDMPrecond(net=_net()), bypass=True, whiten=1e-2)
+    network = NeuralDenoiser(module=module, params=_variables(module, fit_gaussian(X), zero_net=False))
+    save_safetensors(tmp_path / "net.safetensors", network)
+    loaded = load_safetensors(tmp_path / "net.safetensors")
+    assert type(loaded.module) is GaussianEDMPrecond and (loaded.module.bypass, loaded.module.whiten) == (True, 1e-2)
+    for key in ("mean", "eigvals", "eigvecs"):
+        np.testing.assert_array_equal(loaded.params["gaussian"][key], network.params["gaussian"][key])
+    x = np.random.default_rng(8).normal(size=(3, D)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.denoise(x, 0.7), network.denoise(x, 0.7))
