@@ -1,7 +1,8 @@
 """The paper's Sec. 8 design experiment (issue 25): plain training against each design option and all three.
 
     PYTHONPATH=. python3 bench/design_experiment.py --out DIR                 # 5 variants x 3 seeds, digits
-    PYTHONPATH=. python3 bench/design_experiment.py --out DIR --seeds 0 --steps 40 --config digits-tiny  # smoke
+    PYTHONPATH=. python3 bench/design_experiment.py --out DIR --seeds 0 --steps 40 --config digits-tiny \
+        --sigmas 0.05,0.5,5                                                    # a smoke run, minutes
 
 Trains, with `python -m train --config CONFIG` (the named recipe, unchanged apart from the option), one run
 per variant and seed:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an analytic_models.npz of a run of the same config, copied into every run directory "
                              "(python -m train then reuses it instead of fitting the probes' models again)")
     parser.add_argument("--num-samples", type=int, default=256, help="compare-runs --num-samples (default 256)")
+    parser.add_argument("--sigmas", default="0.2,1.21,4",
+                        help="compare-runs --sigmas: the probe levels of the FUV metrics (default 0.2,1.21,4)")
     args = parser.parse_args(argv)
     if "plain" not in args.variants:
         parser.error("--variants must include plain (the reference)")
@@ -140,7 +143,8 @@ def compare(args: argparse.Namespace, names: list[str], out: Path, *options: str
     """`python -m analysis compare-runs` of the runs `names` (labelled by variant) into `out`; its exit status."""
     labels = ",".join(name.rsplit("-s", 1)[0] for name in names)
     command = [sys.executable, "-m", "analysis", "compare-runs", *(str(args.out / "runs" / n) for n in names),
-               "--label", labels, "--num-samples", str(args.num_samples), "--out", str(out), *options]
+               "--label", labels, "--num-samples", str(args.num_samples), "--sigmas", args.sigmas, "--out", str(out),
+               *options]
     log(f"compare: {' '.join(command)}")
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
