@@ -294,8 +294,8 @@ def sampling_start(denoiser, noise, sigmas, *, warm_start: float | None = None, 
         `SamplingStart(x (M, D) float32, sigmas (N + 1 - n_skip,), n_skip)`.
 
     Raises:
-        InputValueError: `noise` or `sigmas` mis-shaped, `warm_start` not > 0, or a warm start of a
-            network without a Gaussian and no `gaussian` given.
+        InputValueError: `noise` or `sigmas` mis-shaped (`noise`'s D not the network's), `warm_start`
+            not > 0, or a warm start of a network without a Gaussian and no `gaussian` given.
     """
     noise = jnp.asarray(noise, jnp.float32)
     sigmas = jnp.asarray(sigmas, jnp.float32)
@@ -303,6 +303,10 @@ def sampling_start(denoiser, noise, sigmas, *, warm_start: float | None = None, 
         raise InputValueError(f"`noise` must have shape (M, D), got {noise.shape}")
     if sigmas.ndim != 1 or sigmas.shape[0] < 2:
         raise InputValueError(f"`sigmas` must have shape (N + 1,) with N >= 1, got {sigmas.shape}")
+    shape = getattr(denoiser, "image_shape", None)
+    if shape is not None and noise.shape[1] != int(np.prod(shape)):
+        raise InputValueError(f"`noise` must have shape (M, D) with D = H W C = {int(np.prod(shape))} of the network's "
+                              f"images {tuple(shape)}, got {noise.shape}")
     n_skip = warm_start_skip(sigmas, warm_start)
     module = getattr(denoiser, "module", None)
     own = denoiser.params.get(COLLECTION) if isinstance(module, _GaussianDesign) else None

@@ -229,6 +229,8 @@ def test_warm_start_of_a_plain_network_needs_the_data_gaussian():
     np.testing.assert_allclose(plain.x, s0 * noise, rtol=1e-6)
     with pytest.raises(InputValueError, match="noise"):
         sampling_start(network, noise[0], sigmas)
+    with pytest.raises(InputValueError, match="D = H W C = 32"):
+        sampling_start(network, noise[:, :-1], sigmas)
     with pytest.raises(InputValueError, match="warm_start"):
         sampling_start(network, noise, sigmas, warm_start=-1.0)
 
